@@ -1,0 +1,371 @@
+'use strict';
+// What is on disk: several server processes on one data dir, corrupt files, autosave.
+
+const fs = require('fs');
+const path = require('path');
+const { fork } = require('child_process');
+
+const { sandbox, filesIn, storedSession, pollUntil, sleep } = require('./helpers/env');
+
+const WORKER = path.join(__dirname, 'helpers', 'merge-worker.js');
+
+let box;
+beforeEach(() => {
+  box = sandbox();
+});
+afterEach(async () => {
+  await box.dispose();
+});
+
+function newDataDir() {
+  return path.join(box.tempDir(), 'sessions');
+}
+
+/** Forks a merge worker and resolves once it has loaded the session and waits for 'go'. */
+function startWorker(dataDir, tag, count, userId, workspaceId) {
+  const child = fork(WORKER, [dataDir, tag, String(count), userId, workspaceId], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const messages = [];
+  child.on('message', (m) => messages.push(m));
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr, messages })));
+  const ready = new Promise((resolve, reject) => {
+    child.on('message', (m) => m === 'ready' && resolve());
+    child.on('exit', () => reject(new Error(`worker ${tag} exited before it was ready: ${stderr}`)));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
+  exited.then(() => clearTimeout(timer));
+  return { child, ready, exited };
+}
+
+describe('two server processes on one data dir', () => {
+  test('each merging and saving concurrently, every update of both ends up on disk', async () => {
+    const dataDir = newDataDir();
+    const perWorker = 20;
+    const workers = ['alpha', 'beta'].map((tag) => startWorker(dataDir, tag, perWorker, 'alice', '/home/alice/proj'));
+    await Promise.all(workers.map((w) => w.ready));
+    for (const w of workers) w.child.send('go');
+    const results = await Promise.all(workers.map((w) => w.exited));
+    for (const r of results) {
+      expect(r.stderr).toBe('');
+      expect(r).toMatchObject({ code: 0, signal: null });
+      expect(r.messages).toContain('done');
+    }
+
+    const reader = await box.open(dataDir);
+    const { session, created } = await reader.load('alice', '/home/alice/proj');
+    expect(created).toBe(false);
+    const ids = session.conversationHistory.map((e) => e.id);
+    expect(ids).toHaveLength(2 * perWorker);
+    for (const tag of ['alpha', 'beta']) {
+      for (let i = 0; i < perWorker; i++) expect(ids).toContain(`${tag}-${i}`);
+    }
+    expect(session.memory).toEqual({ 'from-alpha': { written: perWorker }, 'from-beta': { written: perWorker } });
+    // And nothing was left behind half-written.
+    expect(filesIn(dataDir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  test('a partial chart update from a server whose copy predates the chart keeps the chart', async () => {
+    // Server A creates a chart and saves. Server B loaded the session before that, and a client on B
+    // completes one action of the chart (the update carries only ids and `completed`).
+    const dataDir = newDataDir();
+    const serverA = await box.open(dataDir);
+    const serverB = await box.open(dataDir);
+    await serverB.load('alice', '/proj');
+    await serverA.merge('alice', '/proj', {
+      activeCharts: [{ id: 'c1', title: 'Ship v1', desiredOutcome: 'shipped', actions: [{ id: 'a1', title: 'write docs' }] }],
+    });
+    await serverA.save('alice', '/proj');
+    await sleep(5);
+    await serverB.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] });
+    await serverB.save('alice', '/proj');
+    await serverA.close();
+    await serverB.close();
+
+    const reader = await box.open(dataDir);
+    const [chart] = (await reader.load('alice', '/proj')).session.activeCharts;
+    expect(chart).toMatchObject({ id: 'c1', title: 'Ship v1', desiredOutcome: 'shipped' });
+    expect(chart.actions).toEqual([expect.objectContaining({ id: 'a1', title: 'write docs', completed: true })]);
+  });
+
+  test('a session deleted by one store and then saved by another that still had it comes back whole', async () => {
+    // Deleting is local to the store that does it; a store that still holds the session and saves it
+    // writes what it holds. What matters is that the file is whole and loadable afterwards.
+    const dataDir = newDataDir();
+    const a = await box.open(dataDir);
+    const b = await box.open(dataDir);
+    await a.merge('alice', '/proj', { memory: { k: 1 } });
+    await a.save('alice', '/proj');
+    await b.load('alice', '/proj');
+    expect(await a.delete('alice', '/proj')).toBe(true);
+    await b.merge('alice', '/proj', { memory: { j: 2 } });
+    expect(await b.save('alice', '/proj')).toBe(true);
+    const reader = await box.open(dataDir);
+    const back = await reader.load('alice', '/proj');
+    expect(back).toMatchObject({ created: false, recovered: false });
+    expect(back.session.memory.j).toBe(2);
+    expect(filesIn(dataDir).filter((f) => f.includes('.corrupt-') || f.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
+describe('a corrupt session file', () => {
+  test('is moved aside and the previous good version (the backup) is loaded', async () => {
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', { memory: { saved: 'first' }, conversationHistory: [{ id: 'e1', role: 'user', content: 'one' }] });
+    await first.save('alice', '/proj');
+    await first.merge('alice', '/proj', { memory: { later: 'second' } });
+    await first.save('alice', '/proj');
+    await first.close();
+
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const backupFile = `${file}.bak`;
+    expect(fs.existsSync(backupFile)).toBe(true);
+    const backup = JSON.parse(fs.readFileSync(backupFile, 'utf8'));
+    expect(backup.memory).toEqual({ saved: 'first' });
+
+    const garbage = Buffer.from('{"id": "half-written sess\u0000\u00ff garbage', 'latin1');
+    fs.writeFileSync(file, garbage);
+
+    const second = await box.open(dataDir);
+    const loaded = await second.load('alice', '/proj');
+    expect(loaded.recovered).toBe(true);
+    expect(loaded.created).toBe(false);
+    expect(loaded.session).toEqual(backup);
+    expect(loaded.session.memory).toEqual({ saved: 'first' });
+    expect(loaded.session.conversationHistory.map((e) => e.content)).toEqual(['one']);
+
+    // The bad bytes are kept aside for the operator, never deleted.
+    const stem = path.basename(file, '.json');
+    const aside = filesIn(dataDir).filter((f) => f.startsWith(`${stem}.json.corrupt-`));
+    expect(aside).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dataDir, aside[0]))).toEqual(garbage);
+
+    // The main file is valid again and holds the recovered session.
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(loaded.session);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+
+    // Recovery happens once: the next load is ordinary, and work goes on.
+    await second.merge('alice', '/proj', { memory: { after: 'recovery' } });
+    await second.close();
+    const third = await box.open(dataDir);
+    const again = await third.load('alice', '/proj');
+    expect(again).toMatchObject({ created: false, recovered: false });
+    expect(again.session.memory).toEqual({ saved: 'first', after: 'recovery' });
+  });
+
+  test('with no backup, a new session is created and the corrupt file is kept', async () => {
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.load('alice', '/proj'); // the first write: no backup yet
+    await first.close();
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    expect(fs.existsSync(`${file}.bak`)).toBe(false);
+    fs.writeFileSync(file, 'not json at all');
+
+    const second = await box.open(dataDir);
+    const loaded = await second.load('alice', '/proj');
+    expect(loaded).toMatchObject({ created: true, recovered: true });
+    expect(loaded.session).toMatchObject({ userId: 'alice', workspaceId: '/proj', memory: {} });
+    const stem = path.basename(file, '.json');
+    const aside = filesIn(dataDir).filter((f) => f.startsWith(`${stem}.json.corrupt-`));
+    expect(aside).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dataDir, aside[0]), 'utf8')).toBe('not json at all');
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(loaded.session);
+  });
+
+  test('an empty (truncated) file is recovered from the backup too', async () => {
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', { memory: { v: 1 } });
+    await first.save('alice', '/proj');
+    await first.merge('alice', '/proj', { memory: { v: 2 } });
+    await first.close();
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    fs.truncateSync(file, 0);
+
+    const second = await box.open(dataDir);
+    const loaded = await second.load('alice', '/proj');
+    expect(loaded.recovered).toBe(true);
+    expect(loaded.session.memory).toEqual({ v: 1 });
+  });
+
+  test('when both the file and its backup are corrupt, both are kept aside', async () => {
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', { memory: { v: 1 } });
+    await first.save('alice', '/proj');
+    await first.close();
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    fs.writeFileSync(file, 'bad main');
+    fs.writeFileSync(`${file}.bak`, 'bad backup');
+
+    const second = await box.open(dataDir);
+    const loaded = await second.load('alice', '/proj');
+    expect(loaded).toMatchObject({ created: true, recovered: true });
+    const kept = filesIn(dataDir)
+      .filter((f) => f.includes('.corrupt-'))
+      .map((f) => fs.readFileSync(path.join(dataDir, f), 'utf8'))
+      .sort();
+    expect(kept).toEqual(['bad backup', 'bad main']);
+  });
+
+  test("another user's session copied over the file is not served to this user", async () => {
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', { memory: { aliceSecret: 'a' } });
+    await first.load('bob', '/proj');
+    await first.close();
+    const alice = storedSession(dataDir, 'alice', '/proj').file;
+    const bob = storedSession(dataDir, 'bob', '/proj').file;
+    fs.copyFileSync(alice, bob);
+
+    const second = await box.open(dataDir);
+    const loaded = await second.load('bob', '/proj');
+    expect(loaded.recovered).toBe(true);
+    expect(loaded.session.userId).toBe('bob');
+    expect(loaded.session.memory).toEqual({});
+    // Alice's own session is untouched.
+    expect((await second.load('alice', '/proj')).session.memory).toEqual({ aliceSecret: 'a' });
+  });
+});
+
+describe('files on disk', () => {
+  test('every file the store writes is private (0600) in a private dir (0700)', async () => {
+    const parent = box.tempDir();
+    const dataDir = path.join(parent, 'deep', 'er', 'sessions');
+    const store = await box.open(dataDir);
+    for (const user of ['alice', 'bob']) {
+      await store.merge(user, '/proj', { memory: { v: 1 } });
+      await store.save(user, '/proj');
+      await store.merge(user, '/proj', { memory: { v: 2 } });
+      await store.save(user, '/proj');
+    }
+    expect(fs.statSync(dataDir).mode & 0o777).toBe(0o700);
+    const files = filesIn(dataDir);
+    expect(files.length).toBe(6); // .json, .json.bak and .lock for each
+    for (const f of files) {
+      expect(f).toMatch(/^[0-9a-f]{64}\.(json|json\.bak|lock)$/);
+      expect(fs.statSync(path.join(dataDir, f)).mode & 0o777).toBe(0o600);
+    }
+  });
+
+  test('the backup holds the version before the last write', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir);
+    for (let v = 1; v <= 3; v++) {
+      await store.merge('alice', '/proj', { memory: { v } });
+      await store.save('alice', '/proj');
+    }
+    const { file, session } = storedSession(dataDir, 'alice', '/proj');
+    expect(session.memory).toEqual({ v: 3 });
+    expect(JSON.parse(fs.readFileSync(`${file}.bak`, 'utf8')).memory).toEqual({ v: 2 });
+  });
+});
+
+describe('close()', () => {
+  test('after close() resolves, a store touches nothing more in its data dir', async () => {
+    // A host closes the store and then archives or removes the data dir. Server A has sessions
+    // loaded that server B changes on disk right before both close.
+    const dataDir = newDataDir();
+    const serverA = await box.open(dataDir);
+    const serverB = await box.open(dataDir);
+    const users = Array.from({ length: 30 }, (_, i) => `user-${i}`);
+    for (const user of users) await serverA.load(user, '/proj');
+    for (const user of users) {
+      await serverB.merge(user, '/proj', { memory: { fromB: true } });
+      await serverB.save(user, '/proj');
+    }
+    await serverA.close();
+    await serverB.close();
+
+    for (const f of filesIn(dataDir)) fs.rmSync(path.join(dataDir, f));
+    await sleep(300);
+    expect(filesIn(dataDir)).toEqual([]);
+  });
+});
+
+describe('autosave', () => {
+  test('writes a merged change without save() within a few intervals', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, { autosaveIntervalMs: 200 });
+    await store.load('alice', '/proj');
+    await store.merge('alice', '/proj', { memory: { unsaved: 'but autosaved' } });
+    const stored = await pollUntil(
+      () => {
+        const s = storedSession(dataDir, 'alice', '/proj');
+        return s && s.session.memory.unsaved === 'but autosaved' && s;
+      },
+      { timeoutMs: 2500, what: 'the autosaved change on disk' },
+    );
+    expect(stored.session.memory).toEqual({ unsaved: 'but autosaved' });
+    await pollUntil(async () => (await store.list())[0].dirty === false, { what: 'the session to be clean' });
+    // Nothing was left to write.
+    expect(await store.save('alice', '/proj')).toBe(false);
+  });
+
+  test('does not rewrite a clean session', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, { autosaveIntervalMs: 100 });
+    await store.merge('alice', '/proj', { memory: { k: 1 } });
+    await store.save('alice', '/proj');
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const before = fs.statSync(file);
+    const bytes = fs.readFileSync(file);
+    const filesBefore = filesIn(dataDir);
+
+    await sleep(700); // seven autosave ticks
+    const after = fs.statSync(file);
+    expect(after.ino).toBe(before.ino);
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(fs.readFileSync(file)).toEqual(bytes);
+    expect(filesIn(dataDir)).toEqual(filesBefore);
+  });
+
+  test('two stores with autosave on one dir converge, then stop rewriting the file', async () => {
+    const dataDir = newDataDir();
+    const serverA = await box.open(dataDir, { autosaveIntervalMs: 100 });
+    const serverB = await box.open(dataDir, { autosaveIntervalMs: 100 });
+    await serverA.load('alice', '/proj');
+    await serverB.load('alice', '/proj');
+    await serverA.merge('alice', '/proj', { memory: { fromA: 1 } });
+    await serverB.merge('alice', '/proj', { memory: { fromB: 2 } });
+
+    // Both changes reach the file, and both stores hold both.
+    await pollUntil(
+      () => {
+        const s = storedSession(dataDir, 'alice', '/proj');
+        return s && s.session.memory.fromA === 1 && s.session.memory.fromB === 2;
+      },
+      { what: 'both changes on disk' },
+    );
+    await pollUntil(
+      async () => {
+        const [a, b] = await Promise.all([serverA.list(), serverB.list()]);
+        return !a[0].dirty && !b[0].dirty;
+      },
+      { what: 'both stores clean' },
+    );
+    // Quiet now: several intervals pass without a write.
+    await sleep(300);
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const settled = fs.statSync(file);
+    await sleep(600);
+    const later = fs.statSync(file);
+    expect(later.ino).toBe(settled.ino);
+    expect(later.mtimeMs).toBe(settled.mtimeMs);
+  });
+
+  test('stops at close(): nothing is written after it', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, { autosaveIntervalMs: 50 });
+    await store.merge('alice', '/proj', { memory: { k: 1 } });
+    await store.close();
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const before = fs.statSync(file);
+    await sleep(300);
+    const after = fs.statSync(file);
+    expect(after.ino).toBe(before.ino);
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+  });
+});

@@ -1,0 +1,682 @@
+'use strict';
+// The narrative WebSocket handler, end to end: real `ws` clients talk to a real node http server
+// that hands `/api/ws/narrative` upgrades to `attachNarrativeSession`, backed by a real store on
+// a temporary directory. See docs/protocol.md. No mocks.
+
+const { NarrativeSessionStore } = require('../index');
+const { SESSION_MESSAGE_TYPES } = require('../lib/handler');
+const { sandbox, storedSession, sessionFiles, pollUntil, runNode, INDEX } = require('./helpers/env');
+const { startNarrativeServer, clientPool } = require('./helpers/ws-server');
+
+const WORKSPACE = '/home/me/proj';
+
+let box;
+let server;
+let dataDir;
+const servers = [];
+const pool = clientPool(() => server);
+
+/** Starts another host (own store) on `dir`; it is closed after the test. */
+async function startServer(options) {
+  const s = await startNarrativeServer(options);
+  servers.push(s);
+  return s;
+}
+
+beforeEach(async () => {
+  box = sandbox();
+  dataDir = box.tempDir('mia-ws-');
+  server = await startServer({ dataDir });
+});
+
+afterEach(async () => {
+  await pool.closeAll();
+  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await box.dispose();
+});
+
+/** Connects and waits for the restored session. */
+async function open(options) {
+  const client = pool.connect(options);
+  const restored = await client.restored();
+  return { client, restored, session: restored.session };
+}
+
+/** What a brand-new connection of `user` in `workspace` is given: the session as the server holds it. */
+async function freshLook(user, workspace = WORKSPACE, on = server) {
+  const client = pool.connect({ user, workspace, server: on, label: `${user} (fresh look)` });
+  const { session } = await client.restored();
+  await client.close();
+  return session;
+}
+
+/** An update that touches every field of a session. */
+const EVERYTHING = Object.freeze({
+  universeFocus: 'ceremony',
+  activeCharts: [
+    {
+      id: 'c1',
+      title: 'Ship v1',
+      desiredOutcome: 'v1 in the hands of users',
+      currentReality: 'a prototype on a laptop',
+      status: 'active',
+      actions: [
+        { id: 'a1', title: 'write the tests', completed: false, order: 1 },
+        { id: 'a2', title: 'deploy', completed: true, completedAt: '2026-11-24T07:00:01.000Z', order: 2 },
+      ],
+    },
+  ],
+  storyBeats: [
+    {
+      id: 'b-1732431601',
+      description: 'First deploy',
+      type: 'deploy',
+      universeAnnotations: { engineer: 'CI is green', story: 'the hero ships' },
+    },
+  ],
+  storyPosition: { arc: 'rising action', beat: 3, phase: 'confrontation' },
+  memory: {
+    lastFile: 'src/app.ts',
+    openTabs: ['src/app.ts', 'README.md'],
+    nested: { depth: { deeper: [1, 2, { x: 'y', ok: true, none: null }] }, count: 7 },
+  },
+  config: { theme: 'dark', panels: { left: ['charts', 'beats'], width: 320 } },
+  conversationHistory: [{ id: 'e1', role: 'user', content: 'Where were we, Mia?', universe: 'story' }],
+});
+
+describe('connecting', () => {
+  test('the first connect creates the session: the first message is restored/created for the header user and the normalised workspace', async () => {
+    const client = pool.connect({ user: 'alice', workspace: '/home/me/proj/' });
+    await client.opened;
+    const first = await client.nextMessage();
+
+    expect(client.messages[0]).toBe(first);
+    expect(first).toMatchObject({ type: 'session-event', channel: 'session' });
+    expect(typeof first.timestamp).toBe('string');
+    expect(Number.isNaN(Date.parse(first.timestamp))).toBe(false);
+    expect(first.payload).toMatchObject({ event: 'restored', created: true, recovered: false });
+    const { session } = first.payload;
+    expect(session).toMatchObject({
+      userId: 'alice',
+      workspaceId: '/home/me/proj',
+      activeCharts: [],
+      storyBeats: [],
+      conversationHistory: [],
+      memory: {},
+      config: {},
+    });
+    expect(session.id).toMatch(/^[0-9a-f]+$/);
+    // The first access persists the session.
+    expect(storedSession(dataDir, 'alice', '/home/me/proj')).toBeDefined();
+  });
+
+  test('?folder= names the workspace too, and . / .. / trailing slashes are normalised away', async () => {
+    const { restored } = await open({ user: 'alice', folder: '/home/me/other/./src/../' });
+    expect(restored.created).toBe(true);
+    expect(restored.session.workspaceId).toBe('/home/me/other');
+  });
+
+  test('two spellings of the same folder reach the same session', async () => {
+    const first = await open({ user: 'alice', workspace: '/home/me/proj/' });
+    const second = await open({ user: 'alice', folder: '/home/me/./proj' });
+    expect(second.restored.created).toBe(false);
+    expect(second.session.id).toBe(first.session.id);
+  });
+
+  test('a socket without ?workspace= or ?folder= gets the (none) workspace', async () => {
+    const { restored } = await open({ user: 'alice' });
+    expect(restored.session.workspaceId).toBe('(none)');
+  });
+
+  test('an update sent the moment the socket opens is applied after the restore, and acked after it', async () => {
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE });
+    await client.opened;
+    client.update({ memory: { early: 'bird' } }, 'early-1');
+    const first = await client.nextMessage();
+    expect(first.payload).toMatchObject({ event: 'restored', created: true });
+    expect(first.payload.session.memory).toEqual({});
+    const second = await client.nextMessage();
+    expect(second).toMatchObject({ traceId: 'early-1', payload: { event: 'ack', session: { memory: { early: 'bird' } } } });
+  });
+
+  test('the handler claims session-update only', () => {
+    expect([...SESSION_MESSAGE_TYPES]).toEqual(['session-update']);
+  });
+});
+
+describe('acks', () => {
+  test('the sender gets an ack carrying its traceId, the changed paths and the merged session', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    client.update({ universeFocus: 'ceremony', memory: { lastFile: 'src/app.ts' } }, 'u-17');
+    const ack = await client.nextMessage();
+
+    expect(ack).toMatchObject({ type: 'session-event', channel: 'session', traceId: 'u-17' });
+    expect(ack.payload.event).toBe('ack');
+    expect(ack.payload.changes).toEqual(expect.arrayContaining(['universeFocus', 'memory.lastFile']));
+    expect(ack.payload.session).toMatchObject({
+      userId: 'alice',
+      workspaceId: WORKSPACE,
+      universeFocus: 'ceremony',
+      memory: { lastFile: 'src/app.ts' },
+    });
+  });
+
+  test('an update without a traceId is acked without one', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    client.update({ storyPosition: { arc: 'a', beat: 1, phase: 'p' } });
+    const ack = await client.nextMessage();
+    expect(ack.payload.event).toBe('ack');
+    expect(ack).not.toHaveProperty('traceId');
+  });
+
+  test('updates from one socket are applied and acked in the order they were sent', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    for (let i = 0; i < 20; i++) client.update({ memory: { counter: i } }, `seq-${i}`);
+    for (let i = 0; i < 20; i++) {
+      const ack = await client.nextMessage();
+      expect(ack.traceId).toBe(`seq-${i}`);
+      expect(ack.payload.session.memory.counter).toBe(i);
+    }
+    expect((await freshLook('alice')).memory.counter).toBe(19);
+  });
+});
+
+describe('reconnecting', () => {
+  test('a reconnect restores every field exactly as it was acked', async () => {
+    const { client, session: initial } = await open({ user: 'alice', workspace: WORKSPACE });
+    const ack = await client.updateAndAck(EVERYTHING);
+    const acked = ack.session;
+    expect(acked).toMatchObject({
+      universeFocus: 'ceremony',
+      activeCharts: [
+        {
+          id: 'c1',
+          title: 'Ship v1',
+          desiredOutcome: 'v1 in the hands of users',
+          currentReality: 'a prototype on a laptop',
+          status: 'active',
+          actions: [
+            { id: 'a1', title: 'write the tests', completed: false, order: 1 },
+            { id: 'a2', title: 'deploy', completed: true, completedAt: '2026-11-24T07:00:01.000Z', order: 2 },
+          ],
+        },
+      ],
+      storyBeats: [EVERYTHING.storyBeats[0]],
+      storyPosition: EVERYTHING.storyPosition,
+      memory: EVERYTHING.memory,
+      config: EVERYTHING.config,
+      conversationHistory: [EVERYTHING.conversationHistory[0]],
+    });
+    await client.close();
+
+    const { restored } = await open({ user: 'alice', workspace: WORKSPACE });
+    expect(restored.created).toBe(false);
+    expect(restored.recovered).toBe(false);
+    expect(restored.session.id).toBe(initial.id);
+    expect(restored.session).toEqual(acked);
+  });
+
+  test('a reconnect after the server restarts (a new store on the same directory) restores every field', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const { session: acked } = await client.updateAndAck(EVERYTHING);
+    await client.close();
+    await server.close();
+
+    const restarted = await startServer({ dataDir });
+    const again = pool.connect({ user: 'alice', workspace: WORKSPACE, server: restarted });
+    const restored = await again.restored();
+    expect(restored.created).toBe(false);
+    expect(restored.session).toEqual(acked);
+  });
+});
+
+describe('two tabs of one user on one workspace', () => {
+  test("each receives the other's changes as merged events from the other connection, and they end in the same state", async () => {
+    const a = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab A' });
+    const b = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab B' });
+    expect(b.session.id).toBe(a.session.id);
+    const idA = server.connectionOf(a.client.tag).id;
+    const idB = server.connectionOf(b.client.tag).id;
+    expect(idA).not.toBe(idB);
+
+    const ackA = await a.client.updateAndAck({ universeFocus: 'engineer', memory: { fromA: { n: 1 } } });
+    const mergedAtB = await b.client.nextEvent('merged');
+    expect(mergedAtB.payload.origin).toBe(idA);
+    expect(mergedAtB.payload.origin).not.toBe('external');
+    expect(mergedAtB.payload.changes).toEqual(expect.arrayContaining(['universeFocus', 'memory.fromA']));
+    expect(mergedAtB.payload.session).toEqual(ackA.session);
+
+    const ackB = await b.client.updateAndAck({
+      storyBeats: [{ id: 'b1', description: 'B was here', type: 'custom' }],
+      memory: { fromB: true },
+    });
+    const mergedAtA = await a.client.nextEvent('merged');
+    expect(mergedAtA.payload.origin).toBe(idB);
+    expect(mergedAtA.payload.changes).toEqual(expect.arrayContaining(['storyBeats.b1', 'memory.fromB']));
+    expect(mergedAtA.payload.session).toEqual(ackB.session);
+
+    // Neither tab hears its own changes echoed back as merged.
+    await a.client.expectNothing(() => true, 200, 'further message');
+    expect(a.client.messages.filter((m) => m.payload && m.payload.origin === idA)).toEqual([]);
+    expect(b.client.messages.filter((m) => m.payload && m.payload.origin === idB)).toEqual([]);
+    expect(b.client.pending()).toEqual([]);
+
+    // Both hold what the server holds.
+    const server_ = await freshLook('alice');
+    expect(mergedAtA.payload.session).toEqual(server_);
+    expect(ackB.session).toEqual(server_);
+    expect(server_).toMatchObject({ universeFocus: 'engineer', memory: { fromA: { n: 1 }, fromB: true } });
+  });
+
+  /**
+   * Both tabs fire `perRound` updates at once without waiting, `rounds` times; after each round,
+   * once every ack and merged event has arrived, `afterRound` looks at the tabs and the server.
+   * Every update adds a new conversation entry and fights over the same memory key.
+   */
+  async function concurrentRounds({ rounds, perRound, afterRound }) {
+    const a = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab A' });
+    const b = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab B' });
+    const idA = server.connectionOf(a.client.tag).id;
+    const idB = server.connectionOf(b.client.tag).id;
+    const mergedAt = (client) => client.messages.filter((m) => m.payload && m.payload.event === 'merged');
+    for (let r = 0; r < rounds; r++) {
+      for (let i = 0; i < perRound; i++) {
+        const n = `${r}.${i}`;
+        a.client.update({ conversationHistory: [{ id: `a-${n}`, role: 'user', content: `A${n}` }], memory: { last: `A${n}` } }, `a-${n}`);
+        b.client.update({ conversationHistory: [{ id: `b-${n}`, role: 'agent', content: `B${n}` }], memory: { last: `B${n}` } }, `b-${n}`);
+      }
+      for (let i = 0; i < perRound; i++) {
+        const n = `${r}.${i}`;
+        await a.client.next((m) => m.traceId === `a-${n}` && m.payload.event === 'ack', { what: `ack a-${n}` });
+        await b.client.next((m) => m.traceId === `b-${n}` && m.payload.event === 'ack', { what: `ack b-${n}` });
+      }
+      // Every merge of the other tab is announced, once.
+      const expected = (r + 1) * perRound;
+      await pollUntil(() => mergedAt(a.client).length >= expected && mergedAt(b.client).length >= expected, {
+        timeoutMs: 5000,
+        what: `${expected} merged events at each tab`,
+      });
+      await a.client.expectNothing(() => true, 100, 'message after the round');
+      expect(mergedAt(a.client)).toHaveLength(expected);
+      expect(mergedAt(b.client)).toHaveLength(expected);
+      expect(new Set(mergedAt(a.client).map((m) => m.payload.origin))).toEqual(new Set([idB]));
+      expect(new Set(mergedAt(b.client).map((m) => m.payload.origin))).toEqual(new Set([idA]));
+      const truth = await freshLook('alice');
+      afterRound({ round: r, a: a.client, b: b.client, truth });
+    }
+  }
+
+  /** The session of every ack and merged event a tab was given, in order. */
+  const sessionsGiven = (client) =>
+    client.messages
+      .filter((m) => m.payload && m.payload.session)
+      .map((m) => ({ session: m.payload.session, what: `${m.payload.event} ${m.traceId || m.payload.origin}` }));
+
+  test('concurrent updates from both tabs are all kept, and both tabs converge on the session the server holds', async () => {
+    const rounds = 5;
+    const perRound = 10;
+    await concurrentRounds({
+      rounds,
+      perRound,
+      afterRound: ({ round, a, b, truth }) => {
+        const ids = truth.conversationHistory.map((e) => e.id).sort();
+        const sent = [];
+        for (let r = 0; r <= round; r++) for (let i = 0; i < perRound; i++) sent.push(`a-${r}.${i}`, `b-${r}.${i}`);
+        expect(ids).toEqual(sent.sort());
+        expect([`A${round}.${perRound - 1}`, `B${round}.${perRound - 1}`]).toContain(truth.memory.last);
+        // Once everything has arrived, what each tab was given last is what the server holds.
+        for (const client of [a, b]) {
+          const last = sessionsGiven(client).at(-1);
+          const missing = ids.filter((id) => !last.session.conversationHistory.some((e) => e.id === id));
+          expect({ round, tab: client.label, last: last.what, missing }).toEqual({ round, tab: client.label, last: last.what, missing: [] });
+          expect(last.session).toEqual(truth);
+        }
+      },
+    });
+  });
+
+  test('a tab is never handed a session older than one it was already given', async () => {
+    await concurrentRounds({
+      rounds: 5,
+      perRound: 10,
+      afterRound: ({ a, b }) => {
+        // Entries are only ever added, so no session may lack an entry of the one given before it.
+        for (const client of [a, b]) {
+          const given = sessionsGiven(client);
+          for (let i = 1; i < given.length; i++) {
+            const has = new Set(given[i].session.conversationHistory.map((e) => e.id));
+            const lost = given[i - 1].session.conversationHistory.map((e) => e.id).filter((id) => !has.has(id));
+            expect({ tab: client.label, message: `#${i}: ${given[i].what}`, after: given[i - 1].what, lost }).toEqual({
+              tab: client.label,
+              message: `#${i}: ${given[i].what}`,
+              after: given[i - 1].what,
+              lost: [],
+            });
+          }
+        }
+      },
+    });
+  });
+
+  test('a third connection on another workspace of the same user hears nothing', async () => {
+    const a = await open({ user: 'alice', workspace: WORKSPACE });
+    const other = await open({ user: 'alice', workspace: '/home/me/elsewhere' });
+    expect(other.session.id).not.toBe(a.session.id);
+    await a.client.updateAndAck({ memory: { here: 1 } });
+    await other.client.expectNothing(() => true, 300, 'message for another workspace');
+    expect((await freshLook('alice', '/home/me/elsewhere')).memory).toEqual({});
+  });
+});
+
+describe('users are isolated', () => {
+  test("two users on the same workspace never see each other's session", async () => {
+    const alice = await open({ user: 'alice', workspace: WORKSPACE });
+    const bob = await open({ user: 'bob', workspace: WORKSPACE });
+    expect(bob.restored.created).toBe(true);
+    expect(bob.session.userId).toBe('bob');
+    expect(bob.session.id).not.toBe(alice.session.id);
+
+    await alice.client.updateAndAck({ memory: { secret: 'alice-only' }, universeFocus: 'engineer' });
+    await bob.client.updateAndAck({ memory: { secret: 'bob-only' }, universeFocus: 'story' });
+    await Promise.all([
+      alice.client.expectNothing((m) => m.payload && m.payload.event === 'merged', 300, 'merged event from bob'),
+      bob.client.expectNothing((m) => m.payload && m.payload.event === 'merged', 300, 'merged event from alice'),
+    ]);
+
+    const aliceNow = await freshLook('alice');
+    const bobNow = await freshLook('bob');
+    expect(aliceNow).toMatchObject({ userId: 'alice', universeFocus: 'engineer', memory: { secret: 'alice-only' } });
+    expect(bobNow).toMatchObject({ userId: 'bob', universeFocus: 'story', memory: { secret: 'bob-only' } });
+  });
+
+  test('a userId sent by the client is ignored: the change lands in the header user’s own session', async () => {
+    const alice = await open({ user: 'alice', workspace: WORKSPACE });
+    const bob = await open({ user: 'bob', workspace: WORKSPACE });
+
+    const ack = await alice.client.updateAndAck({ userId: 'bob', memory: { spoof: 'written by alice' } });
+    expect(ack.session.userId).toBe('alice');
+    expect(ack.session.id).toBe(alice.session.id);
+    expect(ack.session.memory).toEqual({ spoof: 'written by alice' });
+
+    await bob.client.expectNothing(() => true, 300, 'message caused by alice');
+    expect((await freshLook('bob')).memory).toEqual({});
+    expect((await freshLook('alice')).memory).toEqual({ spoof: 'written by alice' });
+  });
+
+  test('the other server-owned fields (id, workspaceId, createdAt, updatedAt) in a payload are ignored too', async () => {
+    const alice = await open({ user: 'alice', workspace: WORKSPACE });
+    const ack = await alice.client.updateAndAck({
+      id: 'ffffffffffffffffffffffffffffffff',
+      workspaceId: '/somewhere/else',
+      createdAt: '2000-01-01T00:00:00.000Z',
+      updatedAt: '2000-01-01T00:00:00.000Z',
+      memory: { k: 1 },
+    });
+    expect(ack.session).toMatchObject({ id: alice.session.id, workspaceId: WORKSPACE, createdAt: alice.session.createdAt });
+    expect(ack.session.updatedAt).not.toBe('2000-01-01T00:00:00.000Z');
+  });
+
+  test('a connection without the trusted user header is refused (EAUTH, close 1008) and creates nothing', async () => {
+    const client = pool.connect({ workspace: WORKSPACE, label: 'anonymous' });
+    await client.opened;
+    const error = await client.nextError();
+    expect(error.payload.code).toBe('EAUTH');
+    const { code } = await client.closed;
+    expect(code).toBe(1008);
+    expect(client.messages.some((m) => m.payload && m.payload.event === 'restored')).toBe(false);
+
+    expect(await server.store.list()).toEqual([]);
+    expect(sessionFiles(dataDir)).toEqual([]);
+  });
+
+  test('an empty trusted user header is refused the same way', async () => {
+    const client = pool.connect({ user: '', workspace: WORKSPACE, label: 'empty user' });
+    await client.opened;
+    expect((await client.nextError()).payload.code).toBe('EAUTH');
+    expect((await client.closed).code).toBe(1008);
+    expect(sessionFiles(dataDir)).toEqual([]);
+  });
+});
+
+describe('durability', () => {
+  test('a disconnect flushes the session to disk, where a new store in another process finds it', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const ack = await client.updateAndAck({ memory: { durable: { yes: true } }, universeFocus: 'story' });
+    expect(ack.changes).toContain('memory.durable');
+    // Autosave is off: until the socket closes, the change lives in memory only.
+    expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({});
+
+    const connection = server.connectionOf(client.tag);
+    await client.close();
+    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await pollUntil(
+      () => {
+        const stored = storedSession(dataDir, 'alice', WORKSPACE);
+        return stored && stored.session.memory.durable;
+      },
+      { timeoutMs: 3000, what: 'the change on disk' },
+    );
+
+    // Another process opens its own store on the directory (the server's store stays open).
+    const script = `
+      const { NarrativeSessionStore } = require(${JSON.stringify(INDEX)});
+      (async () => {
+        const store = await NarrativeSessionStore.open({ dataDir: ${JSON.stringify(dataDir)}, autosaveIntervalMs: 0, cleanupIntervalMs: 0 });
+        const result = await store.load('alice', ${JSON.stringify(WORKSPACE)});
+        await store.close();
+        process.stdout.write(JSON.stringify(result));
+      })().catch((e) => { process.stderr.write(String(e && e.code) + ' ' + e.message); process.exitCode = 1; });
+    `;
+    const run = await runNode(['-e', script], { killAfterMs: 15000 });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const seen = JSON.parse(run.stdout);
+    expect(seen.created).toBe(false);
+    expect(seen.session).toMatchObject({ id: ack.session.id, universeFocus: 'story', memory: { durable: { yes: true } } });
+    expect(seen.session).toEqual(ack.session);
+  });
+
+  test('a tab closed right after sending an update (without waiting for the ack) still keeps the change', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const connection = server.connectionOf(client.tag);
+    for (let i = 0; i < 5; i++) client.update({ conversationHistory: [{ id: `last-${i}`, role: 'user', content: `bye ${i}` }] });
+    await client.close();
+    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await connection.saved;
+    const stored = storedSession(dataDir, 'alice', WORKSPACE);
+    expect(stored.session.conversationHistory.map((e) => e.id)).toEqual(['last-0', 'last-1', 'last-2', 'last-3', 'last-4']);
+  });
+
+  test('closing one tab saves while the other tab keeps working on the loaded session', async () => {
+    const a = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab A' });
+    const b = await open({ user: 'alice', workspace: WORKSPACE, label: 'tab B' });
+    await a.client.updateAndAck({ memory: { fromA: 1 } });
+    const connection = server.connectionOf(a.client.tag);
+    await a.client.close();
+    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await connection.saved;
+    expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({ fromA: 1 });
+
+    const ack = await b.client.updateAndAck({ memory: { fromB: 2 } });
+    expect(ack.session.memory).toEqual({ fromA: 1, fromB: 2 });
+  });
+});
+
+describe('changes made by another process', () => {
+  test('a change another store writes to the session file reaches connected clients as merged/external', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const { client: bob } = await open({ user: 'bob', workspace: WORKSPACE });
+
+    // Another mia-code-server process: its own store on the same directory.
+    const other = box.track(
+      await NarrativeSessionStore.open({ dataDir, autosaveIntervalMs: 0, cleanupIntervalMs: 0 }),
+    );
+    const { session: written } = await other.merge(
+      'alice',
+      WORKSPACE,
+      { memory: { fromOtherProcess: 'hello' }, storyBeats: [{ id: 'ext-1', description: 'from afar', type: 'custom' }] },
+      { origin: 'process-2' },
+    );
+    await other.save('alice', WORKSPACE);
+
+    const merged = await client.nextEvent('merged', () => true, { timeoutMs: 2000 });
+    expect(merged.payload.origin).toBe('external');
+    expect(merged.payload.changes).toEqual(expect.arrayContaining(['memory.fromOtherProcess', 'storyBeats.ext-1']));
+    expect(merged.payload.session.memory).toEqual({ fromOtherProcess: 'hello' });
+    expect(merged.payload.session.storyBeats.map((b) => b.id)).toEqual(['ext-1']);
+    expect(merged.payload.session.id).toBe(written.id);
+
+    // Bob's socket hears nothing of alice's change.
+    await bob.expectNothing(() => true, 200, 'message about alice');
+    // And the connected client's next update builds on the external change.
+    const ack = await client.updateAndAck({ memory: { local: true } });
+    expect(ack.session.memory).toEqual({ fromOtherProcess: 'hello', local: true });
+  });
+});
+
+describe('malformed messages', () => {
+  const BAD = [
+    ['text that is not JSON', () => 'hello, mia', 'EINVALID', undefined],
+    ['a JSON array', () => JSON.stringify([{ type: 'session-update', payload: {} }]), 'EINVALID', undefined],
+    ['an object without a type', () => JSON.stringify({ payload: { universeFocus: 'engineer' } }), 'EINVALID', undefined],
+    ['a JSON string', () => JSON.stringify('session-update'), 'EINVALID', undefined],
+    ['a payload that is a string', () => update('engineer', 'bad-1'), 'EINVALID', 'bad-1'],
+    ['a payload that is an array', () => update([{ universeFocus: 'engineer' }], 'bad-2'), 'EINVALID', 'bad-2'],
+    ['a payload that is null', () => update(null, 'bad-3'), 'EINVALID', 'bad-3'],
+    ['a missing payload', () => JSON.stringify({ type: 'session-update', traceId: 'bad-4' }), 'EINVALID', 'bad-4'],
+    ['an unknown field', () => update({ galaxy: 'far away', memory: { x: 1 } }, 'bad-5'), 'EINVALID', 'bad-5'],
+    ['an unknown universe', () => update({ universeFocus: 'galaxy' }, 'bad-6'), 'EINVALID', 'bad-6'],
+    ['a chart without an id', () => update({ activeCharts: [{ title: 'no id' }] }, 'bad-7'), 'EINVALID', 'bad-7'],
+    [
+      'a good change next to a bad one',
+      () => update({ universeFocus: 'engineer', memory: { half: 'done' }, activeCharts: [{ title: 'no id' }] }, 'bad-8'),
+      'EINVALID',
+      'bad-8',
+    ],
+    ['a conversation entry with a bad role', () => update({ conversationHistory: [{ id: 'e9', role: 'villain', content: 'x' }] }, 'bad-9'), 'EINVALID', 'bad-9'],
+  ];
+  function update(payload, traceId) {
+    return JSON.stringify({ type: 'session-update', traceId, timestamp: new Date().toISOString(), payload });
+  }
+
+  test('each gets an error, changes nothing, and leaves the socket open', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    await client.updateAndAck({ universeFocus: 'story', memory: { keep: 'me' }, activeCharts: [{ id: 'c1', title: 'kept' }] });
+    const before = await freshLook('alice');
+    // Another tab watches: a refused message must not be announced to it.
+    const { client: watcher } = await open({ user: 'alice', workspace: WORKSPACE, label: 'watching tab' });
+
+    for (const [what, message, code, traceId] of BAD) {
+      client.sendRaw(message());
+      const reply = await client.nextMessage({ what: `the reply to ${what}` });
+      expect({ what, type: reply.type, code: reply.payload && reply.payload.code }).toEqual({ what, type: 'error', code });
+      expect(reply.channel).toBe('session');
+      expect(typeof reply.payload.message).toBe('string');
+      if (traceId !== undefined) expect({ what, traceId: reply.traceId }).toEqual({ what, traceId });
+      expect({ what, open: client.isOpen }).toEqual({ what, open: true });
+    }
+    await watcher.expectNothing(() => true, 200, 'merged event for a refused message');
+
+    expect(await freshLook('alice')).toEqual(before);
+
+    // The socket still works.
+    const ack = await client.updateAndAck({ universeFocus: 'engineer' });
+    expect(ack.changes).toEqual(['universeFocus']);
+    const after = await freshLook('alice');
+    expect(after.universeFocus).toBe('engineer');
+    const { universeFocus: _f1, updatedAt: _u1, versions: v1, ...restAfter } = after;
+    const { universeFocus: _f2, updatedAt: _u2, versions: v2, ...restBefore } = before;
+    expect(restAfter).toEqual(restBefore);
+    const { universeFocus: _c1, ...otherClocksAfter } = v1;
+    const { universeFocus: _c2, ...otherClocksBefore } = v2;
+    expect(otherClocksAfter).toEqual(otherClocksBefore);
+  });
+
+  test('a message over maxMessageBytes gets ETOOLARGE and changes nothing; smaller ones still work', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-small-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    await client.updateAndAck({ memory: { keep: 'me' } });
+    const before = await freshLook('alice', WORKSPACE, small);
+
+    client.send({ type: 'session-update', traceId: 'big-1', payload: { memory: { blob: 'x'.repeat(3000) } } });
+    const reply = await client.nextMessage({ what: 'the reply to an oversized update' });
+    expect(reply.type).toBe('error');
+    expect(reply.payload.code).toBe('ETOOLARGE');
+    expect(client.isOpen).toBe(true);
+    expect(await freshLook('alice', WORKSPACE, small)).toEqual(before);
+
+    const ack = await client.updateAndAck({ memory: { blob: 'x'.repeat(1500) } });
+    expect(ack.session.memory).toEqual({ keep: 'me', blob: 'x'.repeat(1500) });
+  });
+
+  // docs/protocol.md: ETOOLARGE answers "a message over the handler's maxMessageBytes", and a
+  // session-update's traceId "comes back on the ack or error".
+  test('an oversized session-update is refused whatever the order of its keys', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-small-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    // A valid envelope; JSON key order is the sender's business.
+    client.sendRaw(
+      JSON.stringify({ traceId: 'big-2', payload: { memory: { blob: 'x'.repeat(3000) } }, type: 'session-update' }),
+    );
+    const reply = await client.nextMessage({ what: 'a reply to an oversized update whose type comes last', timeoutMs: 1500 });
+    expect(reply).toMatchObject({ type: 'error', payload: { code: 'ETOOLARGE' } });
+  });
+
+  test("an oversized session-update's ETOOLARGE error carries its traceId", async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-small-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    client.send({ type: 'session-update', traceId: 'big-3', payload: { memory: { blob: 'x'.repeat(3000) } } });
+    const reply = await client.nextMessage({ what: 'the reply to an oversized update' });
+    expect(reply).toMatchObject({ type: 'error', payload: { code: 'ETOOLARGE' } });
+    expect(reply.traceId).toBe('big-3');
+  });
+
+  test('an oversized message of another type is left to the host: no error from the handler', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-small-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    client.send({ type: 'replay', payload: { events: 'x'.repeat(3000) } });
+    client.update({ memory: { after: 'replay' } }, 'after-big-replay');
+    expect(await client.nextMessage()).toMatchObject({ traceId: 'after-big-replay', payload: { event: 'ack' } });
+  });
+});
+
+describe('messages for the host', () => {
+  test.each(['auth', 'subscribe', 'unsubscribe', 'replay', 'narrative-event'])(
+    'a %s message gets no reply from the handler',
+    async (type) => {
+      const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+      client.send({ type, payload: { token: 'abc', channels: ['session'], since: 0 }, traceId: `host-${type}` });
+      client.update({ memory: { after: type } }, 'after-host');
+      const next = await client.nextMessage();
+      expect(next).toMatchObject({ type: 'session-event', traceId: 'after-host', payload: { event: 'ack' } });
+      await client.expectNothing(() => true, 150, `reply to ${type}`);
+      expect((await freshLook('alice')).memory).toEqual({ after: type });
+    },
+  );
+
+  test('a host handler on the same socket takes its own messages while the narrative handler takes session-update', async () => {
+    const hostSeen = [];
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-host-'),
+      hostHandler(ws) {
+        ws.on('message', (data) => {
+          const message = JSON.parse(data.toString());
+          hostSeen.push(message.type);
+          if (message.type === 'subscribe') ws.send(JSON.stringify({ type: 'subscribed', traceId: message.traceId }));
+        });
+      },
+    });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    await client.restored();
+    client.send({ type: 'subscribe', payload: { channels: ['session'] }, traceId: 's-1' });
+    client.update({ universeFocus: 'all' }, 'u-1');
+    expect(await client.nextMessage()).toMatchObject({ type: 'subscribed', traceId: 's-1' });
+    expect(await client.nextMessage()).toMatchObject({ type: 'session-event', traceId: 'u-1', payload: { event: 'ack' } });
+    await client.expectNothing((m) => m.type === 'error', 150, 'error');
+    expect(hostSeen).toEqual(['subscribe', 'session-update']);
+  });
+});

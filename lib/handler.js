@@ -1,0 +1,214 @@
+'use strict'
+// The drop-in connection handler for mia-code-server's narrative WebSocket (docs/protocol.md).
+// It restores the session on connect, merges `session-update` messages, tells the user's other
+// connections about every change, and saves on close. Other message types are left to the host.
+
+const os = require('node:os')
+const { normalizeWorkspaceId } = require('../index')
+
+/** Message types this handler takes; a host's own handler can skip them. */
+const SESSION_MESSAGE_TYPES = Object.freeze(['session-update'])
+const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+const MAX_TRACE_ID_LENGTH = 256
+const WS_OPEN = 1
+const CLOSE_POLICY_VIOLATION = 1008
+const CLOSE_INTERNAL_ERROR = 1011
+
+let nextConnection = 0
+
+/**
+ * Serves the narrative session on one socket. Call it from the `handleUpgrade` callback.
+ * Returns the connection at once; `connection.ready` settles when the session is restored.
+ */
+function attachNarrativeSession(ws, req, options) {
+  const { store } = options || {}
+  if (!store || typeof store.merge !== 'function') {
+    throw new TypeError('attachNarrativeSession needs { store }: a NarrativeSessionStore')
+  }
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+  const connection = {
+    id: `c${process.pid}-${++nextConnection}`,
+    userId: undefined,
+    workspaceId: undefined,
+    ready: undefined,
+  }
+  const room = roomsOf(store)
+  // Every message waits for the restore, then for the message before it: updates apply in order.
+  let queue
+  let closed = false
+
+  const send = (type, payload, traceId) => {
+    if (ws.readyState !== WS_OPEN) return
+    const envelope = { type, channel: 'session', payload, timestamp: new Date().toISOString() }
+    if (traceId !== undefined) envelope.traceId = traceId
+    ws.send(JSON.stringify(envelope))
+  }
+  connection.send = send
+
+  connection.ready = (async () => {
+    const userId = await resolveUserId(req, options)
+    const workspaceId = resolveWorkspaceId(req, options)
+    const { session, created, recovered } = await store.load(userId, workspaceId)
+    connection.userId = userId
+    connection.workspaceId = workspaceId
+    if (!closed) room.join(connection)
+    send('session-event', { event: 'restored', created, recovered, session })
+    return { userId, workspaceId, sessionId: session.id }
+  })()
+  queue = connection.ready.catch((err) => {
+    send('error', { code: err.code || 'EINTERNAL', message: err.message })
+    if (err.code === 'EAUTH') ws.close(CLOSE_POLICY_VIOLATION, 'no trusted user identity')
+    else ws.close(CLOSE_INTERNAL_ERROR, 'session unavailable')
+  })
+
+  const onMessage = (data, isBinary) => {
+    if (isBinary) return
+    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString()
+    if (Buffer.byteLength(text) > maxMessageBytes) {
+      // Too big to parse; answer only when it claims to be ours.
+      if (text.slice(0, 512).includes('"session-update"')) {
+        send('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` })
+      }
+      return
+    }
+    let message
+    try {
+      message = JSON.parse(text)
+    } catch {
+      send('error', { code: 'EINVALID', message: 'message is not JSON' })
+      return
+    }
+    if (!isObject(message) || typeof message.type !== 'string') {
+      send('error', { code: 'EINVALID', message: 'message must be an object with a string type' })
+      return
+    }
+    if (!SESSION_MESSAGE_TYPES.includes(message.type)) return
+    const traceId =
+      typeof message.traceId === 'string' && message.traceId.length <= MAX_TRACE_ID_LENGTH
+        ? message.traceId
+        : undefined
+    queue = queue.then(() => applyUpdate(message.payload, traceId))
+  }
+
+  const applyUpdate = async (payload, traceId) => {
+    if (connection.userId === undefined) return
+    if (!isObject(payload)) {
+      send('error', { code: 'EINVALID', message: 'session-update payload must be an object' }, traceId)
+      return
+    }
+    try {
+      const { session, changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
+        origin: connection.id,
+      })
+      send('session-event', { event: 'ack', changes, session }, traceId)
+    } catch (err) {
+      send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
+    }
+  }
+
+  // A close ends this connection, not the session: save what it changed, keep the session loaded.
+  const onClose = () => {
+    if (closed) return
+    closed = true
+    ws.off('message', onMessage)
+    room.leave(connection)
+    queue = queue
+      .then(() => connection.userId !== undefined && store.save(connection.userId, connection.workspaceId))
+      .catch(() => {})
+    connection.saved = queue
+  }
+
+  ws.on('message', onMessage)
+  ws.on('close', onClose)
+  ws.on('error', onClose)
+  return connection
+}
+
+async function resolveUserId(req, options) {
+  let user
+  if (typeof options.resolveUser === 'function') {
+    user = await options.resolveUser(req)
+  } else if (options.trustedUserHeader) {
+    user = req.headers[String(options.trustedUserHeader).toLowerCase()]
+  } else {
+    user = os.userInfo().username
+  }
+  if (typeof user !== 'string' || user === '') {
+    const err = new Error('no user identity: the trusted header or resolveUser gave none')
+    err.code = 'EAUTH'
+    throw err
+  }
+  return user
+}
+
+function resolveWorkspaceId(req, options) {
+  if (typeof options.resolveWorkspace === 'function') {
+    return normalizeWorkspaceId(String(options.resolveWorkspace(req) ?? ''))
+  }
+  const params = new URL(req.url || '/', 'http://localhost').searchParams
+  return normalizeWorkspaceId(params.get('workspace') ?? params.get('folder') ?? '')
+}
+
+function isObject(value) {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+// Connections by (user, workspace), per store, so a merge reaches the right sockets of this process.
+const roomsByStore = new WeakMap()
+
+function roomsOf(store) {
+  let rooms = roomsByStore.get(store)
+  if (!rooms) {
+    rooms = new Rooms(store)
+    roomsByStore.set(store, rooms)
+  }
+  return rooms
+}
+
+class Rooms {
+  constructor(store) {
+    this.store = store
+    this.members = new Map()
+    store.onMerge((event) => this.broadcast(event))
+  }
+
+  join(connection) {
+    const key = roomKey(connection.userId, connection.workspaceId)
+    if (!this.members.has(key)) this.members.set(key, new Set())
+    this.members.get(key).add(connection)
+  }
+
+  leave(connection) {
+    const key = roomKey(connection.userId, connection.workspaceId)
+    const members = this.members.get(key)
+    if (!members) return
+    members.delete(connection)
+    if (members.size === 0) this.members.delete(key)
+  }
+
+  async broadcast(event) {
+    const members = this.members.get(roomKey(event.userId, event.workspaceId))
+    const others = [...(members || [])].filter((c) => c.id !== event.origin)
+    if (others.length === 0) return
+    let session
+    try {
+      ;({ session } = await this.store.load(event.userId, event.workspaceId))
+    } catch {
+      return
+    }
+    for (const connection of others) {
+      connection.send('session-event', {
+        event: 'merged',
+        origin: event.origin,
+        changes: event.changes,
+        session,
+      })
+    }
+  }
+}
+
+function roomKey(userId, workspaceId) {
+  return `${userId}\u0000${workspaceId}`
+}
+
+module.exports = { attachNarrativeSession, SESSION_MESSAGE_TYPES }

@@ -1,0 +1,625 @@
+'use strict'
+// The narrative session web client: plain JS, no build step. It renders only what the server sends
+// (`restored`, `ack` and `merged` events carry the whole session) and sends `session-update`
+// envelopes (docs/protocol.md). Updates are merges by id, so resending one is harmless: unacked
+// updates are kept and sent again after a reconnect.
+;(() => {
+  const UNIVERSES = ['engineer', 'ceremony', 'story']
+  const FOCUS_VALUES = [...UNIVERSES, 'all']
+  const RECONNECT_BASE_MS = 250
+  const RECONNECT_CAP_MS = 5000
+  const MERGE_NOTICE_MS = 10000
+  const MAX_OUTBOX = 500
+
+  const $ = (id) => document.getElementById(id)
+  const params = new URLSearchParams(location.search)
+  const workspace = params.get('workspace') || params.get('folder') || '/demo'
+
+  const state = {
+    session: null,
+    ws: null,
+    connected: false,
+    everConnected: false,
+    attempt: 0,
+    reconnectTimer: null,
+    outbox: new Map(), // traceId -> envelope, until acked or refused
+    seq: 0,
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  const newId = (prefix) => `${prefix}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`
+  const nowIso = () => new Date().toISOString()
+
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag)
+    for (const [k, v] of Object.entries(props)) {
+      if (v === undefined || v === null) continue
+      if (k === 'className') node.className = v
+      else if (k === 'text') node.textContent = v
+      else if (k === 'dataset') Object.assign(node.dataset, v)
+      else node.setAttribute(k, v)
+    }
+    for (const child of children) if (child != null) node.append(child)
+    return node
+  }
+
+  function formatTime(iso) {
+    const t = Date.parse(iso)
+    if (Number.isNaN(t)) return ''
+    const d = new Date(t)
+    const sameDay = d.toDateString() === new Date().toDateString()
+    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+    return sameDay ? time : `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`
+  }
+
+  const byTimeThenId = (timeKey) => (a, b) => {
+    const ta = Date.parse(a[timeKey]) || 0
+    const tb = Date.parse(b[timeKey]) || 0
+    if (ta !== tb) return ta - tb
+    return String(a.id) < String(b.id) ? -1 : String(a.id) > String(b.id) ? 1 : 0
+  }
+
+  function sortedActions(chart) {
+    const actions = Array.isArray(chart.actions) ? [...chart.actions] : []
+    return actions.sort((a, b) => {
+      const oa = typeof a.order === 'number' ? a.order : Infinity
+      const ob = typeof b.order === 'number' ? b.order : Infinity
+      if (oa !== ob) return oa - ob
+      return String(a.id) < String(b.id) ? -1 : String(a.id) > String(b.id) ? 1 : 0
+    })
+  }
+
+  function progressOf(chart) {
+    const actions = Array.isArray(chart.actions) ? chart.actions : []
+    const done = actions.filter((a) => a.completed).length
+    const total = actions.length
+    const ratio = total === 0 ? 0 : done / total
+    let level = 'none'
+    if (total > 0) level = done === total ? 'done' : ratio < 1 / 3 ? 'low' : 'mid'
+    return { done, total, ratio, level }
+  }
+
+  // ---------------------------------------------------------------- notices
+
+  let mergeTimer = null
+  function showRestoreNotice(payload) {
+    const n = $('restore-notice')
+    let text
+    if (payload.created) text = 'New narrative session — nothing stored yet for this workspace.'
+    else text = 'Restored your narrative session.'
+    if (payload.recovered) {
+      text += ' The stored file was unusable; the previous good version was recovered (the bad file was kept aside).'
+    }
+    n.textContent = text
+    n.dataset.created = String(!!payload.created)
+    n.dataset.recovered = String(!!payload.recovered)
+    n.classList.toggle('notice-warn', !!payload.recovered)
+    n.hidden = false
+  }
+
+  function showMergeNotice(payload) {
+    const n = $('merge-notice')
+    const external = payload.origin === 'external'
+    const what = describeChanges(payload.changes)
+    n.textContent = `${external ? 'Updated by another process' : 'Updated from another tab'}${what ? ` — ${what}` : ''}`
+    n.dataset.origin = external ? 'external' : 'tab'
+    n.hidden = false
+    n.classList.remove('flash')
+    void n.offsetWidth // restart the animation
+    n.classList.add('flash')
+    clearTimeout(mergeTimer)
+    mergeTimer = setTimeout(() => {
+      n.hidden = true
+    }, MERGE_NOTICE_MS)
+  }
+
+  function describeChanges(changes) {
+    if (!Array.isArray(changes) || changes.length === 0) return ''
+    const labels = {
+      universeFocus: 'focus',
+      storyPosition: 'story position',
+      storyBeats: 'beats',
+      activeCharts: 'charts',
+      conversationHistory: 'conversation',
+      memory: 'memory',
+      config: 'config',
+    }
+    const seen = new Set()
+    for (const c of changes) {
+      const head = String(c).split('.')[0]
+      seen.add(labels[head] || head)
+    }
+    return [...seen].join(', ')
+  }
+
+  function showError(code, message) {
+    $('error-text').textContent = `${code ? `${code}: ` : ''}${message || 'something went wrong'}`
+    $('error-notice').dataset.code = code || ''
+    $('error-notice').hidden = false
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  function setConnState(kind) {
+    const pill = $('conn-status')
+    pill.dataset.state = kind
+    pill.className = `pill pill-${kind}`
+    pill.textContent = { connecting: 'Connecting…', connected: 'Connected', reconnecting: 'Reconnecting…' }[kind]
+    $('reconnecting-banner').hidden = kind !== 'reconnecting'
+    document.body.dataset.connection = kind
+    $('focus-select').disabled = state.session === null
+  }
+
+  function updatePending() {
+    const n = state.outbox.size
+    const p = $('pending-count')
+    p.hidden = n === 0
+    p.textContent = n === 1 ? '1 change pending' : `${n} changes pending`
+  }
+
+  function socketUrl() {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
+    return `${proto}//${location.host}/api/ws/narrative?workspace=${encodeURIComponent(workspace)}`
+  }
+
+  function connect() {
+    clearTimeout(state.reconnectTimer)
+    state.reconnectTimer = null
+    let ws
+    try {
+      ws = new WebSocket(socketUrl())
+    } catch (err) {
+      showError('ECONNECT', String(err && err.message))
+      scheduleReconnect()
+      return
+    }
+    state.ws = ws
+    ws.addEventListener('message', (ev) => {
+      if (state.ws !== ws) return
+      let msg
+      try {
+        msg = JSON.parse(ev.data)
+      } catch {
+        return
+      }
+      handleMessage(msg)
+    })
+    ws.addEventListener('close', (ev) => {
+      if (state.ws !== ws) return
+      state.ws = null
+      state.connected = false
+      if (ev.code === 1008) showError('EAUTH', ev.reason || 'the server refused this connection (no user identity)')
+      scheduleReconnect()
+    })
+    // 'error' is always followed by 'close'.
+  }
+
+  function scheduleReconnect() {
+    setConnState(state.everConnected ? 'reconnecting' : 'connecting')
+    const exp = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** state.attempt)
+    const delay = Math.round(exp / 2 + Math.random() * (exp / 2))
+    state.attempt = Math.min(state.attempt + 1, 10)
+    const text = $('reconnecting-text')
+    text.textContent = `Reconnecting… (next try in ${(delay / 1000).toFixed(1)} s)`
+    clearTimeout(state.reconnectTimer)
+    state.reconnectTimer = setTimeout(connect, delay)
+  }
+
+  function send(payload) {
+    const traceId = `u-${Date.now().toString(36)}-${++state.seq}`
+    const envelope = { type: 'session-update', traceId, timestamp: nowIso(), payload }
+    if (state.outbox.size >= MAX_OUTBOX) {
+      showError('EQUEUE', 'too many changes waiting for the server; reconnect first')
+      return
+    }
+    state.outbox.set(traceId, envelope)
+    updatePending()
+    if (state.connected && state.ws && state.ws.readyState === WebSocket.OPEN) {
+      state.ws.send(JSON.stringify(envelope))
+    }
+  }
+
+  function flushOutbox() {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return
+    for (const envelope of state.outbox.values()) state.ws.send(JSON.stringify(envelope))
+  }
+
+  function handleMessage(msg) {
+    if (!msg || typeof msg !== 'object') return
+    if (msg.type === 'error') {
+      const p = msg.payload || {}
+      if (msg.traceId) state.outbox.delete(msg.traceId)
+      updatePending()
+      showError(p.code, p.message)
+      return
+    }
+    if (msg.type !== 'session-event') return
+    const p = msg.payload || {}
+    switch (p.event) {
+      case 'restored':
+        state.connected = true
+        state.everConnected = true
+        state.attempt = 0
+        applySession(p.session, true)
+        setConnState('connected')
+        showRestoreNotice(p)
+        flushOutbox()
+        break
+      case 'ack':
+        if (msg.traceId) state.outbox.delete(msg.traceId)
+        updatePending()
+        applySession(p.session, false)
+        break
+      case 'merged':
+        applySession(p.session, false)
+        showMergeNotice(p)
+        break
+      default:
+        break
+    }
+  }
+
+  // ---------------------------------------------------------------- rendering
+
+  function applySession(session, force) {
+    if (!session || typeof session !== 'object') return
+    // Events on one socket can arrive out of order (the handler loads the session for a `merged`
+    // broadcast after the merge, so an `ack` sent later can carry an older snapshot): never step back.
+    if (!force && state.session && isOlder(session, state.session)) return
+    state.session = session
+    render()
+  }
+
+  // Hybrid-logical-clock strings "<millis>-<counter>-<node>".
+  function compareClock(a, b) {
+    const [am, ac, ...an] = String(a).split('-')
+    const [bm, bc, ...bn] = String(b).split('-')
+    return Number(am) - Number(bm) || Number(ac) - Number(bc) || (an.join('-') < bn.join('-') ? -1 : an.join('-') > bn.join('-') ? 1 : 0)
+  }
+
+  // Is `next` a snapshot taken before `prev`? Lists only ever grow and clocks only move forward.
+  function isOlder(next, prev) {
+    const n = Date.parse(next.updatedAt)
+    const p = Date.parse(prev.updatedAt)
+    if (!Number.isNaN(n) && !Number.isNaN(p) && n < p) return true
+    const ids = (list) => new Set((Array.isArray(list) ? list : []).map((e) => e && e.id))
+    for (const key of ['activeCharts', 'storyBeats', 'conversationHistory']) {
+      const have = ids(next[key])
+      if ((prev[key] || []).some((e) => e && !have.has(e.id))) return true
+    }
+    const nextCharts = new Map((next.activeCharts || []).map((c) => [c.id, c]))
+    for (const chart of prev.activeCharts || []) {
+      const have = ids((nextCharts.get(chart.id) || {}).actions)
+      if ((chart.actions || []).some((a) => a && !have.has(a.id))) return true
+    }
+    const nv = next.versions || {}
+    const pv = prev.versions || {}
+    for (const [path, clock] of Object.entries(pv)) {
+      if (typeof nv[path] === 'string' && typeof clock === 'string' && compareClock(nv[path], clock) < 0) return true
+    }
+    return false
+  }
+
+  function render() {
+    const s = state.session
+    document.body.dataset.focus = s.universeFocus
+    $('workspace-id').textContent = s.workspaceId || workspace
+    document.title = `Narrative · ${s.workspaceId || workspace}`
+    renderUniverses(s)
+    renderPosition(s)
+    renderCharts(s)
+    renderBeats(s)
+    renderConversation(s)
+    $('session-meta').textContent =
+      `user ${s.userId} · session ${String(s.id).slice(0, 12)} · created ${formatTime(s.createdAt)} · last update ${formatTime(s.updatedAt)}`
+  }
+
+  function renderUniverses(s) {
+    const focus = FOCUS_VALUES.includes(s.universeFocus) ? s.universeFocus : 'all'
+    const select = $('focus-select')
+    select.disabled = false
+    if (document.activeElement !== select || select.value !== focus) select.value = focus
+    const charts = s.activeCharts || []
+    const actions = charts.flatMap((c) => c.actions || [])
+    const beats = [...(s.storyBeats || [])].sort(byTimeThenId('createdAt'))
+    const convo = s.conversationHistory || []
+    const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`
+    const activeCharts = charts.filter((c) => c.status === 'active').length
+    const reviews = beats.filter((b) => b.type === 'review').length
+    const stats = {
+      engineer: `${plural(activeCharts, 'active chart', 'active charts')} · ${actions.filter((a) => a.completed).length}/${actions.length} actions done`,
+      ceremony: `${plural(convo.length, 'conversation entry', 'conversation entries')} · ${plural(reviews, 'review', 'reviews')}`,
+      story: `${plural(beats.length, 'beat', 'beats')}${s.storyPosition && s.storyPosition.arc ? ` · arc “${s.storyPosition.arc}”` : ''}`,
+    }
+    for (const u of UNIVERSES) {
+      const panel = $(`universe-${u}`)
+      const focused = focus === 'all' || focus === u
+      panel.classList.toggle('is-focused', focused)
+      panel.dataset.focused = String(focused)
+      panel.setAttribute('aria-pressed', String(focus === u))
+      $(`u-stat-${u}`).textContent = stats[u]
+      const annotated = beats.filter((b) => b.universeAnnotations && typeof b.universeAnnotations[u] === 'string')
+      const last = annotated[annotated.length - 1]
+      $(`u-note-${u}`).textContent = last ? `“${last.universeAnnotations[u]}”` : ''
+    }
+  }
+
+  function renderPosition(s) {
+    const pos = s.storyPosition || { arc: '', beat: 0, phase: '' }
+    $('position-arc').textContent = pos.arc || '—'
+    $('position-beat').textContent = String(pos.beat ?? 0)
+    $('position-phase').textContent = pos.phase || '—'
+    const form = $('position-form')
+    if (!form.contains(document.activeElement)) {
+      $('position-arc-input').value = pos.arc || ''
+      $('position-beat-input').value = String(pos.beat ?? 0)
+      $('position-phase-input').value = pos.phase || ''
+    }
+  }
+
+  // Chart cards are kept by id so a re-render never wipes what someone is typing in them.
+  const chartCards = new Map()
+
+  function renderCharts(s) {
+    const charts = [...(s.activeCharts || [])].sort(byTimeThenId('createdAt'))
+    const list = $('charts')
+    const seen = new Set()
+    charts.forEach((chart, index) => {
+      seen.add(chart.id)
+      let card = chartCards.get(chart.id)
+      if (!card) {
+        card = createChartCard(chart.id)
+        chartCards.set(chart.id, card)
+      }
+      updateChartCard(card, chart)
+      if (list.children[index] !== card) list.insertBefore(card, list.children[index] || null)
+    })
+    for (const [id, card] of chartCards) {
+      if (!seen.has(id)) {
+        card.remove()
+        chartCards.delete(id)
+      }
+    }
+    $('charts-empty').hidden = charts.length > 0
+    const active = charts.filter((c) => c.status === 'active').length
+    $('charts-count').textContent = charts.length ? `${active} active · ${charts.length} total` : ''
+  }
+
+  function createChartCard(chartId) {
+    const card = $('chart-template').content.firstElementChild.cloneNode(true)
+    card.dataset.chartId = chartId
+    const form = card.querySelector('.add-action')
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const input = form.elements.title
+      const title = input.value.trim()
+      if (!title) return
+      const chart = (state.session.activeCharts || []).find((c) => c.id === chartId)
+      const orders = (chart && chart.actions ? chart.actions : []).map((a) => (typeof a.order === 'number' ? a.order : -1))
+      const order = orders.length ? Math.max(...orders) + 1 : 0
+      send({ activeCharts: [{ id: chartId, actions: [{ id: newId('a'), title, completed: false, order }] }] })
+      input.value = ''
+    })
+    card.querySelector('.chart-status-toggle').addEventListener('click', () => {
+      const chart = (state.session.activeCharts || []).find((c) => c.id === chartId)
+      if (!chart) return
+      send({ activeCharts: [{ id: chartId, status: chart.status === 'active' ? 'resolved' : 'active' }] })
+    })
+    card.querySelector('.actions').addEventListener('change', (ev) => {
+      const box = ev.target
+      if (!box || box.type !== 'checkbox') return
+      const actionId = box.dataset.actionId
+      const action = box.checked
+        ? { id: actionId, completed: true, completedAt: nowIso() }
+        : { id: actionId, completed: false }
+      send({ activeCharts: [{ id: chartId, actions: [action] }] })
+    })
+    return card
+  }
+
+  function updateChartCard(card, chart) {
+    const q = (sel) => card.querySelector(sel)
+    q('.chart-title').textContent = chart.title || '(untitled chart)'
+    const status = chart.status || 'active'
+    const badge = q('.chart-status')
+    badge.textContent = status
+    badge.className = `badge chart-status status-${status}`
+    card.dataset.status = status
+    const { done, total, ratio, level } = progressOf(chart)
+    const fill = q('.progress-fill')
+    fill.style.width = `${Math.round(ratio * 100)}%`
+    const bar = q('.progress')
+    bar.dataset.level = level
+    bar.setAttribute('role', 'progressbar')
+    bar.setAttribute('aria-valuemin', '0')
+    bar.setAttribute('aria-valuemax', String(total))
+    bar.setAttribute('aria-valuenow', String(done))
+    card.dataset.progress = level
+    const label = q('.progress-label')
+    label.textContent = `${done}/${total} actions${total > 0 && done === total ? ' — all done' : ''}`
+    label.dataset.level = level
+    q('.chart-desired-text').textContent = chart.desiredOutcome || '—'
+    q('.chart-reality-text').textContent = chart.currentReality || '—'
+    q('.chart-status-toggle').textContent = status === 'active' ? 'Mark resolved' : 'Reopen'
+
+    // Action rows are kept by id too: a checkbox being clicked (or keyboard focus on it) survives.
+    const list = q('.actions')
+    const existing = new Map([...list.children].map((li) => [li.dataset.actionId, li]))
+    const rows = sortedActions(chart).map((action) => {
+      let li = existing.get(action.id)
+      if (!li) {
+        const boxId = `cb-${chart.id}-${action.id}`.replace(/[^A-Za-z0-9_-]/g, '_')
+        li = el(
+          'li',
+          { className: 'action', dataset: { actionId: action.id, testid: 'action' } },
+          el('input', { type: 'checkbox', id: boxId, dataset: { actionId: action.id, testid: 'action-checkbox' } }),
+          el('label', { for: boxId, className: 'action-title' }),
+          el('span', { className: 'action-when' }),
+        )
+      }
+      const done = !!action.completed
+      li.classList.toggle('is-done', done)
+      li.dataset.completed = String(done)
+      li.querySelector('input').checked = done
+      li.querySelector('.action-title').textContent = action.title || '(untitled action)'
+      li.querySelector('.action-when').textContent =
+        done && action.completedAt ? `done ${formatTime(action.completedAt)}` : ''
+      return li
+    })
+    rows.forEach((li, i) => {
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null)
+    })
+    while (list.children.length > rows.length) list.lastElementChild.remove()
+  }
+
+  function renderBeats(s) {
+    const beats = [...(s.storyBeats || [])].sort(byTimeThenId('createdAt'))
+    const items = beats.map((beat, i) => {
+      const annotations = beat.universeAnnotations && typeof beat.universeAnnotations === 'object'
+        ? UNIVERSES.filter((u) => typeof beat.universeAnnotations[u] === 'string').map((u) =>
+            el('span', {
+              className: `annotation u-${u}`,
+              text: beat.universeAnnotations[u] === beat.description ? u : `${u}: ${beat.universeAnnotations[u]}`,
+            }),
+          )
+        : []
+      return el(
+        'li',
+        { className: 'beat', dataset: { beatId: beat.id, testid: 'beat', type: beat.type || '' } },
+        el('span', { className: 'beat-dot', 'aria-hidden': 'true' }),
+        el(
+          'div',
+          { className: 'beat-body' },
+          el(
+            'div',
+            { className: 'beat-head' },
+            el('span', { className: 'beat-num', text: `#${i + 1}` }),
+            el('span', { className: `badge beat-type type-${String(beat.type || 'custom').replace(/[^a-z-]/gi, '')}`, text: beat.type || 'custom', dataset: { testid: 'beat-type-text' } }),
+            el('time', { className: 'beat-time', datetime: beat.createdAt, text: formatTime(beat.createdAt) }),
+          ),
+          el('div', { className: 'beat-description', text: beat.description || '', dataset: { testid: 'beat-description-text' } }),
+          annotations.length ? el('div', { className: 'annotations' }, ...annotations) : null,
+        ),
+      )
+    })
+    const list = $('beats')
+    const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4
+    list.replaceChildren(...items)
+    if (atEnd) list.scrollTop = list.scrollHeight
+    $('beats-empty').hidden = beats.length > 0
+    $('beats-count').textContent = beats.length ? `${beats.length} ${beats.length === 1 ? 'beat' : 'beats'}` : ''
+  }
+
+  function renderConversation(s) {
+    const entries = [...(s.conversationHistory || [])].sort(byTimeThenId('timestamp'))
+    const items = entries.map((entry) =>
+      el(
+        'li',
+        { className: `entry role-${String(entry.role).replace(/[^a-z]/gi, '')}`, dataset: { entryId: entry.id, testid: 'conversation-entry', role: entry.role } },
+        el(
+          'div',
+          { className: 'entry-head' },
+          el('span', { className: 'entry-role', text: entry.role }),
+          entry.universe ? el('span', { className: `badge u-${entry.universe}`, text: entry.universe }) : null,
+          el('time', { className: 'entry-time', datetime: entry.timestamp, text: formatTime(entry.timestamp) }),
+        ),
+        el('div', { className: 'entry-content', text: entry.content || '' }),
+      ),
+    )
+    const list = $('conversation')
+    const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4
+    list.replaceChildren(...items)
+    if (atEnd) list.scrollTop = list.scrollHeight
+    $('conversation-empty').hidden = entries.length > 0
+    $('conversation-count').textContent = entries.length ? `${entries.length}` : ''
+  }
+
+  // ---------------------------------------------------------------- controls
+
+  function wire() {
+    $('workspace-id').textContent = workspace
+    $('focus-select').addEventListener('change', (ev) => {
+      send({ universeFocus: ev.target.value })
+    })
+    for (const u of UNIVERSES) {
+      $(`universe-${u}`).addEventListener('click', () => {
+        if (!state.session) return
+        // Clicking the only focused universe widens the focus to all of them.
+        const next = state.session.universeFocus === u ? 'all' : u
+        send({ universeFocus: next })
+      })
+    }
+
+    $('position-form').addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const beat = Number.parseInt($('position-beat-input').value, 10)
+      send({
+        storyPosition: {
+          arc: $('position-arc-input').value.trim(),
+          beat: Number.isFinite(beat) && beat >= 0 ? beat : 0,
+          phase: $('position-phase-input').value.trim(),
+        },
+      })
+      document.activeElement && document.activeElement.blur()
+    })
+
+    $('chart-form').addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const f = ev.target.elements
+      const title = f.title.value.trim()
+      const firstAction = f.firstAction.value.trim()
+      if (!title || !firstAction) return
+      send({
+        activeCharts: [
+          {
+            id: newId('c'),
+            title,
+            desiredOutcome: f.desiredOutcome.value.trim(),
+            currentReality: f.currentReality.value.trim(),
+            status: 'active',
+            actions: [{ id: newId('a'), title: firstAction, completed: false, order: 0 }],
+          },
+        ],
+      })
+      ev.target.reset()
+    })
+
+    $('beat-form').addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const description = $('beat-description').value.trim()
+      if (!description) return
+      const beat = { id: newId('b'), description, type: $('beat-type').value, createdAt: nowIso() }
+      const focus = state.session && state.session.universeFocus
+      if (focus && focus !== 'all') beat.universeAnnotations = { [focus]: description }
+      send({ storyBeats: [beat] })
+      $('beat-description').value = ''
+    })
+
+    $('conversation-form').addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const content = $('conversation-content').value.trim()
+      if (!content) return
+      const entry = { id: newId('m'), role: $('conversation-role').value, content, timestamp: nowIso() }
+      const focus = state.session && state.session.universeFocus
+      if (focus && focus !== 'all') entry.universe = focus
+      send({ conversationHistory: [entry] })
+      $('conversation-content').value = ''
+    })
+
+    $('error-dismiss').addEventListener('click', () => {
+      $('error-notice').hidden = true
+    })
+  }
+
+  // Background tabs throttle timers: retry at once when the tab comes back or the network does.
+  const retryNow = () => {
+    if (!state.ws && state.reconnectTimer !== null && document.visibilityState === 'visible') connect()
+  }
+  document.addEventListener('visibilitychange', retryNow)
+  window.addEventListener('online', retryNow)
+
+  wire()
+  setConnState('connecting')
+  connect()
+})()

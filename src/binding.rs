@@ -1,0 +1,457 @@
+//! The N-API binding: the only code that knows JavaScript. It converts arguments and results and
+//! calls the core; no session logic lives here.
+//!
+//! Conventions that keep Node's main thread free and the process alive:
+//! - Objects cross as JSON text: `JSON.stringify` on the way in, `JSON.parse` on the way out (both
+//!   V8's own, and far cheaper than converting an object tree value by value). Parsing, merging and
+//!   serialising happen on tokio threads.
+//! - Every argument is taken as an unknown value and checked here, so a wrong type rejects with
+//!   `EINVALID` like any other bad input.
+//! - Every rejection carries the core's stable `code`. Panics are caught at every entry point:
+//!   `catch_unwind` for synchronous code, a tokio task boundary for asynchronous code.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use serde::Deserialize;
+
+use crate::error::StoreError;
+use crate::merge::merge_sessions;
+use crate::model::{validate_session, NarrativeSession};
+use crate::paths::{default_data_dir, normalize_workspace};
+use crate::store::{
+    MergeEvent, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL, DEFAULT_CLEANUP_INTERVAL,
+    DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
+};
+
+type Outcome<T> = std::result::Result<T, StoreError>;
+
+/// The code-server-compatible default sessions directory:
+/// `$XDG_DATA_HOME/mia-code-server/sessions`, or `~/.local/share/mia-code-server/sessions`
+/// (`%LOCALAPPDATA%\mia-code-server\Data\sessions` on Windows).
+#[napi(catch_unwind, js_name = "defaultDataDir")]
+pub fn default_data_dir_path() -> String {
+    default_data_dir().to_string_lossy().into_owned()
+}
+
+/// A workspace path as a session's `workspaceId`: absolute, with `.` and `..` resolved and no
+/// trailing slash (lexically; the file system is not consulted). An empty path is `"(none)"`.
+#[napi(catch_unwind, js_name = "normalizeWorkspaceId", ts_args_type = "path: string")]
+pub fn normalize_workspace_id(path: Unknown) -> Result<String, String> {
+    let path = string_arg(path, "path").map_err(coded_error)?;
+    Ok(normalize_workspace(&path))
+}
+
+/// Merges two sessions by the rules in the README: last-write-wins by hybrid logical clock for
+/// simple values, unions by id for charts, beats and conversation entries. Commutative,
+/// associative and idempotent. Throws `EINVALID` for a malformed session.
+#[napi(
+    catch_unwind,
+    js_name = "mergeSessions",
+    ts_args_type = "a: NarrativeSession, b: NarrativeSession",
+    ts_return_type = "NarrativeSession"
+)]
+pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, String> {
+    let merged = (|| {
+        let a = parse_session(&stringify(env, a, "a")?)?;
+        let b = parse_session(&stringify(env, b, "b")?)?;
+        to_json(&merge_sessions(&a, &b)?)
+    })();
+    merged.map(JsonText).map_err(coded_error)
+}
+
+fn parse_session(text: &str) -> Outcome<NarrativeSession> {
+    if text.len() > DEFAULT_MAX_SESSION_BYTES {
+        return Err(StoreError::too_large(format!(
+            "a session of {} bytes is over the {DEFAULT_MAX_SESSION_BYTES}-byte limit",
+            text.len()
+        )));
+    }
+    let session: NarrativeSession =
+        serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("malformed session: {e}")))?;
+    validate_session(&session)?;
+    Ok(session)
+}
+
+/// A merge that changed a session, as listeners receive it.
+#[napi(object, js_name = "MergeEvent")]
+pub struct MergeEventObject {
+    pub user_id: String,
+    pub workspace_id: String,
+    pub session_id: String,
+    /// The `origin` given to `merge`, `"local"` when none was, or `"external"` for a change that
+    /// another process wrote to disk.
+    pub origin: String,
+    /// Paths of the values that changed, such as `memory.goal` or `conversationHistory.e1`.
+    pub changes: Vec<String>,
+}
+
+type MergeListener = ThreadsafeFunction<MergeEventObject, (), MergeEventObject, Status, false, true>;
+
+/// Persistent narrative sessions, one per (user, workspace), kept in memory while in use and
+/// written crash-safely to `dataDir`.
+#[napi]
+pub struct NarrativeSessionStore {
+    store: SessionStore,
+}
+
+#[napi]
+impl NarrativeSessionStore {
+    /// Opens a store. Starts autosave and TTL cleanup, neither of which keeps Node alive.
+    /// Rejects with `EINVALID` for bad options and `EIO` when the directory cannot be created.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "options?: OpenOptions",
+        ts_return_type = "Promise<NarrativeSessionStore>"
+    )]
+    pub fn open<'env>(env: &'env Env, options: Option<Unknown>) -> Result<PromiseRaw<'env, Coded<NarrativeSessionStore>>> {
+        let options = optional_json(env, options, "options").and_then(|text| open_options(text.as_deref()));
+        promise(env, async move {
+            let store = SessionStore::open(options?).await?;
+            Ok(NarrativeSessionStore { store })
+        })
+    }
+
+    /// The directory this store keeps its files in.
+    #[napi(getter, catch_unwind)]
+    pub fn data_dir(&self) -> String {
+        self.store.data_dir().to_string_lossy().into_owned()
+    }
+
+    /// The session of `userId` in `workspaceId`. The first access creates the session and
+    /// persists it. `recovered` is true when the stored file was unusable and a backup was used.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<LoadResult>"
+    )]
+    pub fn load<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let loaded = store.load(&user, &workspace).await?;
+            Ok(JsonText(format!(
+                r#"{{"session":{},"created":{},"recovered":{}}}"#,
+                loaded.session_json, loaded.created, loaded.recovered
+            )))
+        })
+    }
+
+    /// Merges `update` (any subset of a session's fields) into the session and marks it dirty.
+    /// List entries are added or merged by id; simple values take the update's `versions` clock,
+    /// or the server's clock when it has none. `changes` names each path that changed. Listeners
+    /// registered with `onMerge` hear of every merge that changed something, tagged with `origin`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string, update: SessionUpdate, options?: MergeOptions",
+        ts_return_type = "Promise<MergeResult>"
+    )]
+    pub fn merge<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+        update: Unknown,
+        options: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        let update = stringify(env, update, "update");
+        let origin = optional_json(env, options, "options").and_then(|text| merge_origin(text.as_deref()));
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let merged = store.merge(&user, &workspace, &update?, origin?.as_deref()).await?;
+            let changes = serde_json::to_string(&merged.changes).map_err(internal)?;
+            Ok(JsonText(format!(r#"{{"session":{},"changes":{changes}}}"#, merged.session_json)))
+        })
+    }
+
+    /// Writes the session durably now, if it has unsaved changes (call it on disconnect).
+    /// Resolves to whether anything was written.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<boolean>"
+    )]
+    pub fn save<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<bool>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            store.save(&user, &workspace).await
+        })
+    }
+
+    /// Removes the session from memory and disk. Resolves to whether it was stored.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<boolean>"
+    )]
+    pub fn delete<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<bool>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            store.delete(&user, &workspace).await
+        })
+    }
+
+    /// A summary of every stored session, sorted by user and workspace.
+    #[napi(catch_unwind, ts_return_type = "Promise<SessionSummary[]>")]
+    pub fn list<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        promise(env, async move {
+            let sessions = store.list().await?;
+            serde_json::to_string(&sessions).map(JsonText).map_err(internal)
+        })
+    }
+
+    /// Removes sessions whose `updatedAt` is more than `ttlDays` (default: the store's) before
+    /// `now` (milliseconds since the epoch; default: now). Sessions loaded in this store are kept,
+    /// and a session saved during the sweep survives it.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "options?: CleanupOptions",
+        ts_return_type = "Promise<CleanupReport>"
+    )]
+    pub fn cleanup<'env>(&self, env: &'env Env, options: Option<Unknown>) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let options = optional_json(env, options, "options").and_then(|text| cleanup_options(text.as_deref()));
+        promise(env, async move {
+            let options = options?;
+            let report = store.cleanup(options.ttl_days, options.now).await?;
+            serde_json::to_string(&report).map(JsonText).map_err(internal)
+        })
+    }
+
+    /// Calls `listener` for every merge that changed a session. Returns a function that
+    /// unsubscribes. A listener never keeps Node alive.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "listener: (event: MergeEvent) => void",
+        ts_return_type = "() => void"
+    )]
+    pub fn on_merge<'env>(&self, env: &'env Env, listener: Unknown) -> Result<Function<'env, (), ()>, String> {
+        if listener.get_type().map_err(status_error)? != ValueType::Function {
+            return Err(coded_error(StoreError::invalid("listener must be a function")));
+        }
+        let function: Function<MergeEventObject, ()> = unsafe { listener.cast() }.map_err(status_error)?;
+        let listener: MergeListener = function
+            .build_threadsafe_function::<MergeEventObject>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()
+            .map_err(status_error)?;
+        let id = self.store.on_merge(Arc::new(move |event: &MergeEvent| {
+            let object = MergeEventObject {
+                user_id: event.user_id.clone(),
+                workspace_id: event.workspace_id.clone(),
+                session_id: event.session_id.clone(),
+                origin: event.origin.clone(),
+                changes: event.changes.clone(),
+            };
+            listener.call(object, ThreadsafeFunctionCallMode::NonBlocking);
+        }));
+        let store = self.store.clone();
+        env.create_function_from_closure("unsubscribe", move |_| {
+            store.remove_listener(id);
+            Ok(())
+        })
+        .map_err(status_error)
+    }
+
+    /// Writes every dirty session and stops the timers. Later calls reject with `ECLOSED`.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<()>>> {
+        let store = self.store.clone();
+        promise(env, async move { store.close().await })
+    }
+}
+
+/// A result on its way to JavaScript. Its conversion runs on Node's thread, where a coded error can
+/// become a real `Error` with `code` set, and the promise rejects with exactly that error.
+pub struct Coded<T>(Outcome<T>);
+
+impl<T: ToNapiValue> ToNapiValue for Coded<T> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        match val.0 {
+            Ok(value) => unsafe { T::to_napi_value(env, value) },
+            Err(err) => {
+                let error = unsafe { JsError::from(coded_error(err)).into_value(env) };
+                Err(Error::from(unsafe { Unknown::from_raw_unchecked(env, error) }))
+            }
+        }
+    }
+}
+
+/// JSON text that reaches JavaScript as the value it encodes, through V8's `JSON.parse`.
+pub struct JsonText(String);
+
+impl ToNapiValue for JsonText {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let env = Env::from_raw(env);
+        let parse: Function<String, Unknown> = json_global(&env)?.get_named_property("parse")?;
+        Ok(parse.call(val.0)?.raw())
+    }
+}
+
+/// Runs `work` as a tokio task and returns its promise. A panic in the task rejects with EINTERNAL.
+fn promise<T, F>(env: &Env, work: F) -> Result<PromiseRaw<'_, Coded<T>>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Outcome<T>> + Send + 'static,
+{
+    env.spawn_future(async move {
+        let outcome = tokio::spawn(work)
+            .await
+            .unwrap_or_else(|e| Err(StoreError::internal(format!("task failed: {e}"))));
+        Ok(Coded(outcome))
+    })
+}
+
+fn json_global(env: &Env) -> Result<Object<'_>> {
+    env.get_global()?.get_named_property("JSON")
+}
+
+/// `JSON.stringify(value)`: the way objects cross into Rust. Fails with EINVALID for what JSON
+/// cannot hold (functions, symbols, BigInt, cycles, nesting past V8's stack).
+fn stringify(env: &Env, value: Unknown, what: &str) -> Outcome<String> {
+    let invalid = |detail: &str| StoreError::invalid(format!("{what} {detail}"));
+    let stringify: Function<Unknown, Unknown> = json_global(env)
+        .and_then(|json| json.get_named_property("stringify"))
+        .map_err(|e| StoreError::internal(e.to_string()))?;
+    let text = stringify
+        .call(value)
+        .map_err(|e| invalid(&format!("cannot be converted to JSON: {}", e.reason)))?;
+    match text.get_type() {
+        Ok(ValueType::String) => unsafe { text.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string())),
+        _ => Err(invalid("must be a JSON value")),
+    }
+}
+
+/// An optional object argument as JSON text; `undefined` and `null` are None.
+fn optional_json(env: &Env, value: Option<Unknown>, what: &str) -> Outcome<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) => match v.get_type() {
+            Ok(ValueType::Undefined | ValueType::Null) => Ok(None),
+            Ok(ValueType::Object) => stringify(env, v, what).map(Some),
+            _ => Err(StoreError::invalid(format!("{what} must be an object"))),
+        },
+    }
+}
+
+fn string_arg(value: Unknown, what: &str) -> Outcome<String> {
+    match value.get_type() {
+        Ok(ValueType::String) => unsafe { value.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string())),
+        _ => Err(StoreError::invalid(format!("{what} must be a string"))),
+    }
+}
+
+fn ids(user_id: Unknown, workspace_id: Unknown) -> Outcome<(String, String)> {
+    Ok((string_arg(user_id, "userId")?, string_arg(workspace_id, "workspaceId")?))
+}
+
+/// Options of `NarrativeSessionStore.open`, as JavaScript passes them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OpenOptionsJson {
+    data_dir: Option<String>,
+    ttl_days: Option<f64>,
+    autosave_interval_ms: Option<f64>,
+    cleanup_interval_ms: Option<f64>,
+    max_session_bytes: Option<f64>,
+}
+
+fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
+    let input: OpenOptionsJson = parse_options(text)?;
+    let data_dir = match input.data_dir {
+        Some(dir) if dir.is_empty() => return Err(StoreError::invalid("dataDir is empty")),
+        Some(dir) => dir.into(),
+        None => default_data_dir(),
+    };
+    let mut options = StoreOptions::new(data_dir);
+    options.ttl_days = input.ttl_days.unwrap_or(DEFAULT_TTL_DAYS);
+    options.autosave_interval = duration_ms("autosaveIntervalMs", input.autosave_interval_ms, DEFAULT_AUTOSAVE_INTERVAL)?;
+    options.cleanup_interval = duration_ms("cleanupIntervalMs", input.cleanup_interval_ms, DEFAULT_CLEANUP_INTERVAL)?;
+    if let Some(max) = input.max_session_bytes {
+        if !(max.is_finite() && max >= 1.0 && max <= (1u64 << 40) as f64) {
+            return Err(StoreError::invalid("maxSessionBytes must be a positive number of bytes"));
+        }
+        options.max_session_bytes = max as usize;
+    }
+    Ok(options)
+}
+
+/// A millisecond interval; 0 turns the timer off.
+fn duration_ms(what: &str, value: Option<f64>, default: std::time::Duration) -> Outcome<std::time::Duration> {
+    match value {
+        None => Ok(default),
+        Some(ms) if ms.is_finite() && (0.0..=1e12).contains(&ms) => Ok(std::time::Duration::from_millis(ms as u64)),
+        Some(ms) => Err(StoreError::invalid(format!("{what} must be a number of milliseconds >= 0, not {ms}"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MergeOptionsJson {
+    origin: Option<String>,
+}
+
+fn merge_origin(text: Option<&str>) -> Outcome<Option<String>> {
+    Ok(parse_options::<MergeOptionsJson>(text)?.origin)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CleanupOptionsJson {
+    ttl_days: Option<f64>,
+    now: Option<f64>,
+}
+
+struct CleanupOptions {
+    ttl_days: Option<f64>,
+    now: Option<i64>,
+}
+
+fn cleanup_options(text: Option<&str>) -> Outcome<CleanupOptions> {
+    let input: CleanupOptionsJson = parse_options(text)?;
+    let now = match input.now {
+        None => None,
+        Some(ms) if ms.is_finite() && ms.abs() < 8.64e15 => Some(ms as i64),
+        Some(ms) => return Err(StoreError::invalid(format!("now must be milliseconds since the epoch, not {ms}"))),
+    };
+    Ok(CleanupOptions {
+        ttl_days: input.ttl_days,
+        now,
+    })
+}
+
+fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> Outcome<T> {
+    match text {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("bad options: {e}"))),
+    }
+}
+
+fn to_json(session: &NarrativeSession) -> Outcome<String> {
+    serde_json::to_string(session).map_err(internal)
+}
+
+fn internal(err: serde_json::Error) -> StoreError {
+    StoreError::internal(err.to_string())
+}
+
+/// The one place a core error becomes a JavaScript error: `err.code` is the stable code.
+fn coded_error(err: StoreError) -> Error<String> {
+    Error::new(err.code.as_str().to_string(), err.message)
+}
+
+fn status_error(err: Error) -> Error<String> {
+    coded_error(StoreError::internal(err.reason.clone()))
+}

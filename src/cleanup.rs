@@ -1,0 +1,101 @@
+//! The TTL sweep: sessions untouched for longer than the TTL are removed.
+//!
+//! What it promises:
+//! - **Compare, then delete.** A session is deleted only after its lock is taken and its `updatedAt`
+//!   is read again under that lock; one saved during the sweep survives.
+//! - **In use is never reaped.** A session loaded in this store is skipped, and its file is touched
+//!   so that other processes' sweeps, which skip recently modified files, leave it alone too.
+//! - **Corrupt files are never deleted** here: only a session that parses and is expired goes.
+//! - It blocks, so the store runs it on tokio's blocking pool, never on Node's main thread.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::parse_rfc3339_millis;
+use crate::error::Result;
+use crate::store::file::FileBackend;
+
+/// Temp files older than this are leftovers of an interrupted write.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupReport {
+    /// Session files looked at.
+    pub scanned: usize,
+    /// Expired sessions removed.
+    pub removed: usize,
+    /// Sessions kept because they are within the TTL (or unreadable: those are left for `load`).
+    pub kept: usize,
+    /// Sessions kept because this store has them loaded.
+    pub in_use: usize,
+    /// Stale temp files removed.
+    pub temp_files_removed: usize,
+    /// Per-file failures; the sweep goes on past them.
+    pub errors: Vec<String>,
+}
+
+/// Removes every session whose `updatedAt` is before `cutoff_millis`, except those `in_use` says
+/// are loaded. `before_delete` runs between the first look and the locked re-check; tests use it to
+/// play a writer that touches the session mid-sweep.
+pub fn sweep(
+    backend: &FileBackend,
+    cutoff_millis: i64,
+    in_use: &dyn Fn(&str) -> bool,
+    before_delete: &dyn Fn(&str),
+) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
+    for stem in backend.stems()? {
+        report.scanned += 1;
+        if in_use(&stem) {
+            backend.touch(&stem);
+            report.in_use += 1;
+            continue;
+        }
+        // A file written after the cutoff holds a session updated after it: no need to read it.
+        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time) || !is_expired(backend, &stem, cutoff_millis) {
+            report.kept += 1;
+            continue;
+        }
+        before_delete(&stem);
+        match delete_if_still_expired(backend, &stem, cutoff_millis, in_use) {
+            Ok(true) => report.removed += 1,
+            Ok(false) => report.kept += 1,
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    report.temp_files_removed = backend.remove_stale_temp_files(STALE_TEMP_AGE)?;
+    Ok(report)
+}
+
+fn is_expired(backend: &FileBackend, stem: &str, cutoff_millis: i64) -> bool {
+    backend
+        .summary(stem)
+        .and_then(|(summary, _)| parse_rfc3339_millis(&summary.updated_at))
+        .is_some_and(|updated| updated < cutoff_millis)
+}
+
+fn delete_if_still_expired(
+    backend: &FileBackend,
+    stem: &str,
+    cutoff_millis: i64,
+    in_use: &dyn Fn(&str) -> bool,
+) -> Result<bool> {
+    let lock = backend.lock(stem)?;
+    if in_use(stem) || !is_expired(backend, stem, cutoff_millis) {
+        return Ok(false);
+    }
+    backend.delete(stem, lock)
+}
+
+/// Milliseconds since the epoch, `ttl_days` before `now_millis`.
+pub fn cutoff(now_millis: i64, ttl_days: f64) -> i64 {
+    now_millis - (ttl_days * 86_400_000.0) as i64
+}
+
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

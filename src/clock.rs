@@ -1,0 +1,249 @@
+//! Hybrid logical clocks: the timestamps that decide last-write-wins.
+//!
+//! A timestamp is wall-clock milliseconds, a counter and a node id. A clock that has *observed* a
+//! timestamp never issues one that is smaller, so a write made after seeing another always wins,
+//! even when two machines' wall clocks disagree. The node id breaks the remaining ties.
+//!
+//! Text form: `"<millis>-<counter>-<node>"`, with millis padded to 13 digits and the counter to 4,
+//! so that for all practical dates the strings also sort in clock order.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Result, StoreError};
+
+/// The longest node id accepted in a timestamp.
+const MAX_NODE_LEN: usize = 64;
+
+/// One hybrid-logical-clock timestamp. Ordered by millis, then counter, then node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hlc {
+    pub millis: u64,
+    pub counter: u32,
+    pub node: String,
+}
+
+impl Hlc {
+    /// The clock of a write known only by its wall time (a field with no version of its own).
+    /// Its empty node sorts below every real node, so any real write at the same millisecond wins.
+    pub fn from_millis(millis: u64) -> Hlc {
+        Hlc {
+            millis,
+            counter: 0,
+            node: String::new(),
+        }
+    }
+
+    /// The clock of an RFC 3339 time; an unreadable or pre-1970 time counts as the epoch.
+    pub fn from_rfc3339(time: &str) -> Hlc {
+        Hlc::from_millis(parse_rfc3339_millis(time).map_or(0, |m| m.max(0) as u64))
+    }
+
+    pub fn parse(text: &str) -> Result<Hlc> {
+        let bad = || StoreError::invalid(format!("not a clock value (millis-counter-node): {text:?}"));
+        let mut parts = text.splitn(3, '-');
+        let millis = parts.next().and_then(parse_digits).ok_or_else(bad)?;
+        let counter = parts.next().and_then(parse_digits).ok_or_else(bad)?;
+        let node = parts.next().ok_or_else(bad)?;
+        let node_ok = node.len() <= MAX_NODE_LEN
+            && node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !node_ok {
+            return Err(bad());
+        }
+        Ok(Hlc {
+            millis,
+            counter: u32::try_from(counter).map_err(|_| bad())?,
+            node: node.to_string(),
+        })
+    }
+
+    /// The RFC 3339 form of the wall-clock part, as sessions store `updatedAt`.
+    pub fn to_rfc3339(&self) -> String {
+        millis_to_rfc3339(self.millis)
+    }
+}
+
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:013}-{:04}-{}", self.millis, self.counter, self.node)
+    }
+}
+
+impl Serialize for Hlc {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hlc {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Hlc, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Hlc::parse(&text).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time, or None when it is not one.
+pub fn parse_rfc3339_millis(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+pub fn millis_to_rfc3339(millis: u64) -> String {
+    let millis = i64::try_from(millis).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn wall_clock_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The clock of one store instance. Not thread-safe by itself: the store keeps it behind a mutex.
+#[derive(Debug)]
+pub struct HybridClock {
+    node: String,
+    last_millis: u64,
+    last_counter: u32,
+    wall: fn() -> u64,
+}
+
+impl HybridClock {
+    pub fn new(node: impl Into<String>) -> HybridClock {
+        Self::with_wall_clock(node, wall_clock_millis)
+    }
+
+    /// A clock reading time from `wall`, so tests can make wall clocks disagree.
+    pub fn with_wall_clock(node: impl Into<String>, wall: fn() -> u64) -> HybridClock {
+        HybridClock {
+            node: node.into(),
+            last_millis: 0,
+            last_counter: 0,
+            wall,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A new timestamp, later than every one this clock issued or observed.
+    pub fn now(&mut self) -> Hlc {
+        let wall = (self.wall)();
+        if wall > self.last_millis {
+            self.last_millis = wall;
+            self.last_counter = 0;
+        } else {
+            self.bump();
+        }
+        self.current()
+    }
+
+    /// Take in a timestamp seen from elsewhere, so that every later `now()` is after it.
+    pub fn observe(&mut self, seen: &Hlc) {
+        match (seen.millis, seen.counter).cmp(&(self.last_millis, self.last_counter)) {
+            Ordering::Greater => {
+                self.last_millis = seen.millis;
+                self.last_counter = seen.counter;
+            }
+            Ordering::Equal | Ordering::Less => {}
+        }
+    }
+
+    /// The wall-clock time as this clock sees it, in milliseconds.
+    pub fn wall_millis(&self) -> u64 {
+        (self.wall)()
+    }
+
+    fn bump(&mut self) {
+        match self.last_counter.checked_add(1) {
+            Some(next) => self.last_counter = next,
+            None => {
+                self.last_millis += 1;
+                self.last_counter = 0;
+            }
+        }
+    }
+
+    fn current(&self) -> Hlc {
+        Hlc {
+            millis: self.last_millis,
+            counter: self.last_counter,
+            node: self.node.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frozen() -> u64 {
+        1_000
+    }
+
+    #[test]
+    fn text_form_round_trips_and_sorts_like_the_clock() {
+        let a = Hlc {
+            millis: 1_732_430_449_123,
+            counter: 7,
+            node: "n1".into(),
+        };
+        assert_eq!(a.to_string(), "1732430449123-0007-n1");
+        assert_eq!(Hlc::parse(&a.to_string()).unwrap(), a);
+        let b = Hlc { counter: 12, ..a.clone() };
+        assert!(a < b && a.to_string() < b.to_string());
+    }
+
+    #[test]
+    fn rejects_malformed_text() {
+        for bad in ["", "1-2", "x-1-n", "1-x-n", "1-2-a/b", "1-99999999999-n", "-1-2-n"] {
+            assert!(Hlc::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn a_frozen_wall_clock_still_moves_forward() {
+        let mut clock = HybridClock::with_wall_clock("a", frozen);
+        let t1 = clock.now();
+        let t2 = clock.now();
+        assert!(t2 > t1);
+        assert_eq!(t2.millis, 1_000);
+    }
+
+    #[test]
+    fn a_write_after_seeing_another_wins_even_with_a_clock_behind() {
+        let mut ahead = HybridClock::with_wall_clock("ahead", || 9_000);
+        let mut behind = HybridClock::with_wall_clock("behind", frozen);
+        let seen = ahead.now();
+        behind.observe(&seen);
+        assert!(behind.now() > seen);
+    }
+
+    #[test]
+    fn updated_at_converts_to_a_clock_below_real_writes_of_the_same_millisecond() {
+        let implicit = Hlc::from_rfc3339("2026-11-24T06:40:49.123Z");
+        assert_eq!(implicit.millis, 1_795_502_449_123);
+        let real = Hlc {
+            millis: implicit.millis,
+            counter: 0,
+            node: "a".into(),
+        };
+        assert!(implicit < real);
+        assert_eq!(implicit.to_rfc3339(), "2026-11-24T06:40:49.123Z");
+    }
+}

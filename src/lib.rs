@@ -1,0 +1,23 @@
+//! mia-narrative-session: narrative session persistence for mia-code-server.
+//!
+//! The core (everything but `binding`) knows nothing of Node.js:
+//! - [`model`]: the session and its parts;
+//! - [`clock`]: hybrid logical clocks that order writes;
+//! - [`merge`]: the merge rules;
+//! - [`update`]: turning a client's update into a merge patch;
+//! - [`store`]: the live sessions, autosave and the file backend;
+//! - [`cleanup`]: the TTL sweep;
+//! - [`paths`]: where sessions live and how ids become file names;
+//! - [`error`]: errors with stable codes.
+//!
+//! `binding` is the thin N-API layer over [`store::SessionStore`] and [`merge::merge_sessions`].
+
+pub mod clock;
+pub mod error;
+pub mod merge;
+pub mod model;
+pub mod cleanup;
+pub mod paths;
+pub mod store;
+pub mod update;
+mod binding;

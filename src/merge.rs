@@ -1,0 +1,638 @@
+//! The merge: how two copies of a session, or a session and an update, become one (design.md, section 3).
+//!
+//! Every part of a session is a join in a semilattice, so merging is commutative, associative and
+//! idempotent, and every tab, window and server converges whatever order updates arrive in:
+//!
+//! - **Last-write-wins registers**: `universeFocus`, `storyPosition`, each key of `memory` and
+//!   `config`, and each field of a chart or an action. The write with the later [`Hlc`] wins; on an
+//!   equal clock the larger (canonical) JSON text wins, so the choice never depends on argument
+//!   order. A memory or config key set to `null` is a deletion: the key goes, its clock stays in
+//!   `versions`.
+//! - **Append-only lists**: `activeCharts`, `storyBeats` and `conversationHistory` are unions by id,
+//!   ordered by time and then id. Two copies of one chart merge field by field, with their actions
+//!   unioned by id. Two different copies of one beat or entry resolve to the larger JSON text.
+//! - **Meta fields**: `createdAt` is the earliest, `updatedAt` the latest.
+//!
+//! Clocks live in the session's `versions` map under a path: `"memory.goal"`,
+//! `"activeCharts.c1.title"`, `"activeCharts.c1.actions.a1.completed"`. Ids and field names inside a
+//! path are escaped (`.` as `\.`), so two different fields never share a path.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::clock::{parse_rfc3339_millis, Hlc};
+use crate::error::{Result, StoreError};
+use crate::model::{
+    ConversationEntry, ListEntry, NarrativeSession, StcAction, StcChart, StoryBeat, StoryPosition,
+    UniverseFocus,
+};
+
+/// How a patch treats a field whose value equals the target's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchMode {
+    /// A lattice join: the later clock is kept even when the values are equal.
+    Join,
+    /// An update from a client: a field it sends unchanged, with no clock of its own, is not a write.
+    /// So a client that sends back a whole chart to change one field does not overwrite the others.
+    Update,
+}
+
+/// The identity fields of a session. Only a whole session carries them; an update never does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub user_id: String,
+    pub workspace_id: String,
+}
+
+/// Everything one merge brings into a session. Absent parts are left alone.
+#[derive(Clone, Debug)]
+pub struct SessionPatch {
+    pub identity: Option<Identity>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub universe_focus: Option<UniverseFocus>,
+    pub story_position: Option<StoryPosition>,
+    /// A `null` value deletes the key.
+    pub memory: Map<String, Value>,
+    /// A `null` value deletes the key.
+    pub config: Map<String, Value>,
+    /// Charts as JSON objects: only the fields present are written.
+    pub charts: Vec<Map<String, Value>>,
+    pub beats: Vec<StoryBeat>,
+    pub entries: Vec<ConversationEntry>,
+    /// Explicit clocks by path.
+    pub versions: BTreeMap<String, Hlc>,
+    /// The clock of every written field that has no explicit one.
+    pub clock: Hlc,
+    pub mode: PatchMode,
+}
+
+impl SessionPatch {
+    /// An empty patch: writes nothing until fields are set.
+    pub fn empty(clock: Hlc, mode: PatchMode) -> SessionPatch {
+        SessionPatch {
+            identity: None,
+            created_at: None,
+            updated_at: None,
+            universe_focus: None,
+            story_position: None,
+            memory: Map::new(),
+            config: Map::new(),
+            charts: Vec::new(),
+            beats: Vec::new(),
+            entries: Vec::new(),
+            versions: BTreeMap::new(),
+            clock,
+            mode,
+        }
+    }
+
+    /// The whole of a session as a patch, deletions included.
+    pub fn from_session(session: &NarrativeSession) -> SessionPatch {
+        let mut patch = SessionPatch::empty(Hlc::from_rfc3339(&session.updated_at), PatchMode::Join);
+        patch.identity = Some(Identity {
+            id: session.id.clone(),
+            user_id: session.user_id.clone(),
+            workspace_id: session.workspace_id.clone(),
+        });
+        patch.created_at = Some(session.created_at.clone());
+        patch.updated_at = Some(session.updated_at.clone());
+        patch.universe_focus = Some(session.universe_focus);
+        patch.story_position = Some(session.story_position.clone());
+        patch.memory = with_tombstones(&session.memory, &session.versions, MEMORY);
+        patch.config = with_tombstones(&session.config, &session.versions, CONFIG);
+        patch.charts = session.active_charts.iter().map(chart_registers).collect();
+        patch.beats = session.story_beats.clone();
+        patch.entries = session.conversation_history.clone();
+        patch.versions = session.versions.clone();
+        patch
+    }
+
+    fn version_of(&self, path: &str) -> Hlc {
+        self.versions
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| self.clock.clone())
+    }
+}
+
+/// What a merge changed: the path of each value that changed, as clients see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub paths: Vec<String>,
+    /// True when anything changed, a clock alone included: the session then needs saving.
+    pub touched: bool,
+}
+
+impl Changes {
+    fn value(&mut self, path: String) {
+        self.paths.push(path);
+        self.touched = true;
+    }
+}
+
+const UNIVERSE_FOCUS: &str = "universeFocus";
+const STORY_POSITION: &str = "storyPosition";
+const MEMORY: &str = "memory";
+const CONFIG: &str = "config";
+const CHARTS: &str = "activeCharts";
+const BEATS: &str = "storyBeats";
+const ENTRIES: &str = "conversationHistory";
+/// Chart fields that are not last-write-wins registers.
+const CHART_META: [&str; 4] = ["id", "actions", "createdAt", "updatedAt"];
+/// Action fields that may be absent; absent counts as `null`, so that clearing them is a write.
+const ACTION_OPTIONAL: [&str; 2] = ["completedAt", "order"];
+
+static NULL: Value = Value::Null;
+
+/// Merge two whole sessions. Commutative, associative and idempotent; the result is normalised
+/// (every field has its clock in `versions`, lists sorted and free of duplicate ids).
+pub fn merge_sessions(a: &NarrativeSession, b: &NarrativeSession) -> Result<NarrativeSession> {
+    let mut out = blank_like(a);
+    apply_patch(&mut out, &SessionPatch::from_session(a))?;
+    apply_patch(&mut out, &SessionPatch::from_session(b))?;
+    Ok(out)
+}
+
+/// The canonical form of a session: what `merge_sessions(s, s)` returns.
+pub fn normalize(session: &NarrativeSession) -> Result<NarrativeSession> {
+    let mut out = blank_like(session);
+    apply_patch(&mut out, &SessionPatch::from_session(session))?;
+    Ok(out)
+}
+
+/// An empty session with the identity of `session`. Its `updatedAt` is empty, so its default
+/// values carry the lowest clock there is and every real write replaces them.
+fn blank_like(session: &NarrativeSession) -> NarrativeSession {
+    let mut blank = NarrativeSession::new(
+        session.id.clone(),
+        session.user_id.clone(),
+        session.workspace_id.clone(),
+        session.created_at.clone(),
+    );
+    blank.updated_at = String::new();
+    blank
+}
+
+/// Merge `patch` into `target`, returning what changed.
+pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Result<Changes> {
+    let mut changes = Changes::default();
+    // A field of the target with no clock of its own takes the target's updatedAt.
+    let target_default = Hlc::from_rfc3339(&target.updated_at);
+    let mut registers = Registers {
+        versions: &mut target.versions,
+        target_default: &target_default,
+        patch,
+        changes: &mut changes,
+    };
+
+    if let Some(identity) = &patch.identity {
+        merge_identity(&mut target.id, &identity.id);
+        merge_identity(&mut target.user_id, &identity.user_id);
+        merge_identity(&mut target.workspace_id, &identity.workspace_id);
+    }
+    if let Some(focus) = patch.universe_focus {
+        let current = serde_json::to_value(target.universe_focus).map_err(internal)?;
+        let incoming = serde_json::to_value(focus).map_err(internal)?;
+        if registers.resolve(UNIVERSE_FOCUS.into(), Some(&current), &incoming) {
+            target.universe_focus = focus;
+        }
+    }
+    if let Some(position) = &patch.story_position {
+        let current = serde_json::to_value(&target.story_position).map_err(internal)?;
+        let incoming = serde_json::to_value(position).map_err(internal)?;
+        if registers.resolve(STORY_POSITION.into(), Some(&current), &incoming) {
+            target.story_position = position.clone();
+        }
+    }
+    registers.merge_keyed_map(&mut target.memory, &patch.memory, MEMORY);
+    registers.merge_keyed_map(&mut target.config, &patch.config, CONFIG);
+    for chart in &patch.charts {
+        registers.merge_chart(&mut target.active_charts, chart)?;
+    }
+    let beats = with_times(&patch.beats, &target.story_beats, patch, |b| &mut b.created_at);
+    union_by_id(&mut target.story_beats, &beats, BEATS, registers.changes)?;
+    let entries = with_times(&patch.entries, &target.conversation_history, patch, |e| &mut e.timestamp);
+    union_by_id(&mut target.conversation_history, &entries, ENTRIES, registers.changes)?;
+
+    if let Some(created) = &patch.created_at {
+        if let Some(earlier) = earliest(&target.created_at, created) {
+            target.created_at = earlier.to_string();
+            changes.touched = true;
+        }
+    }
+    if let Some(updated) = &patch.updated_at {
+        if let Some(later) = latest(&target.updated_at, updated) {
+            target.updated_at = later.to_string();
+            changes.touched = true;
+        }
+    }
+    Ok(changes)
+}
+
+/// Identity fields converge on the smallest non-empty value.
+fn merge_identity(target: &mut String, incoming: &str) {
+    if !incoming.is_empty() && (target.is_empty() || incoming < target.as_str()) {
+        *target = incoming.to_string();
+    }
+}
+
+/// The merge state of last-write-wins registers for one `apply_patch`.
+struct Registers<'a> {
+    versions: &'a mut BTreeMap<String, Hlc>,
+    target_default: &'a Hlc,
+    patch: &'a SessionPatch,
+    changes: &'a mut Changes,
+}
+
+impl Registers<'_> {
+    /// Resolve one register. `current` is the target's value, or None when the target never wrote it.
+    /// Returns true when the incoming value must replace the target's; the clock is updated here,
+    /// and a changed value is recorded under `path`.
+    fn resolve(&mut self, path: String, current: Option<&Value>, incoming: &Value) -> bool {
+        let explicit = self.patch.versions.get(&path);
+        if self.patch.mode == PatchMode::Update && explicit.is_none() && current == Some(incoming) {
+            return false;
+        }
+        let incoming_version = self.patch.version_of(&path);
+        let current_version = match (self.versions.get(&path), current) {
+            (Some(version), _) => Some(version.clone()),
+            (None, Some(_)) => Some(self.target_default.clone()),
+            (None, None) => None,
+        };
+        let take = match (&current_version, current) {
+            (Some(version), Some(value)) => match incoming_version.cmp(version) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => incoming != value && json_text(incoming) > json_text(value),
+            },
+            _ => true,
+        };
+        if !take {
+            return false;
+        }
+        if current_version.as_ref() != Some(&incoming_version) {
+            self.versions.insert(path.clone(), incoming_version);
+            self.changes.touched = true;
+        }
+        let changed = current.unwrap_or(&NULL) != incoming || current.is_none();
+        if changed {
+            self.changes.value(path);
+        }
+        changed
+    }
+
+    /// `memory` and `config`: each key is a register; `null` deletes the key.
+    fn merge_keyed_map(&mut self, target: &mut Map<String, Value>, incoming: &Map<String, Value>, name: &str) {
+        for (key, value) in incoming {
+            let path = format!("{name}.{key}");
+            let current = target
+                .get(key)
+                .or_else(|| self.versions.contains_key(&path).then_some(&NULL));
+            if self.resolve(path, current, value) {
+                if value.is_null() {
+                    target.shift_remove(key);
+                } else {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+
+    /// The fields of a chart or an action, each a register under `prefix`.
+    fn merge_fields(&mut self, target: &mut Map<String, Value>, incoming: &Map<String, Value>, skip: &[&str], prefix: &str) {
+        for (field, value) in incoming {
+            if skip.contains(&field.as_str()) {
+                continue;
+            }
+            let path = format!("{prefix}.{}", segment(field));
+            let current = target
+                .get(field)
+                .or_else(|| self.versions.contains_key(&path).then_some(&NULL));
+            if self.resolve(path, current, value) {
+                target.insert(field.clone(), value.clone());
+            }
+        }
+    }
+
+    fn merge_chart(&mut self, charts: &mut Vec<StcChart>, incoming: &Map<String, Value>) -> Result<()> {
+        let id = incoming
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::invalid("a chart needs a string id"))?;
+        let prefix = format!("{CHARTS}.{}", segment(id));
+        let position = charts.iter().position(|c| c.id == id);
+        let mut map = match position {
+            Some(i) => chart_registers(&charts[i]),
+            None => {
+                self.changes.value(prefix.clone());
+                let mut blank = Map::new();
+                blank.insert("id".into(), Value::String(id.to_string()));
+                blank
+            }
+        };
+        self.merge_fields(&mut map, incoming, &CHART_META, &prefix);
+        for field in ["createdAt", "updatedAt"] {
+            let current = map.get(field).and_then(Value::as_str).unwrap_or("");
+            let Some(candidate) = incoming.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            let pick = if field == "createdAt" {
+                earliest(current, candidate)
+            } else {
+                latest(current, candidate)
+            };
+            if let Some(value) = pick {
+                map.insert(field.into(), Value::String(value.to_string()));
+                self.changes.touched = true;
+            }
+        }
+        if let Some(actions) = incoming.get("actions").and_then(Value::as_array) {
+            self.merge_actions(&mut map, actions, &prefix)?;
+        }
+        let mut chart: StcChart = serde_json::from_value(Value::Object(map))
+            .map_err(|e| StoreError::invalid(format!("chart {id:?}: {e}")))?;
+        // New actions are appended and an `order` may have changed: sort, or the order of the
+        // actions would depend on the order of the merges.
+        sort_actions(&mut chart.actions);
+        match position {
+            Some(i) => {
+                // An earlier createdAt from the other side moves the chart in the list.
+                let moved = charts[i].created_at != chart.created_at;
+                charts[i] = chart;
+                if moved {
+                    sort_by_time_then_id(charts);
+                }
+            }
+            None => {
+                // A new chart's fields that the patch left out still get a clock, as in a normalised session.
+                self.clock_every_field(&chart_registers(&chart), &prefix);
+                charts.push(chart);
+                sort_by_time_then_id(charts);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_actions(&mut self, chart: &mut Map<String, Value>, incoming: &[Value], chart_prefix: &str) -> Result<()> {
+        let mut actions: Vec<Map<String, Value>> = match chart.remove("actions") {
+            Some(Value::Array(items)) => items.into_iter().filter_map(into_object).collect(),
+            _ => Vec::new(),
+        };
+        for action in incoming {
+            let action = action
+                .as_object()
+                .ok_or_else(|| StoreError::invalid("an action must be an object"))?;
+            let id = action
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| StoreError::invalid("an action needs a string id"))?;
+            let prefix = format!("{chart_prefix}.actions.{}", segment(id));
+            let index = match actions.iter().position(|a| a.get("id").and_then(Value::as_str) == Some(id)) {
+                Some(i) => i,
+                None => {
+                    self.changes.value(prefix.clone());
+                    let mut blank = Map::new();
+                    blank.insert("id".into(), Value::String(id.to_string()));
+                    actions.push(blank);
+                    actions.len() - 1
+                }
+            };
+            self.merge_fields(&mut actions[index], action, &["id"], &prefix);
+            let typed: StcAction = serde_json::from_value(Value::Object(actions[index].clone()))
+                .map_err(|e| StoreError::invalid(format!("action {id:?}: {e}")))?;
+            self.clock_every_field(&action_registers(&typed), &prefix);
+        }
+        chart.insert("actions".into(), Value::Array(actions.into_iter().map(Value::Object).collect()));
+        Ok(())
+    }
+
+    /// Give every register of a chart (or action) a clock when it has none yet.
+    fn clock_every_field(&mut self, fields: &Map<String, Value>, prefix: &str) {
+        for (field, value) in fields {
+            if field == "actions" {
+                for action in value.as_array().into_iter().flatten().filter_map(Value::as_object) {
+                    let id = action.get("id").and_then(Value::as_str).unwrap_or_default();
+                    self.clock_every_field(action, &format!("{prefix}.actions.{}", segment(id)));
+                }
+                continue;
+            }
+            if CHART_META.contains(&field.as_str()) {
+                continue;
+            }
+            let path = format!("{prefix}.{}", segment(field));
+            if !self.versions.contains_key(&path) {
+                let version = self.patch.version_of(&path);
+                self.versions.insert(path, version);
+                self.changes.touched = true;
+            }
+        }
+    }
+}
+
+/// A chart as the map of its registers: absent optional action fields appear as `null`.
+fn chart_registers(chart: &StcChart) -> Map<String, Value> {
+    let mut map = into_object(serde_json::to_value(chart).unwrap_or(Value::Null)).unwrap_or_default();
+    let actions = chart.actions.iter().map(|a| Value::Object(action_registers(a))).collect();
+    map.insert("actions".into(), Value::Array(actions));
+    map
+}
+
+fn action_registers(action: &StcAction) -> Map<String, Value> {
+    let mut map = into_object(serde_json::to_value(action).unwrap_or(Value::Null)).unwrap_or_default();
+    for field in ACTION_OPTIONAL {
+        map.entry(field).or_insert(Value::Null);
+    }
+    map
+}
+
+fn into_object(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// A map's keys plus a `null` for each key whose deletion is recorded in `versions`.
+fn with_tombstones(map: &Map<String, Value>, versions: &BTreeMap<String, Hlc>, name: &str) -> Map<String, Value> {
+    let mut out = map.clone();
+    let prefix = format!("{name}.");
+    for path in versions.range(prefix.clone()..).map(|(p, _)| p).take_while(|p| p.starts_with(&prefix)) {
+        let key = &path[prefix.len()..];
+        if !out.contains_key(key) {
+            out.insert(key.to_string(), Value::Null);
+        }
+    }
+    out
+}
+
+/// An update's beats or entries, with a time for each one sent without: one the target already has
+/// keeps its time, a new one takes the update's clock. So a client that resends its history
+/// without times (a replay after a reconnect) neither moves nor changes it.
+fn with_times<'a, T: ListEntry + Clone>(
+    incoming: &'a [T],
+    target: &[T],
+    patch: &SessionPatch,
+    time: fn(&mut T) -> &mut String,
+) -> Cow<'a, [T]> {
+    if patch.mode != PatchMode::Update || incoming.iter().all(|item| !item.time().is_empty()) {
+        return Cow::Borrowed(incoming);
+    }
+    let now = patch.clock.to_rfc3339();
+    let known: HashMap<&str, &str> = target.iter().map(|item| (item.id(), item.time())).collect();
+    let timed = incoming.iter().map(|item| {
+        let mut item = item.clone();
+        if item.time().is_empty() {
+            *time(&mut item) = known.get(item.id()).map_or_else(|| now.clone(), |t| t.to_string());
+        }
+        item
+    });
+    Cow::Owned(timed.collect())
+}
+
+/// Beats and conversation entries: a union by id. Two different copies of one id resolve to the one
+/// with the larger JSON text, so every replica picks the same one.
+fn union_by_id<T>(target: &mut Vec<T>, incoming: &[T], name: &str, changes: &mut Changes) -> Result<()>
+where
+    T: ListEntry + Serialize + PartialEq + Clone,
+{
+    if incoming.is_empty() {
+        return Ok(());
+    }
+    let mut replaced: Vec<(usize, &T)> = Vec::new();
+    let mut appended: Vec<&T> = Vec::new();
+    {
+        let index: HashMap<&str, usize> = target.iter().enumerate().map(|(i, e)| (e.id(), i)).collect();
+        let mut fresh: HashMap<&str, usize> = HashMap::new();
+        for item in incoming {
+            match index.get(item.id()) {
+                Some(&i) => {
+                    if target[i] != *item && json_text(item) > json_text(&target[i]) {
+                        replaced.push((i, item));
+                    }
+                }
+                None => match fresh.get(item.id()) {
+                    // The same id twice in one input: keep the winner of the two.
+                    Some(&j) => {
+                        if *appended[j] != *item && json_text(item) > json_text(appended[j]) {
+                            appended[j] = item;
+                        }
+                    }
+                    None => {
+                        fresh.insert(item.id(), appended.len());
+                        appended.push(item);
+                    }
+                },
+            }
+        }
+    }
+    if replaced.is_empty() && appended.is_empty() {
+        return Ok(());
+    }
+    let mut needs_sort = false;
+    for (i, item) in replaced {
+        needs_sort |= order_key(&target[i]) != order_key(item);
+        target[i] = item.clone();
+        changes.value(format!("{name}.{}", segment(item.id())));
+    }
+    for item in appended {
+        needs_sort |= target
+            .last()
+            .is_some_and(|last| compare_order(last, item) == Ordering::Greater);
+        target.push(item.clone());
+        changes.value(format!("{name}.{}", segment(item.id())));
+    }
+    if needs_sort {
+        sort_by_time_then_id(target);
+    }
+    Ok(())
+}
+
+type OrderKey<'a> = (Option<i64>, &'a str, &'a str);
+
+fn order_key<T: ListEntry>(item: &T) -> OrderKey<'_> {
+    (parse_rfc3339_millis(item.time()), item.time(), item.id())
+}
+
+fn compare_order<T: ListEntry>(a: &T, b: &T) -> Ordering {
+    order_key(a).cmp(&order_key(b))
+}
+
+fn sort_by_time_then_id<T: ListEntry>(items: &mut [T]) {
+    items.sort_by_cached_key(|item| {
+        (
+            parse_rfc3339_millis(item.time()),
+            item.time().to_string(),
+            item.id().to_string(),
+        )
+    });
+}
+
+/// Actions sort by `order` (those without one last), then by id.
+fn sort_actions(actions: &mut [StcAction]) {
+    actions.sort_by(|a, b| {
+        let order = |x: &StcAction| x.order.as_ref().and_then(|n| n.as_f64()).unwrap_or(f64::INFINITY);
+        order(a).total_cmp(&order(b)).then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Of two RFC 3339 times, the earlier, when it is not already `current`. An empty or unreadable
+/// time loses to a readable one.
+fn earliest<'a>(current: &str, candidate: &'a str) -> Option<&'a str> {
+    (time_rank(candidate, true) < time_rank(current, true)).then_some(candidate)
+}
+
+fn latest<'a>(current: &str, candidate: &'a str) -> Option<&'a str> {
+    (time_rank(candidate, false) > time_rank(current, false)).then_some(candidate)
+}
+
+/// A total order on time strings; unreadable ones rank past the far end of the search direction.
+fn time_rank(time: &str, for_min: bool) -> (i8, i64, &str) {
+    match parse_rfc3339_millis(time) {
+        Some(millis) => (0, millis, time),
+        None if for_min => (1, 0, time),
+        None => (-1, 0, time),
+    }
+}
+
+/// Escape a path segment, so that `.` inside an id or a field name cannot fake a deeper path.
+pub fn segment(raw: &str) -> Cow<'_, str> {
+    if raw.contains(['.', '\\']) {
+        Cow::Owned(raw.replace('\\', "\\\\").replace('.', "\\."))
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// The JSON text that breaks ties between different values: canonical, with the keys of every
+/// object sorted and `-0.0` written as `0.0`. Two values serde_json calls equal (its equality
+/// ignores key order) have the same canonical text, so "the larger text wins" is a total order
+/// that agrees with the `!=` checks above. With the plain text, `{"x":1,"y":2}` and
+/// `{"y":2,"x":1}` would be equal yet sort around a third value, and merging three copies would
+/// depend on their grouping.
+fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    let value = serde_json::to_value(value).unwrap_or(Value::Null);
+    serde_json::to_string(&canonical(value)).unwrap_or_default()
+}
+
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        Value::Number(n) if n.as_f64() == Some(0.0) && n.is_f64() => Value::from(0.0),
+        other => other,
+    }
+}
+
+fn internal(err: serde_json::Error) -> StoreError {
+    StoreError::internal(err.to_string())
+}

@@ -1,0 +1,399 @@
+//! The file backend: one JSON document a session, written crash-safely (design.md, section 4).
+//!
+//! Files of the session with stem `S` (see [`crate::paths::SessionKey::file_stem`]):
+//!
+//! | file | what it is |
+//! |---|---|
+//! | `S.json` | the session |
+//! | `S.json.bak` | the version before the last write: the previous good copy |
+//! | `S.lock` | the cross-process lock for read-merge-write |
+//! | `S.json.corrupt-<ms>` | a file that did not parse, moved aside and kept for the operator |
+//! | `.S.<pid>.<n>.tmp` | a write in progress; stale ones are removed by cleanup |
+//!
+//! Every function here blocks: the store calls them on tokio's blocking pool, never on Node's thread.
+//! Every function that reads or changes a session's files takes its [`SessionLock`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use crate::clock::wall_clock_millis;
+use crate::error::{ErrorCode, Result, StoreError};
+use crate::model::{validate_session, NarrativeSession};
+use crate::paths::{is_file_stem, SessionKey};
+
+const SESSION_EXT: &str = ".json";
+const BACKUP_EXT: &str = ".json.bak";
+const LOCK_EXT: &str = ".lock";
+const TEMP_EXT: &str = ".tmp";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+pub struct FileBackend {
+    dir: PathBuf,
+}
+
+/// An exclusive lock on one session's files, across threads and processes. Released on drop.
+#[derive(Debug)]
+pub struct SessionLock {
+    _file: File,
+}
+
+/// What reading a session's files found.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    pub session: Option<NarrativeSession>,
+    /// Bytes of the file the session came from.
+    pub bytes: u64,
+    /// True when the main file was unusable: the session came from the backup, or was lost.
+    pub recovered: bool,
+    /// Files moved aside because they did not parse.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// The few fields `list` and cleanup need, read without building the whole session.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSummary {
+    pub id: String,
+    pub user_id: String,
+    pub workspace_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub active_charts: Vec<IgnoredAny>,
+    #[serde(default)]
+    pub story_beats: Vec<IgnoredAny>,
+    #[serde(default)]
+    pub conversation_history: Vec<IgnoredAny>,
+}
+
+/// What a session file looked like on disk: a new write (a rename) always changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+enum Parsed {
+    Good(NarrativeSession, u64),
+    Missing,
+    Bad,
+}
+
+impl FileBackend {
+    /// Opens (creating, 0700) the sessions directory.
+    pub fn open(dir: &Path) -> Result<FileBackend> {
+        create_private_dir(dir)?;
+        Ok(FileBackend {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, stem: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{stem}{ext}"))
+    }
+
+    pub fn session_path(&self, stem: &str) -> PathBuf {
+        self.path(stem, SESSION_EXT)
+    }
+
+    /// Takes the session's lock, waiting for another holder (thread or process) to let go.
+    pub fn lock(&self, stem: &str) -> Result<SessionLock> {
+        let path = self.path(stem, LOCK_EXT);
+        loop {
+            let file = private_file_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| StoreError::io("cannot open lock", &path, e))?;
+            file.lock()
+                .map_err(|e| StoreError::io("cannot lock", &path, e))?;
+            // A delete unlinks the lock file while holding it. Whoever waited on the unlinked file
+            // must lock the new one instead, or two holders would each think they are alone.
+            if still_linked(&file, &path) {
+                return Ok(SessionLock { _file: file });
+            }
+        }
+    }
+
+    /// Reads a session. A main file that does not parse is moved aside and the backup is tried;
+    /// `expected` (when given) must match the ids inside, or the file counts as corrupt.
+    pub fn read(&self, stem: &str, expected: Option<&SessionKey>, _lock: &SessionLock) -> Result<ReadOutcome> {
+        let mut outcome = ReadOutcome::default();
+        let main = self.path(stem, SESSION_EXT);
+        match parse_file(&main, expected)? {
+            Parsed::Good(session, bytes) => {
+                outcome.session = Some(session);
+                outcome.bytes = bytes;
+                return Ok(outcome);
+            }
+            Parsed::Bad => {
+                outcome.quarantined.push(quarantine(&main)?);
+                outcome.recovered = true;
+            }
+            Parsed::Missing => {}
+        }
+        let backup = self.path(stem, BACKUP_EXT);
+        match parse_file(&backup, expected)? {
+            Parsed::Good(session, bytes) => {
+                outcome.session = Some(session);
+                outcome.bytes = bytes;
+                outcome.recovered = true;
+            }
+            Parsed::Bad => {
+                outcome.quarantined.push(quarantine(&backup)?);
+                outcome.recovered = true;
+            }
+            Parsed::Missing => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Replaces the session's file with `bytes`, crash-safely: temp file, fsync, keep the current
+    /// file as the backup, rename, fsync the directory. A crash at any point leaves either the old
+    /// or the new version in `S.json`, never a torn one.
+    pub fn write(&self, stem: &str, bytes: &[u8], _lock: &SessionLock) -> Result<()> {
+        let main = self.path(stem, SESSION_EXT);
+        let temp = self.temp_path(stem);
+        let result = self.write_temp(&temp, bytes).and_then(|()| {
+            self.refresh_backup(stem, &main)?;
+            fs::rename(&temp, &main).map_err(|e| StoreError::io("cannot rename into", &main, e))?;
+            sync_dir(&self.dir)
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    fn write_temp(&self, temp: &Path, bytes: &[u8]) -> Result<()> {
+        let mut file = private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(temp)
+            .map_err(|e| StoreError::io("cannot create", temp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io("cannot write", temp, e))
+    }
+
+    /// Make the current main file the backup, atomically, through a hard link (or a copy where the
+    /// file system has no links). The main file stays in place throughout.
+    fn refresh_backup(&self, stem: &str, main: &Path) -> Result<()> {
+        if !main.exists() {
+            return Ok(());
+        }
+        let backup = self.path(stem, BACKUP_EXT);
+        let temp = self.temp_path(stem);
+        let linked = fs::hard_link(main, &temp).or_else(|_| {
+            fs::copy(main, &temp)?;
+            File::open(&temp)?.sync_all()
+        });
+        linked
+            .and_then(|()| fs::rename(&temp, &backup))
+            .map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                StoreError::io("cannot keep the previous version as", &backup, e)
+            })
+    }
+
+    fn temp_path(&self, stem: &str) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!(".{stem}.{}.{n}{TEMP_EXT}", std::process::id()))
+    }
+
+    /// Removes a session's files (quarantined copies are kept). Returns whether it existed.
+    pub fn delete(&self, stem: &str, lock: SessionLock) -> Result<bool> {
+        let main = self.path(stem, SESSION_EXT);
+        let existed = main.exists();
+        // Backup first: a crash between the two must not bring a deleted session back from it.
+        for path in [self.path(stem, BACKUP_EXT), main, self.path(stem, LOCK_EXT)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("cannot remove", &path, e)),
+            }
+        }
+        drop(lock);
+        sync_dir(&self.dir)?;
+        Ok(existed)
+    }
+
+    /// The stems of every stored session.
+    pub fn stems(&self) -> Result<Vec<String>> {
+        let mut stems = Vec::new();
+        for entry in self.entries()? {
+            if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(SESSION_EXT)) {
+                if is_file_stem(stem) {
+                    stems.push(stem.to_string());
+                }
+            }
+        }
+        Ok(stems)
+    }
+
+    fn entries(&self) -> Result<impl Iterator<Item = fs::DirEntry>> {
+        let read = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot list", &self.dir, e))?;
+        Ok(read.filter_map(|e| e.ok()))
+    }
+
+    /// The summary fields of a stored session and the file's size, or None when unreadable.
+    pub fn summary(&self, stem: &str) -> Option<(StoredSummary, u64)> {
+        let bytes = fs::read(self.path(stem, SESSION_EXT)).ok()?;
+        let summary = serde_json::from_slice(&bytes).ok()?;
+        Some((summary, bytes.len() as u64))
+    }
+
+    /// The stamp of the session's file now, or None when it is gone.
+    pub fn stamp(&self, stem: &str) -> Option<FileStamp> {
+        let meta = fs::metadata(self.path(stem, SESSION_EXT)).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        })
+    }
+
+    /// When the session's file was last written, or None when it is gone.
+    pub fn modified(&self, stem: &str) -> Option<SystemTime> {
+        fs::metadata(self.path(stem, SESSION_EXT)).and_then(|m| m.modified()).ok()
+    }
+
+    /// Marks a session as alive for other processes' cleanup (which skips recently modified files).
+    pub fn touch(&self, stem: &str) {
+        if let Ok(file) = File::options().write(true).open(self.path(stem, SESSION_EXT)) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Removes temp files older than `max_age`: writes that a crash interrupted. Returns how many.
+    pub fn remove_stale_temp_files(&self, max_age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for entry in self.entries()? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with('.') && name.ends_with(TEMP_EXT)) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Parsed::Missing),
+        Err(e) => return Err(StoreError::io("cannot read", path, e)),
+    };
+    let Ok(session) = serde_json::from_slice::<NarrativeSession>(&bytes) else {
+        return Ok(Parsed::Bad);
+    };
+    let matches = expected.is_none_or(|key| {
+        key.user_id == session.user_id && key.workspace_id == session.workspace_id
+    });
+    if !matches || validate_session(&session).is_err() {
+        return Ok(Parsed::Bad);
+    }
+    Ok(Parsed::Good(session, bytes.len() as u64))
+}
+
+/// Moves a bad file aside, next to where it was. Never deletes it: if it cannot be moved, the
+/// session is refused with ECORRUPT rather than overwritten.
+fn quarantine(path: &Path) -> Result<PathBuf> {
+    let mut n = 0;
+    loop {
+        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+        let aside = PathBuf::from(format!("{}.corrupt-{}{suffix}", path.display(), wall_clock_millis()));
+        if !aside.exists() {
+            fs::rename(path, &aside).map_err(|e| {
+                StoreError::new(
+                    ErrorCode::Corrupt,
+                    format!("{} is corrupt and could not be moved aside: {e}", path.display()),
+                )
+            })?;
+            return Ok(aside);
+        }
+        n += 1;
+    }
+}
+
+fn private_file_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| StoreError::io("cannot create directory", dir, e))
+}
+
+#[cfg(unix)]
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_linked(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+/// Makes renames in `dir` durable. (Windows has no directory fsync; NTFS journals renames.)
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io("cannot sync directory", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

@@ -1,0 +1,676 @@
+//! The session store: live sessions in memory, persisted by the file backend.
+//!
+//! - **Load** brings a session into memory (creating and persisting it on first access).
+//! - **Merge** applies a client's update in memory and marks the session dirty.
+//! - **Save**, autosave and close write dirty sessions: under the session's cross-process lock, the
+//!   store reads the file, merges what another process wrote into its own copy, and writes the
+//!   result. So two processes on one data dir never lose each other's updates.
+//!
+//! Calls on one session are serialised by that session's mutex; calls on different sessions run in
+//! parallel. Blocking file work runs on tokio's blocking pool.
+
+pub mod file;
+pub mod watcher;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::cleanup::{self, CleanupReport};
+use crate::clock::{parse_rfc3339_millis, HybridClock};
+use crate::error::{ErrorCode, Result, StoreError};
+use crate::merge::{apply_patch, normalize, SessionPatch};
+use crate::model::{check_id, NarrativeSession};
+use crate::paths::SessionKey;
+use crate::update::parse_update;
+use file::{FileBackend, FileStamp};
+
+pub const DEFAULT_TTL_DAYS: f64 = 30.0;
+pub const DEFAULT_AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The default limit on a session's size, and so on one update's.
+pub const DEFAULT_MAX_SESSION_BYTES: usize = 32 * 1024 * 1024;
+/// The origin of merge events for changes found on disk (another process, or an operator).
+pub const EXTERNAL_ORIGIN: &str = "external";
+/// How long the watcher gathers file events before acting on them.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(50);
+/// The origin of merge events when the caller names none.
+pub const DEFAULT_ORIGIN: &str = "local";
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    pub ttl_days: f64,
+    /// How often dirty sessions are written. Zero turns autosave off.
+    pub autosave_interval: Duration,
+    /// How often the TTL sweep runs (it also runs at open). Zero turns it off.
+    pub cleanup_interval: Duration,
+    pub max_session_bytes: usize,
+}
+
+impl StoreOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            data_dir: data_dir.into(),
+            ttl_days: DEFAULT_TTL_DAYS,
+            autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_ttl(self.ttl_days)?;
+        if self.max_session_bytes == 0 {
+            return Err(StoreError::invalid("maxSessionBytes must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn check_ttl(ttl_days: f64) -> Result<()> {
+    if ttl_days.is_finite() && ttl_days > 0.0 {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(format!("ttlDays must be a positive number, not {ttl_days}")))
+    }
+}
+
+/// A loaded session, as JSON text: what a host sends to a socket without parsing it.
+#[derive(Clone, Debug)]
+pub struct LoadOutcome {
+    pub session_json: String,
+    /// The session did not exist and was created.
+    pub created: bool,
+    /// The stored file was unusable: the session came from the backup (or, with `created`, was lost).
+    pub recovered: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct MergeOutcome {
+    pub session_json: String,
+    /// The path of every value that changed (`"memory.goal"`, `"conversationHistory.e1"`).
+    pub changes: Vec<String>,
+}
+
+/// Sent to listeners for every merge that changed something.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeEvent {
+    pub user_id: String,
+    pub workspace_id: String,
+    pub session_id: String,
+    /// Who made the change: the caller's origin, or `"external"` for a change found on disk.
+    pub origin: String,
+    pub changes: Vec<String>,
+}
+
+pub type MergeListener = Arc<dyn Fn(&MergeEvent) + Send + Sync>;
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    pub id: String,
+    pub user_id: String,
+    pub workspace_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Size of the stored file.
+    pub bytes: u64,
+    pub charts: usize,
+    pub beats: usize,
+    pub entries: usize,
+    /// Loaded in this store.
+    pub loaded: bool,
+    /// Loaded, with changes not yet written.
+    pub dirty: bool,
+}
+
+/// A store handle; clones share one store.
+#[derive(Clone)]
+pub struct SessionStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    options: StoreOptions,
+    backend: Arc<FileBackend>,
+    clock: Mutex<HybridClock>,
+    /// Sessions loaded in this store, by file stem. A slot is present from the start of its load.
+    live: Mutex<HashMap<String, Arc<Slot>>>,
+    listeners: Mutex<Vec<(u64, MergeListener)>>,
+    next_listener: AtomicU64,
+    closed: AtomicBool,
+    stop: watch::Sender<bool>,
+    /// Reports session files that change on disk; dropped at close.
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+struct Slot {
+    key: SessionKey,
+    /// None until loaded (and after a delete).
+    state: tokio::sync::Mutex<Option<Live>>,
+}
+
+struct Live {
+    session: NarrativeSession,
+    dirty: bool,
+    /// The size of the session as JSON, estimated from what was read, written and merged.
+    approx_bytes: usize,
+    /// The file as this store last read or wrote it: a watcher event for a file that still looks
+    /// like this is the store's own write.
+    disk_stamp: Option<FileStamp>,
+}
+
+impl SessionStore {
+    /// Opens the store on `options.data_dir` (created 0700 when missing) and starts autosave and
+    /// cleanup on the current tokio runtime.
+    pub async fn open(options: StoreOptions) -> Result<SessionStore> {
+        options.check()?;
+        let dir = options.data_dir.clone();
+        let backend = blocking(move || FileBackend::open(&dir)).await?;
+        let (stop, _) = watch::channel(false);
+        let store = SessionStore {
+            inner: Arc::new(StoreInner {
+                options,
+                backend: Arc::new(backend),
+                clock: Mutex::new(HybridClock::new(new_node_id())),
+                live: Mutex::new(HashMap::new()),
+                listeners: Mutex::new(Vec::new()),
+                next_listener: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+                stop,
+                watcher: Mutex::new(None),
+            }),
+        };
+        store.start_timers();
+        store.start_watching();
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.inner.backend.dir()
+    }
+
+    /// This store's clock node id, which tags the versions of the writes it stamps.
+    pub fn node_id(&self) -> String {
+        lock(&self.inner.clock).node().to_string()
+    }
+
+    /// The session of `user_id` in `workspace_id`, created (and persisted) on first access.
+    pub async fn load(&self, user_id: &str, workspace_id: &str) -> Result<LoadOutcome> {
+        self.check_open()?;
+        let slot = self.slot(SessionKey::new(user_id, workspace_id)?);
+        let mut state = slot.state.lock().await;
+        let (created, recovered) = self.ensure_loaded(&slot.key, &mut state).await?;
+        let live = loaded(&mut state)?;
+        Ok(LoadOutcome {
+            session_json: to_json(&live.session)?,
+            created,
+            recovered,
+        })
+    }
+
+    /// Merges a client's update (JSON text of any subset of a session's fields) into the session.
+    /// Nothing changes when the update is refused.
+    pub async fn merge(&self, user_id: &str, workspace_id: &str, update_json: &str, origin: Option<&str>) -> Result<MergeOutcome> {
+        self.check_open()?;
+        let key = SessionKey::new(user_id, workspace_id)?;
+        let origin = origin.unwrap_or(DEFAULT_ORIGIN);
+        check_id("origin", origin)?;
+        let max = self.inner.options.max_session_bytes;
+        if update_json.len() > max {
+            return Err(too_large("update", update_json.len(), max));
+        }
+        let update = parse_update(update_json)?;
+
+        let slot = self.slot(key);
+        let mut state = slot.state.lock().await;
+        self.ensure_loaded(&slot.key, &mut state).await?;
+        let live = loaded(&mut state)?;
+        if live.approx_bytes + update_json.len() > max {
+            return Err(too_large("session", live.approx_bytes + update_json.len(), max));
+        }
+        let patch = update.into_patch(&mut lock(&self.inner.clock))?;
+        let stamp = patch.clock.to_rfc3339();
+        let changes = apply_patch(&mut live.session, &patch)?;
+        if changes.touched {
+            if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&live.session.updated_at) {
+                live.session.updated_at = stamp;
+            }
+            live.dirty = true;
+            live.approx_bytes += update_json.len();
+        }
+        let session_json = to_json(&live.session)?;
+        drop(state);
+        self.emit(&slot.key, origin, &changes.paths);
+        Ok(MergeOutcome {
+            session_json,
+            changes: changes.paths,
+        })
+    }
+
+    /// Writes the session durably now, if it has unsaved changes. Returns whether it wrote.
+    pub async fn save(&self, user_id: &str, workspace_id: &str) -> Result<bool> {
+        self.check_open()?;
+        let key = SessionKey::new(user_id, workspace_id)?;
+        let Some(slot) = lock(&self.inner.live).get(&key.file_stem()).cloned() else {
+            return Ok(false);
+        };
+        let mut state = slot.state.lock().await;
+        match state.as_mut() {
+            Some(live) if live.dirty => {
+                self.persist(&slot.key, live).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes the session from memory and disk. Returns whether it was stored.
+    pub async fn delete(&self, user_id: &str, workspace_id: &str) -> Result<bool> {
+        self.check_open()?;
+        let key = SessionKey::new(user_id, workspace_id)?;
+        let stem = key.file_stem();
+        let slot = lock(&self.inner.live).remove(&stem);
+        // Hold the session's mutex through the delete, so no call on it interleaves.
+        let mut guard = match &slot {
+            Some(slot) => Some(slot.state.lock().await),
+            None => None,
+        };
+        if let Some(state) = guard.as_mut() {
+            **state = None;
+        }
+        let backend = self.inner.backend.clone();
+        blocking(move || {
+            let lock = backend.lock(&stem)?;
+            backend.delete(&stem, lock)
+        })
+        .await
+    }
+
+    /// A summary of every stored session.
+    pub async fn list(&self) -> Result<Vec<SessionSummary>> {
+        self.check_open()?;
+        let backend = self.inner.backend.clone();
+        let stored = blocking(move || {
+            let mut found = Vec::new();
+            for stem in backend.stems()? {
+                if let Some((summary, bytes)) = backend.summary(&stem) {
+                    found.push((stem, summary, bytes));
+                }
+            }
+            Ok(found)
+        })
+        .await?;
+        let live = lock(&self.inner.live).clone();
+        let mut out = Vec::with_capacity(stored.len());
+        for (stem, s, bytes) in stored {
+            let mut summary = SessionSummary {
+                id: s.id,
+                user_id: s.user_id,
+                workspace_id: s.workspace_id,
+                created_at: s.created_at,
+                updated_at: s.updated_at,
+                bytes,
+                charts: s.active_charts.len(),
+                beats: s.story_beats.len(),
+                entries: s.conversation_history.len(),
+                loaded: false,
+                dirty: false,
+            };
+            // A loaded session's memory copy is newer than its file.
+            if let Some(slot) = live.get(&stem) {
+                summary.loaded = true;
+                if let Ok(state) = slot.state.try_lock() {
+                    if let Some(l) = state.as_ref() {
+                        summary.updated_at = l.session.updated_at.clone();
+                        summary.charts = l.session.active_charts.len();
+                        summary.beats = l.session.story_beats.len();
+                        summary.entries = l.session.conversation_history.len();
+                        summary.dirty = l.dirty;
+                    }
+                }
+            }
+            out.push(summary);
+        }
+        out.sort_by(|a, b| (&a.user_id, &a.workspace_id).cmp(&(&b.user_id, &b.workspace_id)));
+        Ok(out)
+    }
+
+    /// Removes sessions not updated for `ttl_days` (default: the store's TTL) before `now_millis`
+    /// (default: now). Sessions loaded in this store are kept.
+    pub async fn cleanup(&self, ttl_days: Option<f64>, now_millis: Option<i64>) -> Result<CleanupReport> {
+        self.check_open()?;
+        self.sweep(ttl_days, now_millis).await
+    }
+
+    async fn sweep(&self, ttl_days: Option<f64>, now_millis: Option<i64>) -> Result<CleanupReport> {
+        let ttl = ttl_days.unwrap_or(self.inner.options.ttl_days);
+        check_ttl(ttl)?;
+        let cutoff = cleanup::cutoff(now_millis.unwrap_or_else(cleanup::now_millis), ttl);
+        let inner = self.inner.clone();
+        blocking(move || {
+            let in_use = |stem: &str| lock(&inner.live).contains_key(stem);
+            cleanup::sweep(&inner.backend, cutoff, &in_use, &|_| {})
+        })
+        .await
+    }
+
+    /// Calls `listener` for every merge that changes something. Returns an id for `remove_listener`.
+    pub fn on_merge(&self, listener: MergeListener) -> u64 {
+        let id = self.inner.next_listener.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.listeners).push((id, listener));
+        id
+    }
+
+    pub fn remove_listener(&self, id: u64) -> bool {
+        let mut listeners = lock(&self.inner.listeners);
+        let before = listeners.len();
+        listeners.retain(|(i, _)| *i != id);
+        listeners.len() != before
+    }
+
+    /// Writes every dirty session and stops the timers. Later calls fail with ECLOSED; a second
+    /// close does nothing.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = self.inner.stop.send(true);
+        lock(&self.inner.watcher).take();
+        self.flush_dirty().await.map(|_| ())
+    }
+
+    /// Writes every dirty session. Returns how many were written; on failures, the first error
+    /// (the failed sessions stay dirty and are tried again next time).
+    pub async fn flush_dirty(&self) -> Result<usize> {
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.live).values().cloned().collect();
+        let mut written = 0;
+        let mut first_error = None;
+        for slot in slots {
+            let mut state = slot.state.lock().await;
+            if let Some(live) = state.as_mut().filter(|l| l.dirty) {
+                match self.persist(&slot.key, live).await {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(StoreError::closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn slot(&self, key: SessionKey) -> Arc<Slot> {
+        let mut live = lock(&self.inner.live);
+        live.entry(key.file_stem())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    key,
+                    state: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Loads the session into `state` when it is not there yet. Returns (created, recovered).
+    async fn ensure_loaded(&self, key: &SessionKey, state: &mut Option<Live>) -> Result<(bool, bool)> {
+        if state.is_some() {
+            return Ok((false, false));
+        }
+        let backend = self.inner.backend.clone();
+        let key = key.clone();
+        let now = lock(&self.inner.clock).now().to_rfc3339();
+        let (live, created, recovered) = blocking(move || {
+            let stem = key.file_stem();
+            let lock = backend.lock(&stem)?;
+            let read = backend.read(&stem, Some(&key), &lock)?;
+            let created = read.session.is_none();
+            let session = match &read.session {
+                Some(stored) => normalize(stored)?,
+                None => normalize(&NarrativeSession::new(
+                    key.session_id(),
+                    key.user_id.clone(),
+                    key.workspace_id.clone(),
+                    now,
+                ))?,
+            };
+            let mut approx_bytes = read.bytes as usize;
+            // A new session is persisted at once; a recovered one is written back over the bad file.
+            if created || read.recovered {
+                let bytes = serde_json::to_vec(&session).map_err(internal)?;
+                backend.write(&stem, &bytes, &lock)?;
+                approx_bytes = bytes.len();
+            }
+            let live = Live {
+                session,
+                dirty: false,
+                approx_bytes,
+                disk_stamp: backend.stamp(&stem),
+            };
+            Ok((live, created, read.recovered))
+        })
+        .await?;
+        *state = Some(live);
+        Ok((created, recovered))
+    }
+
+    /// Read-merge-write under the session's cross-process lock.
+    async fn persist(&self, key: &SessionKey, live: &mut Live) -> Result<()> {
+        let backend = self.inner.backend.clone();
+        let stem = key.file_stem();
+        let (file_lock, on_disk) = {
+            let (backend, stem, key) = (backend.clone(), stem.clone(), key.clone());
+            blocking(move || {
+                let lock = backend.lock(&stem)?;
+                let read = backend.read(&stem, Some(&key), &lock)?;
+                Ok((lock, read.session))
+            })
+            .await?
+        };
+        if let Some(stored) = on_disk {
+            let changes = apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?;
+            self.emit(key, EXTERNAL_ORIGIN, &changes.paths);
+        }
+        let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+        let written = bytes.len();
+        let stamp = blocking(move || {
+            backend.write(&stem, &bytes, &file_lock)?;
+            // Stamped under the lock, so it is this write's stamp and no one else's.
+            Ok(backend.stamp(&stem))
+        })
+        .await?;
+        live.dirty = false;
+        live.approx_bytes = written;
+        live.disk_stamp = stamp;
+        Ok(())
+    }
+
+    /// Merges a session file that changed on disk into the live session, if it is loaded here and
+    /// the change is not this store's own write. Listeners hear of it with origin `"external"`.
+    async fn refresh_from_disk(&self, stem: &str) -> Result<()> {
+        let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
+            return Ok(());
+        };
+        let mut state = slot.state.lock().await;
+        let Some(live) = state.as_mut() else {
+            return Ok(());
+        };
+        let backend = self.inner.backend.clone();
+        let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk_stamp);
+        let changed = blocking(move || {
+            if backend.stamp(&stem) == known {
+                return Ok(None);
+            }
+            let lock = backend.lock(&stem)?;
+            let read = backend.read(&stem, Some(&key), &lock)?;
+            Ok(read.session.map(|session| (session, backend.stamp(&stem))))
+        })
+        .await?;
+        let Some((stored, stamp)) = changed else {
+            return Ok(());
+        };
+        let changes = apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?;
+        live.disk_stamp = stamp;
+        // The file may lack what this store holds (an operator restored an old copy): write it back.
+        // Only then, or two stores would rewrite each other's files forever.
+        if !live.dirty {
+            let mut probe = stored;
+            live.dirty = apply_patch(&mut probe, &SessionPatch::from_session(&live.session))?.touched;
+        }
+        drop(state);
+        self.emit(&slot.key, EXTERNAL_ORIGIN, &changes.paths);
+        Ok(())
+    }
+
+    fn start_watching(&self) {
+        let (changed, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        // Without a watcher (no inotify slots left, say) the store still works; it just learns of
+        // other processes' changes at its next save instead.
+        let Ok(watcher) = watcher::watch_sessions(self.data_dir(), changed) else {
+            return;
+        };
+        *lock(&self.inner.watcher) = Some(watcher);
+        let store = self.clone();
+        let mut stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    stem = reports.recv() => match stem { Some(stem) => stem, None => break },
+                    _ = stop.changed() => break,
+                };
+                // A write is several events (create, modify, rename): take them as one.
+                tokio::time::sleep(WATCH_DEBOUNCE).await;
+                let mut stems = std::collections::BTreeSet::from([first]);
+                while let Ok(stem) = reports.try_recv() {
+                    stems.insert(stem);
+                }
+                for stem in stems {
+                    let _ = store.refresh_from_disk(&stem).await;
+                }
+            }
+        });
+    }
+
+    fn emit(&self, key: &SessionKey, origin: &str, changes: &[String]) {
+        if changes.is_empty() {
+            return;
+        }
+        let listeners: Vec<MergeListener> = lock(&self.inner.listeners).iter().map(|(_, l)| l.clone()).collect();
+        if listeners.is_empty() {
+            return;
+        }
+        let event = MergeEvent {
+            user_id: key.user_id.clone(),
+            workspace_id: key.workspace_id.clone(),
+            session_id: key.session_id(),
+            origin: origin.to_string(),
+            changes: changes.to_vec(),
+        };
+        for listener in listeners {
+            // A listener's panic is its own problem; it must not poison the store.
+            let _ = catch_unwind(AssertUnwindSafe(|| listener(&event)));
+        }
+    }
+
+    fn start_timers(&self) {
+        let autosave = self.inner.options.autosave_interval;
+        if !autosave.is_zero() {
+            let store = self.clone();
+            tokio::spawn(async move {
+                while store.sleep_unless_stopped(autosave).await {
+                    // Failed sessions stay dirty and are retried on the next tick.
+                    let _ = store.flush_dirty().await;
+                }
+            });
+        }
+        let sweep = self.inner.options.cleanup_interval;
+        if !sweep.is_zero() {
+            let store = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = store.sweep(None, None).await;
+                    if !store.sleep_unless_stopped(sweep).await {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Sleeps for `period`; false when the store closed meanwhile.
+    async fn sleep_unless_stopped(&self, period: Duration) -> bool {
+        let mut stop = self.inner.stop.subscribe();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => !*stop.borrow(),
+            _ = stop.changed() => false,
+        }
+    }
+}
+
+fn loaded(state: &mut Option<Live>) -> Result<&mut Live> {
+    state
+        .as_mut()
+        .ok_or_else(|| StoreError::internal("session vanished while loading"))
+}
+
+/// Runs blocking work on tokio's blocking pool. A panic there becomes EINTERNAL.
+async fn blocking<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::internal(format!("blocking task failed: {e}")))?
+}
+
+/// Locks a std mutex, recovering from poisoning: every critical section here leaves the data whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn to_json(session: &NarrativeSession) -> Result<String> {
+    serde_json::to_string(session).map_err(internal)
+}
+
+fn internal(err: serde_json::Error) -> StoreError {
+    StoreError::internal(err.to_string())
+}
+
+fn too_large(what: &str, size: usize, max: usize) -> StoreError {
+    StoreError::new(
+        ErrorCode::TooLarge,
+        format!("the {what} would be {size} bytes; the limit is {max}"),
+    )
+}
+
+/// A node id unique enough to break clock ties between store instances.
+fn new_node_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = Sha256::new();
+    hasher.update(std::process::id().to_le_bytes());
+    hasher.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.update(nanos.to_le_bytes());
+    hasher.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+}

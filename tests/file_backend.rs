@@ -1,0 +1,275 @@
+//! The file backend on a real directory (design.md, section 4): atomic writes, the backup, private
+//! permissions, corrupt files moved aside and never deleted, and the per-session lock.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use mia_narrative_session::model::NarrativeSession;
+use mia_narrative_session::paths::SessionKey;
+use mia_narrative_session::store::file::FileBackend;
+
+fn key() -> SessionKey {
+    SessionKey::new("alice", "/home/alice/proj").unwrap()
+}
+
+fn session_bytes(key: &SessionKey, goal: &str) -> Vec<u8> {
+    let mut session = NarrativeSession::new(
+        key.session_id(),
+        key.user_id.clone(),
+        key.workspace_id.clone(),
+        "2026-01-01T00:00:00.000Z".into(),
+    );
+    session.memory.insert("goal".into(), goal.into());
+    serde_json::to_vec(&session).unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Files in `dir` whose name starts with `prefix`.
+fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    names(dir).into_iter().filter(|n| n.starts_with(prefix)).map(|n| dir.join(n)).collect()
+}
+
+/// A backend on a sessions directory that does not exist yet, so `open` creates it.
+fn backend() -> (tempfile::TempDir, FileBackend) {
+    let root = tempfile::tempdir().unwrap();
+    let backend = FileBackend::open(&root.path().join("data").join("sessions")).unwrap();
+    (root, backend)
+}
+
+fn write(backend: &FileBackend, key: &SessionKey, goal: &str) {
+    let stem = key.file_stem();
+    let lock = backend.lock(&stem).unwrap();
+    backend.write(&stem, &session_bytes(key, goal), &lock).unwrap();
+}
+
+fn goal_of(session: &NarrativeSession) -> &str {
+    session.memory["goal"].as_str().unwrap()
+}
+
+#[test]
+fn a_write_is_atomic_and_leaves_no_temp_file_behind() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "first");
+    write(&backend, &key, "second");
+    let files = names(backend.dir());
+    assert!(files.iter().all(|n| !n.ends_with(".tmp")), "{files:?}");
+    assert_eq!(files, [format!("{stem}.json"), format!("{stem}.json.bak"), format!("{stem}.lock")]);
+    assert_eq!(fs::read(backend.session_path(&stem)).unwrap(), session_bytes(&key, "second"));
+}
+
+#[test]
+fn the_previous_version_is_kept_as_the_backup() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "first");
+    assert!(!backend.dir().join(format!("{stem}.json.bak")).exists(), "no backup before a second write");
+    write(&backend, &key, "second");
+    write(&backend, &key, "third");
+    let backup = fs::read(backend.dir().join(format!("{stem}.json.bak"))).unwrap();
+    assert_eq!(backup, session_bytes(&key, "second"));
+}
+
+#[cfg(unix)]
+#[test]
+fn files_are_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_root, backend) = backend();
+    let key = key();
+    write(&backend, &key, "first");
+    write(&backend, &key, "second");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(backend.dir()), 0o700, "the sessions directory");
+    for name in names(backend.dir()) {
+        assert_eq!(mode(&backend.dir().join(&name)), 0o600, "{name}");
+    }
+}
+
+#[test]
+fn a_corrupt_main_file_is_moved_aside_and_the_backup_is_returned() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "good");
+    write(&backend, &key, "newer");
+    let garbage = b"{\"id\": \"s\", \"userId\": tru".to_vec(); // a torn write
+    fs::write(backend.session_path(&stem), &garbage).unwrap();
+
+    let lock = backend.lock(&stem).unwrap();
+    let read = backend.read(&stem, Some(&key), &lock).unwrap();
+    assert!(read.recovered);
+    assert_eq!(goal_of(read.session.as_ref().unwrap()), "good");
+
+    let aside = files_starting(backend.dir(), &format!("{stem}.json.corrupt-"));
+    assert_eq!(aside.len(), 1, "{:?}", names(backend.dir()));
+    assert_eq!(read.quarantined, aside);
+    assert_eq!(fs::read(&aside[0]).unwrap(), garbage, "the bad bytes are kept for the operator");
+    let millis = aside[0].to_string_lossy().rsplit("corrupt-").next().unwrap().to_string();
+    assert!(millis.parse::<u64>().is_ok(), "named after the time it was moved: {millis}");
+    assert!(!backend.session_path(&stem).exists());
+}
+
+#[test]
+fn when_both_copies_are_corrupt_both_are_moved_aside_and_nothing_is_returned() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    fs::write(backend.session_path(&stem), b"not json").unwrap();
+    fs::write(backend.dir().join(format!("{stem}.json.bak")), b"[]").unwrap();
+
+    let lock = backend.lock(&stem).unwrap();
+    let read = backend.read(&stem, Some(&key), &lock).unwrap();
+    assert!(read.session.is_none());
+    assert!(read.recovered, "the caller is told data was lost");
+    let main_aside = files_starting(backend.dir(), &format!("{stem}.json.corrupt-"));
+    let backup_aside = files_starting(backend.dir(), &format!("{stem}.json.bak.corrupt-"));
+    assert_eq!(main_aside.len(), 1);
+    assert_eq!(backup_aside.len(), 1);
+    assert_eq!(fs::read(&main_aside[0]).unwrap(), b"not json");
+    assert_eq!(fs::read(&backup_aside[0]).unwrap(), b"[]");
+    assert_eq!(read.quarantined.len(), 2);
+}
+
+#[test]
+fn a_file_holding_another_users_session_counts_as_corrupt() {
+    let (_root, backend) = backend();
+    let alice = key();
+    let mallory = SessionKey::new("mallory", "/home/alice/proj").unwrap();
+    let stem = alice.file_stem();
+    // Mallory's session, planted under Alice's file name.
+    let planted = session_bytes(&mallory, "steal");
+    fs::write(backend.session_path(&stem), &planted).unwrap();
+
+    let lock = backend.lock(&stem).unwrap();
+    let read = backend.read(&stem, Some(&alice), &lock).unwrap();
+    assert!(read.session.is_none());
+    assert!(read.recovered);
+    let aside = files_starting(backend.dir(), &format!("{stem}.json.corrupt-"));
+    assert_eq!(fs::read(&aside[0]).unwrap(), planted);
+
+    // Without an expected key (cleanup's view), the same file reads fine.
+    fs::write(backend.session_path(&stem), &planted).unwrap();
+    let read = backend.read(&stem, None, &lock).unwrap();
+    assert_eq!(read.session.unwrap().user_id, "mallory");
+}
+
+#[test]
+fn a_missing_session_reads_as_nothing_without_recovery() {
+    let (_root, backend) = backend();
+    let stem = key().file_stem();
+    let lock = backend.lock(&stem).unwrap();
+    let read = backend.read(&stem, Some(&key()), &lock).unwrap();
+    assert!(read.session.is_none());
+    assert!(!read.recovered);
+    assert!(read.quarantined.is_empty());
+}
+
+/// How long a thread waiting on a lock is given to (wrongly) get it.
+const GRACE: Duration = Duration::from_millis(300);
+
+#[test]
+fn the_lock_is_exclusive_across_threads() {
+    let (_root, backend) = backend();
+    let backend = Arc::new(backend);
+    let stem = key().file_stem();
+    let held = backend.lock(&stem).unwrap();
+
+    let (got_it, report) = mpsc::channel();
+    let waiter = {
+        let (backend, stem) = (backend.clone(), stem.clone());
+        thread::spawn(move || {
+            let _lock = backend.lock(&stem).unwrap();
+            got_it.send(()).unwrap();
+        })
+    };
+    assert!(report.recv_timeout(GRACE).is_err(), "the second lock() must wait for the first");
+    drop(held);
+    report.recv_timeout(Duration::from_secs(10)).expect("the waiter gets the lock once it is free");
+    waiter.join().unwrap();
+}
+
+#[test]
+fn a_delete_while_another_thread_waits_hands_it_a_lock_on_the_new_file() {
+    let (_root, backend) = backend();
+    let backend = Arc::new(backend);
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "doomed");
+    let held = backend.lock(&stem).unwrap();
+
+    let (locked, report) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let waiter = {
+        let (backend, stem, key) = (backend.clone(), stem.clone(), key.clone());
+        thread::spawn(move || {
+            let lock = backend.lock(&stem).unwrap();
+            locked.send(()).unwrap();
+            // Holding the lock of the new file: write a fresh session through it.
+            backend.write(&stem, &session_bytes(&key, "reborn"), &lock).unwrap();
+            released.recv().unwrap();
+        })
+    };
+    assert!(report.recv_timeout(GRACE).is_err(), "the waiter waits while the delete holds the lock");
+    assert!(backend.delete(&stem, held).unwrap(), "the session existed");
+    report.recv_timeout(Duration::from_secs(10)).expect("the waiter re-locks after the delete");
+    assert!(backend.dir().join(format!("{stem}.lock")).exists(), "the waiter made a new lock file");
+
+    // The waiter's lock is real: a third party must wait for it.
+    let (third_got_it, third) = mpsc::channel();
+    let third_party = {
+        let (backend, stem) = (backend.clone(), stem.clone());
+        thread::spawn(move || {
+            let lock = backend.lock(&stem).unwrap();
+            let read = backend.read(&stem, None, &lock).unwrap();
+            third_got_it.send(read.session.map(|s| goal_of(&s).to_string())).unwrap();
+        })
+    };
+    assert!(third.recv_timeout(GRACE).is_err(), "the waiter's lock excludes others");
+    release.send(()).unwrap();
+    waiter.join().unwrap();
+    let seen = third.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen.as_deref(), Some("reborn"));
+    third_party.join().unwrap();
+}
+
+#[test]
+fn delete_removes_the_session_and_its_backup_but_keeps_quarantined_copies() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "one");
+    write(&backend, &key, "two");
+    let aside = backend.dir().join(format!("{stem}.json.corrupt-1"));
+    fs::write(&aside, b"junk").unwrap();
+    let lock = backend.lock(&stem).unwrap();
+    assert!(backend.delete(&stem, lock).unwrap());
+    assert_eq!(names(backend.dir()), [format!("{stem}.json.corrupt-1")]);
+    let lock = backend.lock(&stem).unwrap();
+    assert!(!backend.delete(&stem, lock).unwrap(), "a second delete finds nothing");
+}
+
+#[test]
+fn only_session_files_are_listed_as_stems() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "one");
+    write(&backend, &key, "two");
+    fs::write(backend.dir().join(format!("{stem}.json.corrupt-5")), b"x").unwrap();
+    fs::write(backend.dir().join("notes.json"), b"{}").unwrap();
+    assert_eq!(backend.stems().unwrap(), [stem]);
+}

@@ -1,0 +1,707 @@
+//! The merge laws of design.md section 3, checked on random sessions.
+//!
+//! Every tab, window and server must converge whatever order updates arrive in, so
+//! `merge_sessions` has to be a join: commutative, associative and idempotent. The generators
+//! below draw ids, keys, times and clocks from small pools, so that two random sessions share
+//! charts, actions, beats and entries, and clocks tie often.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mia_narrative_session::clock::{HybridClock, Hlc};
+use mia_narrative_session::merge::{merge_sessions, normalize};
+use mia_narrative_session::model::{
+    ChartStatus, ConversationEntry, NarrativeSession, Role, StcAction, StcChart, StoryBeat,
+    StoryPosition, Universe, UniverseAnnotations, UniverseFocus,
+};
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+use serde_json::{Map, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Pools. Small on purpose: collisions are where merges go wrong.
+
+/// RFC 3339 times. Two of them name the same instant in different text, and one has an offset.
+const TIMES: [&str; 7] = [
+    "2025-12-31T23:59:59.999Z",
+    "2026-01-01T00:00:00.000Z",
+    "2026-01-01T00:00:00.001Z",
+    "2026-01-02T12:30:00.000Z",
+    "2026-01-02T12:30:00Z",
+    "2026-01-02T14:30:00.000+02:00",
+    "2026-03-04T05:06:07.089Z",
+];
+const MEMORY_KEYS: [&str; 6] = ["goal", "mood", "tags", "plan", "due", "a.b"];
+const CONFIG_KEYS: [&str; 3] = ["theme", "fontSize", "flags"];
+const CHART_IDS: [&str; 3] = ["c1", "c2", "c.3"];
+const ACTION_IDS: [&str; 4] = ["a1", "a2", "a3", "a.4"];
+const BEAT_IDS: [&str; 4] = ["b1", "b2", "b3", "b4"];
+const ENTRY_IDS: [&str; 4] = ["e1", "e2", "e3", "e4"];
+/// Field names unknown to this server, kept round-trip on charts, actions, beats and entries.
+const EXTRA_KEYS: [&str; 3] = ["colour", "priority", "x.y"];
+/// Clock nodes; "" is the node of a clock implied by `updatedAt`.
+const NODES: [&str; 3] = ["", "n1", "n2"];
+
+fn millis_of(time: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(time).unwrap().timestamp_millis() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generators.
+
+/// Clocks whose millis are those of the time pool, so explicit versions tie with `updatedAt`.
+fn hlc() -> impl Strategy<Value = Hlc> {
+    (select(TIMES.to_vec()), 0u32..3, select(NODES.to_vec())).prop_map(|(time, counter, node)| Hlc {
+        millis: millis_of(time),
+        counter,
+        node: node.to_string(),
+    })
+}
+
+fn time() -> impl Strategy<Value = String> {
+    select(TIMES.to_vec()).prop_map(str::to_string)
+}
+
+fn json_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("JSON has no NaN or infinity", |f| f.is_finite()).prop_map(Value::from),
+        (-3i32..3).prop_map(|n| Value::from(f64::from(n) / 4.0)),
+        "[a-z ]{0,8}".prop_map(Value::from),
+        any::<String>().prop_map(Value::from),
+        // Date-like strings: the peer connect-redis turned a Date into `{}`.
+        time().prop_map(Value::from),
+    ]
+}
+
+/// Values that serde_json calls equal although their text differs (key order, the sign of zero),
+/// next to one whose text sorts between them. JavaScript clients send objects in any key order.
+const LOOKALIKES: [&str; 6] = [r#"{"x":1,"y":2}"#, r#"{"y":2,"x":1}"#, r#"{"xz":0}"#, "0.0", "-0.0", "-1"];
+
+fn lookalike() -> impl Strategy<Value = Value> {
+    select(LOOKALIKES.to_vec()).prop_map(|text| serde_json::from_str(text).unwrap())
+}
+
+/// Any JSON value, nested objects and arrays included (null only inside them). Object keys come
+/// in random order, as JavaScript would build them.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![9 => json_leaf(), 1 => Just(Value::Null)];
+    let nested = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(Value::Array),
+            vec(("[a-z]{1,3}", inner), 0..4).prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    });
+    // A top-level null in memory or config is a deletion, not a value.
+    prop_oneof![4 => nested, 1 => lookalike()].prop_filter("a stored value is never null", |v| !v.is_null())
+}
+
+fn keyed_map(keys: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
+    btree_map(select(keys.to_vec()), json_value(), 0..=keys.len())
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn extra() -> impl Strategy<Value = Map<String, Value>> {
+    keyed_map(&EXTRA_KEYS).prop_map(|m| m.into_iter().take(2).collect())
+}
+
+fn action(id: &'static str) -> impl Strategy<Value = StcAction> {
+    (
+        "[a-z]{0,5}",
+        any::<bool>(),
+        proptest::option::of(time()),
+        proptest::option::of(prop_oneof![
+            (0u32..4).prop_map(serde_json::Number::from),
+            (0u32..4).prop_map(|n| serde_json::Number::from_f64(f64::from(n) + 0.5).unwrap()),
+        ]),
+        extra(),
+    )
+        .prop_map(move |(title, completed, completed_at, order, extra)| StcAction {
+            id: id.to_string(),
+            title,
+            completed,
+            completed_at,
+            order,
+            extra,
+        })
+}
+
+fn chart(id: &'static str) -> impl Strategy<Value = StcChart> {
+    let actions = subsequence(ACTION_IDS.to_vec(), 0..=ACTION_IDS.len())
+        .prop_flat_map(|ids| ids.into_iter().map(action).collect::<Vec<_>>())
+        .prop_shuffle();
+    (
+        ("[a-z]{0,5}", "[a-z]{0,5}", "[a-z]{0,5}"),
+        actions,
+        select(vec![ChartStatus::Active, ChartStatus::Resolved, ChartStatus::Archived]),
+        (time(), time()),
+        extra(),
+    )
+        .prop_map(move |((title, desired_outcome, current_reality), actions, status, (created_at, updated_at), extra)| StcChart {
+            id: id.to_string(),
+            title,
+            desired_outcome,
+            current_reality,
+            actions,
+            status,
+            created_at,
+            updated_at,
+            extra,
+        })
+}
+
+fn beat(id: &'static str) -> impl Strategy<Value = StoryBeat> {
+    let annotations = proptest::option::of(
+        (proptest::option::of("[a-z]{0,4}"), proptest::option::of("[a-z]{0,4}")).prop_map(|(engineer, story)| {
+            UniverseAnnotations {
+                engineer,
+                ceremony: None,
+                story,
+                extra: Map::new(),
+            }
+        }),
+    );
+    (
+        "[a-z]{0,5}",
+        select(vec!["commit", "deploy", "review", "custom"]),
+        annotations,
+        time(),
+        extra(),
+    )
+        .prop_map(move |(description, kind, universe_annotations, created_at, extra)| StoryBeat {
+            id: id.to_string(),
+            description,
+            kind: kind.to_string(),
+            universe_annotations,
+            created_at,
+            extra,
+        })
+}
+
+fn entry(id: &'static str) -> impl Strategy<Value = ConversationEntry> {
+    (
+        select(vec![Role::User, Role::Assistant, Role::System, Role::Agent]),
+        "[a-z ]{0,6}",
+        proptest::option::of(select(vec![Universe::Engineer, Universe::Ceremony, Universe::Story])),
+        time(),
+        proptest::option::of("t[0-9]"),
+        extra(),
+    )
+        .prop_map(move |(role, content, universe, timestamp, trace_id, extra)| ConversationEntry {
+            id: id.to_string(),
+            role,
+            content,
+            universe,
+            timestamp,
+            trace_id,
+            extra,
+        })
+}
+
+/// A list of entries with distinct ids drawn from `ids`, in random order.
+fn list<T: std::fmt::Debug + Clone, S: Strategy<Value = T>>(
+    ids: &'static [&'static str],
+    make: fn(&'static str) -> S,
+) -> impl Strategy<Value = Vec<T>> {
+    subsequence(ids.to_vec(), 0..=ids.len())
+        .prop_flat_map(move |ids| ids.into_iter().map(make).collect::<Vec<_>>())
+        .prop_shuffle()
+}
+
+/// Paths of last-write-wins registers that random explicit versions are given for.
+fn version_paths() -> Vec<String> {
+    let mut paths = vec!["universeFocus".to_string(), "storyPosition".to_string()];
+    paths.extend(MEMORY_KEYS.iter().map(|k| format!("memory.{k}")));
+    paths.extend(CONFIG_KEYS.iter().map(|k| format!("config.{k}")));
+    for chart in ["c1", "c\\.3"] {
+        for field in ["title", "status", "desiredOutcome", "colour"] {
+            paths.push(format!("activeCharts.{chart}.{field}"));
+        }
+        for action in ["a1", "a\\.4"] {
+            for field in ["title", "completed", "order", "completedAt"] {
+                paths.push(format!("activeCharts.{chart}.actions.{action}.{field}"));
+            }
+        }
+    }
+    paths
+}
+
+fn story_position() -> impl Strategy<Value = StoryPosition> {
+    (select(vec!["", "setup", "confrontation"]), 0u32..3, select(vec!["", "rising", "falling"])).prop_map(
+        |(arc, beat, phase)| StoryPosition {
+            arc: arc.to_string(),
+            beat,
+            phase: phase.to_string(),
+            extra: Map::new(),
+        },
+    )
+}
+
+/// A realistic random session. A `versions` entry for a memory or config key the session lacks
+/// is a tombstone: that key was deleted at that clock.
+fn session() -> impl Strategy<Value = NarrativeSession> {
+    let meta = (
+        select(vec!["s1", "s2"]),
+        time(),
+        time(),
+        select(vec![UniverseFocus::Engineer, UniverseFocus::Ceremony, UniverseFocus::Story, UniverseFocus::All]),
+        story_position(),
+    );
+    let maps = (keyed_map(&MEMORY_KEYS), keyed_map(&CONFIG_KEYS));
+    let lists = (list(&CHART_IDS, chart), list(&BEAT_IDS, beat), list(&ENTRY_IDS, entry));
+    let versions = btree_map(select(version_paths()), hlc(), 0..8);
+    (meta, maps, lists, versions).prop_map(
+        |((id, t1, t2, universe_focus, story_position), (memory, config), (active_charts, story_beats, conversation_history), versions)| {
+            let (created_at, updated_at) = if millis_of(&t1) <= millis_of(&t2) { (t1, t2) } else { (t2, t1) };
+            NarrativeSession {
+                id: id.to_string(),
+                user_id: "alice".into(),
+                workspace_id: "/home/alice/proj".into(),
+                created_at,
+                updated_at,
+                universe_focus,
+                active_charts,
+                story_beats,
+                story_position,
+                memory,
+                conversation_history,
+                config,
+                versions,
+            }
+        },
+    )
+}
+
+fn merge(a: &NarrativeSession, b: &NarrativeSession) -> NarrativeSession {
+    merge_sessions(a, b).expect("merging two valid sessions never fails")
+}
+
+
+/// Where two sessions differ, as JSON paths, so a failing law reads as one line per difference.
+fn differences(x: &NarrativeSession, y: &NarrativeSession) -> Vec<String> {
+    fn walk(x: &Value, y: &Value, path: String, out: &mut Vec<String>) {
+        match (x, y) {
+            (Value::Object(a), Value::Object(b)) => {
+                for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                    let (va, vb) = (a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null));
+                    walk(va, vb, format!("{path}/{key}"), out);
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (i, (va, vb)) in a.iter().zip(b).enumerate() {
+                    walk(va, vb, format!("{path}/{i}"), out);
+                }
+            }
+            _ if x != y => out.push(format!("{path}: {x} != {y}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&serde_json::to_value(x).unwrap(), &serde_json::to_value(y).unwrap(), String::new(), &mut out);
+    if out.is_empty() && x != y {
+        out.push("equal as JSON but not as sessions".into());
+    }
+    out
+}
+
+/// Asserts two sessions are equal, reporting their differences and the inputs as JSON.
+fn same(x: &NarrativeSession, y: &NarrativeSession, inputs: &[&NarrativeSession]) -> Result<(), TestCaseError> {
+    if x == y {
+        return Ok(());
+    }
+    let inputs: Vec<String> = inputs.iter().map(|s| serde_json::to_string(s).unwrap()).collect();
+    Err(TestCaseError::fail(format!(
+        "sessions differ:\n  {}\ninputs:\n  {}",
+        differences(x, y).join("\n  "),
+        inputs.join("\n  ")
+    )))
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
+    items.iter().map(|x| id(x).to_string()).collect()
+}
+
+/// 256 cases a property (proptest's default); set `PROPTEST_CASES` to run more.
+fn config() -> ProptestConfig {
+    ProptestConfig::default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The laws.
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Commutativity: `merge(a, b) == merge(b, a)`. Two servers that receive each other's copy
+    /// end with the same session.
+    #[test]
+    fn merge_is_commutative(a in session(), b in session()) {
+        same(&merge(&a, &b), &merge(&b, &a), &[&a, &b])?;
+    }
+
+    /// Associativity: `merge(merge(a, b), c) == merge(a, merge(b, c))`. It does not matter how
+    /// updates were batched on the way.
+    #[test]
+    fn merge_is_associative(a in session(), b in session(), c in session()) {
+        same(&merge(&merge(&a, &b), &c), &merge(&a, &merge(&b, &c)), &[&a, &b, &c])?;
+    }
+
+    /// Idempotence: `merge(a, a) == normalize(a)`, and a merged session merged with itself is
+    /// unchanged: `merge(m, m) == m`. Hearing the same copy twice changes nothing.
+    #[test]
+    fn merge_is_idempotent(a in session(), b in session()) {
+        same(&merge(&a, &a), &normalize(&a).unwrap(), &[&a])?;
+        let m = merge(&a, &b);
+        same(&merge(&m, &m), &m, &[&a, &b])?;
+        same(&normalize(&m).unwrap(), &m, &[&a, &b])?;
+    }
+
+    /// Append-only lists: every chart, action, beat and conversation entry of either input is in
+    /// the output, exactly once.
+    #[test]
+    fn every_list_entry_of_either_side_is_kept_exactly_once(a in session(), b in session()) {
+        let m = merge(&a, &b);
+        fn check(out: Vec<String>, a: Vec<String>, b: Vec<String>, what: &str) -> Result<(), TestCaseError> {
+            let expected: BTreeSet<String> = a.into_iter().chain(b).collect();
+            let mut sorted = out.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(sorted.len(), out.len(), "duplicate {} ids in {:?}", what, out);
+            prop_assert_eq!(out.into_iter().collect::<BTreeSet<_>>(), expected, "{} ids", what);
+            Ok(())
+        }
+        check(ids(&m.active_charts, |c| &c.id), ids(&a.active_charts, |c| &c.id), ids(&b.active_charts, |c| &c.id), "chart")?;
+        check(ids(&m.story_beats, |x| &x.id), ids(&a.story_beats, |x| &x.id), ids(&b.story_beats, |x| &x.id), "beat")?;
+        check(
+            ids(&m.conversation_history, |x| &x.id),
+            ids(&a.conversation_history, |x| &x.id),
+            ids(&b.conversation_history, |x| &x.id),
+            "entry",
+        )?;
+        for chart in &m.active_charts {
+            let actions_of = |s: &NarrativeSession| {
+                s.active_charts.iter().filter(|c| c.id == chart.id).flat_map(|c| ids(&c.actions, |x| &x.id)).collect::<Vec<_>>()
+            };
+            check(ids(&chart.actions, |x| &x.id), actions_of(&a), actions_of(&b), &format!("action (chart {})", chart.id))?;
+        }
+    }
+
+    /// Last-write-wins: for a memory key, a config key and `universeFocus` written on both sides
+    /// with explicit clocks, the value of the side with the later clock wins, whichever argument
+    /// it is. A deletion (a tombstone: a version with no key) wins or loses by time like any write.
+    #[test]
+    fn last_write_wins_picks_the_later_clock_whichever_side_it_is_on(
+        mut a in session(),
+        mut b in session(),
+        key in select(MEMORY_KEYS.to_vec()),
+        config_key in select(CONFIG_KEYS.to_vec()),
+        (clock_a, clock_b) in (hlc(), hlc()).prop_filter("distinct clocks", |(x, y)| x != y),
+        (value_a, value_b) in (proptest::option::of(json_value()), proptest::option::of(json_value())),
+        (focus_a, focus_b) in (
+            select(vec![UniverseFocus::Engineer, UniverseFocus::Ceremony, UniverseFocus::Story, UniverseFocus::All]),
+            select(vec![UniverseFocus::Engineer, UniverseFocus::Ceremony, UniverseFocus::Story, UniverseFocus::All]),
+        ),
+    ) {
+        for (s, value, clock, focus) in [(&mut a, &value_a, &clock_a, focus_a), (&mut b, &value_b, &clock_b, focus_b)] {
+            match value {
+                Some(v) => { s.memory.insert(key.to_string(), v.clone()); s.config.insert(config_key.to_string(), v.clone()); }
+                None => { s.memory.shift_remove(key); s.config.shift_remove(config_key); }
+            }
+            s.versions.insert(format!("memory.{key}"), clock.clone());
+            s.versions.insert(format!("config.{config_key}"), clock.clone());
+            s.universe_focus = focus;
+            s.versions.insert("universeFocus".into(), clock.clone());
+        }
+        let (winner_value, winner_focus, winner_clock) =
+            if clock_a > clock_b { (&value_a, focus_a, &clock_a) } else { (&value_b, focus_b, &clock_b) };
+        for m in [merge(&a, &b), merge(&b, &a)] {
+            prop_assert_eq!(m.memory.get(key), winner_value.as_ref());
+            prop_assert_eq!(m.config.get(config_key), winner_value.as_ref());
+            prop_assert_eq!(m.universe_focus, winner_focus);
+            prop_assert_eq!(m.versions.get(&format!("memory.{key}")), Some(winner_clock));
+            prop_assert_eq!(m.versions.get("universeFocus"), Some(winner_clock));
+        }
+    }
+
+    /// A memory or config value is the exact JSON it was (serde_json::Value equality) after a
+    /// serialize/deserialize round trip of the session, and after a merge with a session that
+    /// lacks that key. Nested objects, big integers, floats and date-like strings included.
+    #[test]
+    fn json_values_come_back_exactly(
+        mut a in session(),
+        mut b in session(),
+        key in select(MEMORY_KEYS.to_vec()),
+        value in json_value(),
+    ) {
+        a.memory.insert(key.to_string(), value.clone());
+        a.config.insert("theme".into(), value.clone());
+        a.versions.remove(&format!("memory.{key}"));
+        b.memory.shift_remove(key);
+        b.versions.remove(&format!("memory.{key}"));
+        b.config.shift_remove("theme");
+        b.versions.remove("config.theme");
+
+        let text = serde_json::to_string(&a).unwrap();
+        let back: NarrativeSession = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(&back, &a);
+        prop_assert_eq!(back.memory.get(key), Some(&value));
+        // Through the bytes of a file, too: the reparsed text is the same text.
+        prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
+
+        for m in [merge(&a, &b), merge(&b, &a)] {
+            prop_assert_eq!(m.memory.get(key), Some(&value));
+            prop_assert_eq!(m.config.get("theme"), Some(&value));
+        }
+    }
+
+    /// Ties: when writes carry the same clock, the winner is picked by value alone, so any
+    /// grouping and any order of three such writes (memory and config keys, a chart field, one
+    /// beat id) gives one result, even for values serde_json calls equal despite their text.
+    #[test]
+    fn writes_with_tied_clocks_converge_in_any_grouping_and_order(
+        values in vec(prop_oneof![lookalike(), json_value()], 3),
+        titles in vec(select(vec!["x", "y", "z"]), 3),
+        extras in vec(lookalike(), 3),
+        clock in hlc(),
+    ) {
+        let sessions: Vec<NarrativeSession> = (0..3)
+            .map(|i| {
+                let mut s = base();
+                s.memory.insert("k".into(), values[i].clone());
+                s.config.insert("k".into(), values[i].clone());
+                s.versions.insert("memory.k".into(), clock.clone());
+                s.versions.insert("config.k".into(), clock.clone());
+                let mut c = plain_chart("c1", "2026-01-01T00:00:00.000Z");
+                c.title = titles[i].to_string();
+                c.extra.insert("colour".into(), extras[i].clone());
+                s.active_charts.push(c);
+                let mut extra = Map::new();
+                extra.insert("sha".into(), values[i].clone());
+                s.story_beats.push(StoryBeat {
+                    id: "b1".into(),
+                    description: String::new(),
+                    kind: "commit".into(),
+                    universe_annotations: None,
+                    created_at: "2026-01-01T00:00:00.000Z".into(),
+                    extra,
+                });
+                s
+            })
+            .collect();
+        let (a, b, c) = (&sessions[0], &sessions[1], &sessions[2]);
+        let reference = merge(&merge(a, b), c);
+        for (x, y, z) in [(a, b, c), (a, c, b), (b, a, c), (b, c, a), (c, a, b), (c, b, a)] {
+            same(&merge(&merge(x, y), z), &reference, &[a, b, c])?;
+            same(&merge(x, &merge(y, z)), &reference, &[a, b, c])?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock.
+
+std::thread_local! {
+    static WALL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn test_wall() -> u64 {
+    WALL.with(std::cell::Cell::get)
+}
+
+#[derive(Clone, Debug)]
+enum ClockStep {
+    /// Set the wall clock (it may jump back) and take a timestamp.
+    Now(u64),
+    /// Observe a timestamp from another node.
+    Observe(Hlc),
+}
+
+fn clock_step() -> impl Strategy<Value = ClockStep> {
+    let counter = prop_oneof![4 => 0u32..3, 1 => (u32::MAX - 1)..=u32::MAX];
+    prop_oneof![
+        (995u64..1010).prop_map(ClockStep::Now),
+        (990u64..1015, counter, select(vec!["", "a", "zz"])).prop_map(|(millis, counter, node)| {
+            ClockStep::Observe(Hlc { millis, counter, node: node.to_string() })
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// HLC monotonicity: whatever the wall clock does and whatever is observed, every `now()` is
+    /// strictly later than every earlier `now()` and than every value observed before it.
+    #[test]
+    fn now_is_strictly_increasing_and_after_everything_observed(steps in vec(clock_step(), 1..40)) {
+        WALL.with(|w| w.set(1_000));
+        let mut clock = HybridClock::with_wall_clock("me", test_wall);
+        let mut issued: Option<Hlc> = None;
+        let mut max_seen: Option<Hlc> = None;
+        for step in steps {
+            match step {
+                ClockStep::Now(wall) => {
+                    WALL.with(|w| w.set(wall));
+                    let t = clock.now();
+                    if let Some(prev) = &issued {
+                        prop_assert!(t > *prev, "{} after {}", t, prev);
+                    }
+                    if let Some(seen) = &max_seen {
+                        prop_assert!(t > *seen, "{} after observing {}", t, seen);
+                    }
+                    issued = Some(t);
+                }
+                ClockStep::Observe(seen) => {
+                    clock.observe(&seen);
+                    if max_seen.as_ref().is_none_or(|m| seen > *m) {
+                        max_seen = Some(seen);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-picked stories next to the laws.
+
+fn base() -> NarrativeSession {
+    NarrativeSession::new("s1".into(), "alice".into(), "/w".into(), "2026-01-01T00:00:00.000Z".into())
+}
+
+#[test]
+fn a_deletion_recorded_as_a_tombstone_beats_an_older_value() {
+    let mut old = base();
+    old.memory.insert("goal".into(), Value::from("ship"));
+    old.versions.insert("memory.goal".into(), Hlc { millis: 10, counter: 0, node: "a".into() });
+    let mut newer = base();
+    newer.versions.insert("memory.goal".into(), Hlc { millis: 20, counter: 0, node: "b".into() });
+    for m in [merge(&old, &newer), merge(&newer, &old)] {
+        assert!(!m.memory.contains_key("goal"));
+        assert_eq!(m.versions["memory.goal"].millis, 20, "the tombstone's clock is kept");
+    }
+}
+
+#[test]
+fn a_field_without_a_version_takes_the_sessions_updated_at() {
+    let mut early = base();
+    early.updated_at = "2026-01-01T00:00:00.000Z".into();
+    early.memory.insert("goal".into(), Value::from("early"));
+    let mut late = base();
+    late.updated_at = "2026-02-01T00:00:00.000Z".into();
+    late.memory.insert("goal".into(), Value::from("late"));
+    for m in [merge(&early, &late), merge(&late, &early)] {
+        assert_eq!(m.memory["goal"], "late");
+        assert_eq!(m.updated_at, "2026-02-01T00:00:00.000Z");
+    }
+}
+
+fn plain_chart(id: &str, created_at: &str) -> StcChart {
+    StcChart {
+        id: id.into(),
+        title: String::new(),
+        desired_outcome: String::new(),
+        current_reality: String::new(),
+        actions: Vec::new(),
+        status: ChartStatus::Active,
+        created_at: created_at.into(),
+        updated_at: created_at.into(),
+        extra: Map::new(),
+    }
+}
+
+fn plain_action(id: &str) -> StcAction {
+    StcAction {
+        id: id.into(),
+        title: String::new(),
+        completed: false,
+        completed_at: None,
+        order: None,
+        extra: Map::new(),
+    }
+}
+
+#[test]
+fn the_same_chart_on_both_sides_merges_field_by_field_with_actions_unioned() {
+    let chart = |title: &str, actions: &[&str]| StcChart {
+        title: title.into(),
+        actions: actions.iter().map(|id| plain_action(id)).collect(),
+        ..plain_chart("c1", "2026-01-01T00:00:00.000Z")
+    };
+    let mut a = base();
+    a.active_charts.push(chart("old title", &["a1"]));
+    a.versions.insert("activeCharts.c1.title".into(), Hlc { millis: 1, counter: 0, node: "a".into() });
+    let mut b = base();
+    let mut c = chart("new title", &["a2"]);
+    c.status = ChartStatus::Resolved;
+    b.active_charts.push(c);
+    b.versions.insert("activeCharts.c1.title".into(), Hlc { millis: 2, counter: 0, node: "b".into() });
+    b.versions.insert("activeCharts.c1.status".into(), Hlc { millis: 0, counter: 0, node: "b".into() });
+    let m = merge(&a, &b);
+    assert_eq!(m, merge(&b, &a));
+    assert_eq!(m.active_charts.len(), 1);
+    let c = &m.active_charts[0];
+    assert_eq!(c.title, "new title", "the later title clock wins");
+    assert_eq!(c.status, ChartStatus::Active, "a's status (at updatedAt) beats b's status at the epoch");
+    assert_eq!(ids(&c.actions, |x| &x.id), ["a1", "a2"]);
+}
+
+#[test]
+fn values_equal_but_for_key_order_do_not_make_the_merge_depend_on_grouping() {
+    // Three writes with one clock: two are the same object with keys in another order, and the
+    // third's plain JSON text sorts between theirs. All groupings must agree.
+    let with = |text: &str| {
+        let mut s = base();
+        s.memory.insert("k".into(), serde_json::from_str(text).unwrap());
+        s.versions.insert("memory.k".into(), Hlc { millis: 5, counter: 0, node: "n".into() });
+        s
+    };
+    let (xy, xz, yx) = (with(r#"{"x":1,"y":2}"#), with(r#"{"xz":0}"#), with(r#"{"y":2,"x":1}"#));
+    let left = merge(&merge(&xy, &yx), &xz);
+    let right = merge(&xy, &merge(&yx, &xz));
+    assert_eq!(left.memory["k"], right.memory["k"]);
+    assert_eq!(left, right);
+}
+
+#[test]
+fn actions_added_from_the_other_side_are_sorted_by_order_then_id() {
+    let mut a = base();
+    let mut c = plain_chart("c1", "2026-01-01T00:00:00.000Z");
+    c.actions.push(plain_action("a1"));
+    a.active_charts.push(c);
+    let mut b = base();
+    let mut c = plain_chart("c1", "2026-01-01T00:00:00.000Z");
+    c.actions.push(StcAction {
+        order: Some(0.into()),
+        ..plain_action("a2")
+    });
+    b.active_charts.push(c);
+    for m in [merge(&a, &b), merge(&b, &a)] {
+        assert_eq!(ids(&m.active_charts[0].actions, |x| &x.id), ["a2", "a1"], "a2 has an order, a1 none");
+    }
+}
+
+#[test]
+fn a_chart_moves_when_the_other_side_knows_it_was_created_earlier() {
+    let mut a = base();
+    a.active_charts.push(plain_chart("c1", "2026-01-05T00:00:00.000Z"));
+    a.active_charts.push(plain_chart("c2", "2026-01-03T00:00:00.000Z"));
+    let mut b = base();
+    b.active_charts.push(plain_chart("c1", "2026-01-01T00:00:00.000Z"));
+    for m in [merge(&a, &b), merge(&b, &a)] {
+        assert_eq!(ids(&m.active_charts, |c| &c.id), ["c1", "c2"]);
+        assert_eq!(m.active_charts[0].created_at, "2026-01-01T00:00:00.000Z");
+    }
+}
+
+#[test]
+fn versions_of_the_merge_cover_every_register() {
+    let mut a = base();
+    a.memory.insert("goal".into(), Value::from(1));
+    let m = merge(&a, &base());
+    let paths: BTreeMap<_, _> = m.versions.iter().collect();
+    assert!(paths.contains_key(&"memory.goal".to_string()));
+    assert!(paths.contains_key(&"universeFocus".to_string()));
+    assert!(paths.contains_key(&"storyPosition".to_string()));
+}
