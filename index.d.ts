@@ -304,3 +304,9 @@ export interface MergeEvent {
  * associative and idempotent. Throws `EINVALID` for a malformed session.
  */
 export declare function mergeSessions(a: NarrativeSession, b: NarrativeSession): NarrativeSession
+
+/**
+ * A workspace path as a session's `workspaceId`: absolute, with `.` and `..` resolved and no
+ * trailing slash (lexically; the file system is not consulted). An empty path is `"(none)"`.
+ */
+export declare function normalizeWorkspaceId(path: string): string

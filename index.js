@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.NarrativeSessionStore = nativeBinding.NarrativeSessionStore
 module.exports.defaultDataDir = nativeBinding.defaultDataDir
 module.exports.mergeSessions = nativeBinding.mergeSessions
+module.exports.normalizeWorkspaceId = nativeBinding.normalizeWorkspaceId

@@ -8,7 +8,7 @@ const fs = require('fs');
 const path = require('path');
 
 const { NarrativeSessionStore, mergeSessions, defaultDataDir } = require('../index');
-const { QUIET, sandbox, filesIn } = require('./helpers/env');
+const { INDEX, QUIET, sandbox, filesIn, runNode } = require('./helpers/env');
 
 const DAY = 86400000;
 
@@ -59,7 +59,7 @@ const NOT_A_STRING = [
   ['a BigInt', 10n],
   ['a cyclic object', cyclic],
   ['a 100000-level object', deep],
-  ['a String object', new String('alice')], // eslint-disable-line no-new-wrappers
+  ['a String object', new String('alice')],
   ['a Promise', Promise.resolve('alice')],
   ['a throwing Proxy', throwingProxy],
 ];
@@ -401,7 +401,7 @@ describe('merge updates', () => {
     const update = JSON.parse('{"memory":{"__proto__":{"polluted":true},"constructor":{"prototype":{"bad":1}}}}');
     const { session } = await store.merge('alice', '/proj', update);
     expect(Object.prototype.hasOwnProperty.call(session.memory, '__proto__')).toBe(true);
-    expect(session.memory.__proto__).toEqual({ polluted: true }); // eslint-disable-line no-proto
+    expect(session.memory.__proto__).toEqual({ polluted: true });
     expect({}.polluted).toBeUndefined();
     expect(Object.prototype.polluted).toBeUndefined();
     expect({}.bad).toBeUndefined();
@@ -568,7 +568,6 @@ describe('onMerge', () => {
     // Throwing from a listener is the host's bug; the store itself must stay usable. (The error
     // surfaces as Node's uncaught exception, like a throwing EventEmitter listener would, so the
     // throwing listener runs in a child process.)
-    const { runNode, INDEX } = require('./helpers/env');
     const dataDir = path.join(box.tempDir(), 'sessions');
     const script = `
       const { NarrativeSessionStore } = require(${JSON.stringify(INDEX)});

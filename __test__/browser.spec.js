@@ -156,6 +156,26 @@ describe('narrative session web client', () => {
     expect((await get('/%2e%2e/package.json'))[0]).toBe(404)
     expect((await get('/server/index.js'))[0]).toBe(404)
     expect((await get('/nope'))[0]).toBe(404)
+
+    // Upgrades: only /api/ws/narrative, and not from a page on another site.
+    const WebSocket = require('ws')
+    const base = running.url.replace(/^http/, 'ws')
+    const outcome = (url, opts) =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(url, opts)
+        ws.on('message', (d) => {
+          resolve(`message ${JSON.parse(d).payload.event}`)
+          ws.close()
+        })
+        ws.on('unexpected-response', (_req, res) => {
+          resolve(`http ${res.statusCode}`)
+          ws.terminate()
+        })
+        ws.on('error', (err) => resolve(`error ${err.message}`))
+      })
+    expect(await outcome(`${base}api/ws/other`)).toMatch(/^error/)
+    expect(await outcome(`${base}api/ws/narrative?workspace=/x`, { origin: 'http://evil.example' })).toBe('http 403')
+    expect(await outcome(`${base}api/ws/narrative?workspace=/x`, { origin: running.url.slice(0, -1) })).toBe('message restored')
   })
 
   test('a new session: change the focus, add a beat, a chart and a conversation entry', async () => {

@@ -337,8 +337,8 @@ describe('two tabs of one user on one workspace', () => {
 
   test('a tab is never handed a session older than one it was already given', async () => {
     await concurrentRounds({
-      rounds: 5,
-      perRound: 10,
+      rounds: 15,
+      perRound: 6,
       afterRound: ({ a, b }) => {
         // Entries are only ever added, so no session may lack an entry of the one given before it.
         for (const client of [a, b]) {

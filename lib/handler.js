@@ -33,8 +33,11 @@ function attachNarrativeSession(ws, req, options) {
     ready: undefined,
   }
   const room = roomsOf(store)
-  // Every message waits for the restore, then for the message before it: updates apply in order.
+  // Every incoming message waits for the restore, then for the message before it: updates apply in order.
   let queue
+  // Every outgoing message waits for the one before it. A message that carries the session loads it
+  // when its turn comes, so each snapshot a client receives is at least as new as the one before.
+  let outbox = Promise.resolve()
   let closed = false
 
   const send = (type, payload, traceId) => {
@@ -43,7 +46,21 @@ function attachNarrativeSession(ws, req, options) {
     if (traceId !== undefined) envelope.traceId = traceId
     ws.send(JSON.stringify(envelope))
   }
-  connection.send = send
+  const post = (type, payload, traceId) => {
+    outbox = outbox.then(() => send(type, payload, traceId))
+  }
+  const postWithSession = (payload, traceId) => {
+    outbox = outbox.then(async () => {
+      if (ws.readyState !== WS_OPEN) return
+      try {
+        const { session } = await store.load(connection.userId, connection.workspaceId)
+        send('session-event', { ...payload, session }, traceId)
+      } catch (err) {
+        send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
+      }
+    })
+  }
+  connection.postWithSession = postWithSession
 
   connection.ready = (async () => {
     const userId = await resolveUserId(req, options)
@@ -52,7 +69,7 @@ function attachNarrativeSession(ws, req, options) {
     connection.userId = userId
     connection.workspaceId = workspaceId
     if (!closed) room.join(connection)
-    send('session-event', { event: 'restored', created, recovered, session })
+    outbox = outbox.then(() => send('session-event', { event: 'restored', created, recovered, session }))
     return { userId, workspaceId, sessionId: session.id }
   })()
   queue = connection.ready.catch((err) => {
@@ -67,7 +84,7 @@ function attachNarrativeSession(ws, req, options) {
     if (Buffer.byteLength(text) > maxMessageBytes) {
       // Too big to parse; answer only when it claims to be ours.
       if (text.slice(0, 512).includes('"session-update"')) {
-        send('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` })
+        post('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` })
       }
       return
     }
@@ -75,11 +92,11 @@ function attachNarrativeSession(ws, req, options) {
     try {
       message = JSON.parse(text)
     } catch {
-      send('error', { code: 'EINVALID', message: 'message is not JSON' })
+      post('error', { code: 'EINVALID', message: 'message is not JSON' })
       return
     }
     if (!isObject(message) || typeof message.type !== 'string') {
-      send('error', { code: 'EINVALID', message: 'message must be an object with a string type' })
+      post('error', { code: 'EINVALID', message: 'message must be an object with a string type' })
       return
     }
     if (!SESSION_MESSAGE_TYPES.includes(message.type)) return
@@ -93,16 +110,16 @@ function attachNarrativeSession(ws, req, options) {
   const applyUpdate = async (payload, traceId) => {
     if (connection.userId === undefined) return
     if (!isObject(payload)) {
-      send('error', { code: 'EINVALID', message: 'session-update payload must be an object' }, traceId)
+      post('error', { code: 'EINVALID', message: 'session-update payload must be an object' }, traceId)
       return
     }
     try {
-      const { session, changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
+      const { changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
         origin: connection.id,
       })
-      send('session-event', { event: 'ack', changes, session }, traceId)
+      postWithSession({ event: 'ack', changes }, traceId)
     } catch (err) {
-      send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
+      post('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
     }
   }
 
@@ -186,23 +203,11 @@ class Rooms {
     if (members.size === 0) this.members.delete(key)
   }
 
-  async broadcast(event) {
+  broadcast(event) {
     const members = this.members.get(roomKey(event.userId, event.workspaceId))
-    const others = [...(members || [])].filter((c) => c.id !== event.origin)
-    if (others.length === 0) return
-    let session
-    try {
-      ;({ session } = await this.store.load(event.userId, event.workspaceId))
-    } catch {
-      return
-    }
-    for (const connection of others) {
-      connection.send('session-event', {
-        event: 'merged',
-        origin: event.origin,
-        changes: event.changes,
-        session,
-      })
+    for (const connection of members || []) {
+      if (connection.id === event.origin) continue
+      connection.postWithSession({ event: 'merged', origin: event.origin, changes: event.changes })
     }
   }
 }

@@ -45,6 +45,16 @@ function sendText(res, status, text, extra = {}) {
   res.end(text)
 }
 
+function sameOrigin(req) {
+  const origin = req.headers.origin
+  if (origin === undefined) return true
+  try {
+    return new URL(origin).host === String(req.headers.host || '').toLowerCase()
+  } catch {
+    return false
+  }
+}
+
 function serveStatic(req, res) {
   let pathname
   try {
@@ -83,6 +93,7 @@ async function createServer(options = {}) {
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * 1024 * 1024 })
   const pendingSaves = new Set()
+  let closing // the close() promise, once close() was called
   const server = http.createServer(serveStatic)
   const rawSockets = new Set()
   server.on('connection', (socket) => {
@@ -97,8 +108,14 @@ async function createServer(options = {}) {
     } catch {
       pathname = ''
     }
-    if (pathname !== WS_PATH) {
+    if (pathname !== WS_PATH || closing) {
       socket.destroy()
+      return
+    }
+    // A page on another site must not read or write the session (cross-site WebSocket hijacking):
+    // browsers always send Origin, and it must name this server. Non-browser clients send none.
+    if (!sameOrigin(req)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
       return
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -118,18 +135,22 @@ async function createServer(options = {}) {
     else socket.destroy()
   })
 
-  await new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
+  try {
+    await new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => {
+        server.off('error', reject)
+        resolve()
+      })
     })
-  })
+  } catch (err) {
+    await store.close().catch(() => {})
+    throw err
+  }
   const actualPort = server.address().port
   const urlHost = host.includes(':') ? `[${host}]` : host
   const url = `http://${urlHost}:${actualPort}/`
 
-  let closing
   const close = () => {
     if (!closing) {
       closing = (async () => {

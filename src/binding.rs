@@ -39,7 +39,11 @@ pub fn default_data_dir_path() -> String {
 
 /// A workspace path as a session's `workspaceId`: absolute, with `.` and `..` resolved and no
 /// trailing slash (lexically; the file system is not consulted). An empty path is `"(none)"`.
-#[napi(catch_unwind, js_name = "normalizeWorkspaceId", ts_args_type = "path: string")]
+#[napi(
+    catch_unwind,
+    js_name = "normalizeWorkspaceId",
+    ts_args_type = "path: string"
+)]
 pub fn normalize_workspace_id(path: Unknown) -> Result<String, String> {
     let path = string_arg(path, "path").map_err(coded_error)?;
     Ok(normalize_workspace(&path))
@@ -58,6 +62,11 @@ pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, 
     let merged = (|| {
         let a = parse_session(&stringify(env, a, "a")?)?;
         let b = parse_session(&stringify(env, b, "b")?)?;
+        if (&a.user_id, &a.workspace_id) != (&b.user_id, &b.workspace_id) {
+            return Err(StoreError::invalid(
+                "the sessions belong to different users or workspaces",
+            ));
+        }
         to_json(&merge_sessions(&a, &b)?)
     })();
     merged.map(JsonText).map_err(coded_error)
@@ -70,8 +79,11 @@ fn parse_session(text: &str) -> Outcome<NarrativeSession> {
             text.len()
         )));
     }
-    let session: NarrativeSession =
-        serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("malformed session: {e}")))?;
+    if !text.starts_with('{') {
+        return Err(StoreError::invalid("a session must be an object"));
+    }
+    let session: NarrativeSession = serde_json::from_str(text)
+        .map_err(|e| StoreError::invalid(format!("malformed session: {e}")))?;
     validate_session(&session)?;
     Ok(session)
 }
@@ -89,7 +101,8 @@ pub struct MergeEventObject {
     pub changes: Vec<String>,
 }
 
-type MergeListener = ThreadsafeFunction<MergeEventObject, (), MergeEventObject, Status, false, true>;
+type MergeListener =
+    ThreadsafeFunction<MergeEventObject, (), MergeEventObject, Status, false, true>;
 
 /// Persistent narrative sessions, one per (user, workspace), kept in memory while in use and
 /// written crash-safely to `dataDir`.
@@ -107,8 +120,12 @@ impl NarrativeSessionStore {
         ts_args_type = "options?: OpenOptions",
         ts_return_type = "Promise<NarrativeSessionStore>"
     )]
-    pub fn open<'env>(env: &'env Env, options: Option<Unknown>) -> Result<PromiseRaw<'env, Coded<NarrativeSessionStore>>> {
-        let options = optional_json(env, options, "options").and_then(|text| open_options(text.as_deref()));
+    pub fn open<'env>(
+        env: &'env Env,
+        options: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<NarrativeSessionStore>>> {
+        let options =
+            optional_json(env, options, "options").and_then(|text| open_options(text.as_deref()));
         promise(env, async move {
             let store = SessionStore::open(options?).await?;
             Ok(NarrativeSessionStore { store })
@@ -128,7 +145,12 @@ impl NarrativeSessionStore {
         ts_args_type = "userId: string, workspaceId: string",
         ts_return_type = "Promise<LoadResult>"
     )]
-    pub fn load<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+    pub fn load<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
         let store = self.store.clone();
         let ids = ids(user_id, workspace_id);
         promise(env, async move {
@@ -161,12 +183,18 @@ impl NarrativeSessionStore {
         let store = self.store.clone();
         let ids = ids(user_id, workspace_id);
         let update = stringify(env, update, "update");
-        let origin = optional_json(env, options, "options").and_then(|text| merge_origin(text.as_deref()));
+        let origin =
+            optional_json(env, options, "options").and_then(|text| merge_origin(text.as_deref()));
         promise(env, async move {
             let (user, workspace) = ids?;
-            let merged = store.merge(&user, &workspace, &update?, origin?.as_deref()).await?;
+            let merged = store
+                .merge(&user, &workspace, &update?, origin?.as_deref())
+                .await?;
             let changes = serde_json::to_string(&merged.changes).map_err(internal)?;
-            Ok(JsonText(format!(r#"{{"session":{},"changes":{changes}}}"#, merged.session_json)))
+            Ok(JsonText(format!(
+                r#"{{"session":{},"changes":{changes}}}"#,
+                merged.session_json
+            )))
         })
     }
 
@@ -177,7 +205,12 @@ impl NarrativeSessionStore {
         ts_args_type = "userId: string, workspaceId: string",
         ts_return_type = "Promise<boolean>"
     )]
-    pub fn save<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<bool>>> {
+    pub fn save<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<bool>>> {
         let store = self.store.clone();
         let ids = ids(user_id, workspace_id);
         promise(env, async move {
@@ -192,7 +225,12 @@ impl NarrativeSessionStore {
         ts_args_type = "userId: string, workspaceId: string",
         ts_return_type = "Promise<boolean>"
     )]
-    pub fn delete<'env>(&self, env: &'env Env, user_id: Unknown, workspace_id: Unknown) -> Result<PromiseRaw<'env, Coded<bool>>> {
+    pub fn delete<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<bool>>> {
         let store = self.store.clone();
         let ids = ids(user_id, workspace_id);
         promise(env, async move {
@@ -207,7 +245,9 @@ impl NarrativeSessionStore {
         let store = self.store.clone();
         promise(env, async move {
             let sessions = store.list().await?;
-            serde_json::to_string(&sessions).map(JsonText).map_err(internal)
+            serde_json::to_string(&sessions)
+                .map(JsonText)
+                .map_err(internal)
         })
     }
 
@@ -219,13 +259,20 @@ impl NarrativeSessionStore {
         ts_args_type = "options?: CleanupOptions",
         ts_return_type = "Promise<CleanupReport>"
     )]
-    pub fn cleanup<'env>(&self, env: &'env Env, options: Option<Unknown>) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+    pub fn cleanup<'env>(
+        &self,
+        env: &'env Env,
+        options: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
         let store = self.store.clone();
-        let options = optional_json(env, options, "options").and_then(|text| cleanup_options(text.as_deref()));
+        let options = optional_json(env, options, "options")
+            .and_then(|text| cleanup_options(text.as_deref()));
         promise(env, async move {
             let options = options?;
             let report = store.cleanup(options.ttl_days, options.now).await?;
-            serde_json::to_string(&report).map(JsonText).map_err(internal)
+            serde_json::to_string(&report)
+                .map(JsonText)
+                .map_err(internal)
         })
     }
 
@@ -236,11 +283,18 @@ impl NarrativeSessionStore {
         ts_args_type = "listener: (event: MergeEvent) => void",
         ts_return_type = "() => void"
     )]
-    pub fn on_merge<'env>(&self, env: &'env Env, listener: Unknown) -> Result<Function<'env, (), ()>, String> {
+    pub fn on_merge<'env>(
+        &self,
+        env: &'env Env,
+        listener: Unknown,
+    ) -> Result<Function<'env, (), ()>, String> {
         if listener.get_type().map_err(status_error)? != ValueType::Function {
-            return Err(coded_error(StoreError::invalid("listener must be a function")));
+            return Err(coded_error(StoreError::invalid(
+                "listener must be a function",
+            )));
         }
-        let function: Function<MergeEventObject, ()> = unsafe { listener.cast() }.map_err(status_error)?;
+        let function: Function<MergeEventObject, ()> =
+            unsafe { listener.cast() }.map_err(status_error)?;
         let listener: MergeListener = function
             .build_threadsafe_function::<MergeEventObject>()
             .weak::<true>()
@@ -283,7 +337,9 @@ impl<T: ToNapiValue> ToNapiValue for Coded<T> {
             Ok(value) => unsafe { T::to_napi_value(env, value) },
             Err(err) => {
                 let error = unsafe { JsError::from(coded_error(err)).into_value(env) };
-                Err(Error::from(unsafe { Unknown::from_raw_unchecked(env, error) }))
+                Err(Error::from(unsafe {
+                    Unknown::from_raw_unchecked(env, error)
+                }))
             }
         }
     }
@@ -329,7 +385,9 @@ fn stringify(env: &Env, value: Unknown, what: &str) -> Outcome<String> {
         .call(value)
         .map_err(|e| invalid(&format!("cannot be converted to JSON: {}", e.reason)))?;
     match text.get_type() {
-        Ok(ValueType::String) => unsafe { text.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string())),
+        Ok(ValueType::String) => {
+            unsafe { text.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string()))
+        }
         _ => Err(invalid("must be a JSON value")),
     }
 }
@@ -346,15 +404,23 @@ fn optional_json(env: &Env, value: Option<Unknown>, what: &str) -> Outcome<Optio
     }
 }
 
+/// A string argument. Read as UTF-16 so that a lone surrogate, which UTF-8 conversion would
+/// silently turn into U+FFFD (making two different ids one), is refused instead.
 fn string_arg(value: Unknown, what: &str) -> Outcome<String> {
-    match value.get_type() {
-        Ok(ValueType::String) => unsafe { value.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string())),
-        _ => Err(StoreError::invalid(format!("{what} must be a string"))),
+    if !matches!(value.get_type(), Ok(ValueType::String)) {
+        return Err(StoreError::invalid(format!("{what} must be a string")));
     }
+    let units =
+        unsafe { value.cast::<Utf16String>() }.map_err(|e| StoreError::internal(e.to_string()))?;
+    String::from_utf16(&units)
+        .map_err(|_| StoreError::invalid(format!("{what} is not valid Unicode (a lone surrogate)")))
 }
 
 fn ids(user_id: Unknown, workspace_id: Unknown) -> Outcome<(String, String)> {
-    Ok((string_arg(user_id, "userId")?, string_arg(workspace_id, "workspaceId")?))
+    Ok((
+        string_arg(user_id, "userId")?,
+        string_arg(workspace_id, "workspaceId")?,
+    ))
 }
 
 /// Options of `NarrativeSessionStore.open`, as JavaScript passes them.
@@ -371,17 +437,31 @@ struct OpenOptionsJson {
 fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
     let input: OpenOptionsJson = parse_options(text)?;
     let data_dir = match input.data_dir {
-        Some(dir) if dir.is_empty() => return Err(StoreError::invalid("dataDir is empty")),
+        Some(dir) if dir.is_empty() || dir.contains('\0') => {
+            return Err(StoreError::invalid(
+                "dataDir must be a non-empty path without NUL bytes",
+            ))
+        }
         Some(dir) => dir.into(),
         None => default_data_dir(),
     };
     let mut options = StoreOptions::new(data_dir);
     options.ttl_days = input.ttl_days.unwrap_or(DEFAULT_TTL_DAYS);
-    options.autosave_interval = duration_ms("autosaveIntervalMs", input.autosave_interval_ms, DEFAULT_AUTOSAVE_INTERVAL)?;
-    options.cleanup_interval = duration_ms("cleanupIntervalMs", input.cleanup_interval_ms, DEFAULT_CLEANUP_INTERVAL)?;
+    options.autosave_interval = duration_ms(
+        "autosaveIntervalMs",
+        input.autosave_interval_ms,
+        DEFAULT_AUTOSAVE_INTERVAL,
+    )?;
+    options.cleanup_interval = duration_ms(
+        "cleanupIntervalMs",
+        input.cleanup_interval_ms,
+        DEFAULT_CLEANUP_INTERVAL,
+    )?;
     if let Some(max) = input.max_session_bytes {
         if !(max.is_finite() && max >= 1.0 && max <= (1u64 << 40) as f64) {
-            return Err(StoreError::invalid("maxSessionBytes must be a positive number of bytes"));
+            return Err(StoreError::invalid(
+                "maxSessionBytes must be a positive number of bytes",
+            ));
         }
         options.max_session_bytes = max as usize;
     }
@@ -389,11 +469,19 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
 }
 
 /// A millisecond interval; 0 turns the timer off.
-fn duration_ms(what: &str, value: Option<f64>, default: std::time::Duration) -> Outcome<std::time::Duration> {
+fn duration_ms(
+    what: &str,
+    value: Option<f64>,
+    default: std::time::Duration,
+) -> Outcome<std::time::Duration> {
     match value {
         None => Ok(default),
-        Some(ms) if ms.is_finite() && (0.0..=1e12).contains(&ms) => Ok(std::time::Duration::from_millis(ms as u64)),
-        Some(ms) => Err(StoreError::invalid(format!("{what} must be a number of milliseconds >= 0, not {ms}"))),
+        Some(ms) if ms.is_finite() && (0.0..=1e12).contains(&ms) => {
+            Ok(std::time::Duration::from_millis(ms as u64))
+        }
+        Some(ms) => Err(StoreError::invalid(format!(
+            "{what} must be a number of milliseconds >= 0, not {ms}"
+        ))),
     }
 }
 
@@ -424,7 +512,11 @@ fn cleanup_options(text: Option<&str>) -> Outcome<CleanupOptions> {
     let now = match input.now {
         None => None,
         Some(ms) if ms.is_finite() && ms.abs() < 8.64e15 => Some(ms as i64),
-        Some(ms) => return Err(StoreError::invalid(format!("now must be milliseconds since the epoch, not {ms}"))),
+        Some(ms) => {
+            return Err(StoreError::invalid(format!(
+                "now must be milliseconds since the epoch, not {ms}"
+            )))
+        }
     };
     Ok(CleanupOptions {
         ttl_days: input.ttl_days,
@@ -432,11 +524,21 @@ fn cleanup_options(text: Option<&str>) -> Outcome<CleanupOptions> {
     })
 }
 
+/// Options as JavaScript passed them. An array is refused (serde would read it by position), and so
+/// is a `null` value: `NaN` and `Infinity` become `null` in JSON, and must not pass for "default".
 fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> Outcome<T> {
-    match text {
-        None => Ok(T::default()),
-        Some(text) => serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("bad options: {e}"))),
+    let Some(text) = text else {
+        return Ok(T::default());
+    };
+    let bad = |detail: String| StoreError::invalid(format!("bad options: {detail}"));
+    let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Err(bad("options must be a plain object".into())),
+    };
+    if let Some((key, _)) = map.iter().find(|(_, v)| v.is_null()) {
+        return Err(bad(format!("{key} must not be null, NaN or Infinity")));
     }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| bad(e.to_string()))
 }
 
 fn to_json(session: &NarrativeSession) -> Outcome<String> {

@@ -54,7 +54,9 @@ pub fn sweep(
             continue;
         }
         // A file written after the cutoff holds a session updated after it: no need to read it.
-        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time) || !is_expired(backend, &stem, cutoff_millis) {
+        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time)
+            || !is_expired(backend, &stem, cutoff_millis)
+        {
             report.kept += 1;
             continue;
         }

@@ -42,15 +42,14 @@ impl Hlc {
     }
 
     pub fn parse(text: &str) -> Result<Hlc> {
-        let bad = || StoreError::invalid(format!("not a clock value (millis-counter-node): {text:?}"));
+        let bad =
+            || StoreError::invalid(format!("not a clock value (millis-counter-node): {text:?}"));
         let mut parts = text.splitn(3, '-');
         let millis = parts.next().and_then(parse_digits).ok_or_else(bad)?;
         let counter = parts.next().and_then(parse_digits).ok_or_else(bad)?;
         let node = parts.next().ok_or_else(bad)?;
         let node_ok = node.len() <= MAX_NODE_LEN
-            && node
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !node_ok {
             return Err(bad());
         }
@@ -205,13 +204,24 @@ mod tests {
         };
         assert_eq!(a.to_string(), "1732430449123-0007-n1");
         assert_eq!(Hlc::parse(&a.to_string()).unwrap(), a);
-        let b = Hlc { counter: 12, ..a.clone() };
+        let b = Hlc {
+            counter: 12,
+            ..a.clone()
+        };
         assert!(a < b && a.to_string() < b.to_string());
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for bad in ["", "1-2", "x-1-n", "1-x-n", "1-2-a/b", "1-99999999999-n", "-1-2-n"] {
+        for bad in [
+            "",
+            "1-2",
+            "x-1-n",
+            "1-x-n",
+            "1-2-a/b",
+            "1-99999999999-n",
+            "-1-2-n",
+        ] {
             assert!(Hlc::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

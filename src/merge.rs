@@ -94,7 +94,8 @@ impl SessionPatch {
 
     /// The whole of a session as a patch, deletions included.
     pub fn from_session(session: &NarrativeSession) -> SessionPatch {
-        let mut patch = SessionPatch::empty(Hlc::from_rfc3339(&session.updated_at), PatchMode::Join);
+        let mut patch =
+            SessionPatch::empty(Hlc::from_rfc3339(&session.updated_at), PatchMode::Join);
         patch.identity = Some(Identity {
             id: session.id.clone(),
             user_id: session.user_id.clone(),
@@ -215,10 +216,19 @@ pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Resul
     for chart in &patch.charts {
         registers.merge_chart(&mut target.active_charts, chart)?;
     }
-    let beats = with_times(&patch.beats, &target.story_beats, patch, |b| &mut b.created_at);
+    let beats = with_times(&patch.beats, &target.story_beats, patch, |b| {
+        &mut b.created_at
+    });
     union_by_id(&mut target.story_beats, &beats, BEATS, registers.changes)?;
-    let entries = with_times(&patch.entries, &target.conversation_history, patch, |e| &mut e.timestamp);
-    union_by_id(&mut target.conversation_history, &entries, ENTRIES, registers.changes)?;
+    let entries = with_times(&patch.entries, &target.conversation_history, patch, |e| {
+        &mut e.timestamp
+    });
+    union_by_id(
+        &mut target.conversation_history,
+        &entries,
+        ENTRIES,
+        registers.changes,
+    )?;
 
     if let Some(created) = &patch.created_at {
         if let Some(earlier) = earliest(&target.created_at, created) {
@@ -288,7 +298,12 @@ impl Registers<'_> {
     }
 
     /// `memory` and `config`: each key is a register; `null` deletes the key.
-    fn merge_keyed_map(&mut self, target: &mut Map<String, Value>, incoming: &Map<String, Value>, name: &str) {
+    fn merge_keyed_map(
+        &mut self,
+        target: &mut Map<String, Value>,
+        incoming: &Map<String, Value>,
+        name: &str,
+    ) {
         for (key, value) in incoming {
             let path = format!("{name}.{key}");
             let current = target
@@ -305,7 +320,13 @@ impl Registers<'_> {
     }
 
     /// The fields of a chart or an action, each a register under `prefix`.
-    fn merge_fields(&mut self, target: &mut Map<String, Value>, incoming: &Map<String, Value>, skip: &[&str], prefix: &str) {
+    fn merge_fields(
+        &mut self,
+        target: &mut Map<String, Value>,
+        incoming: &Map<String, Value>,
+        skip: &[&str],
+        prefix: &str,
+    ) {
         for (field, value) in incoming {
             if skip.contains(&field.as_str()) {
                 continue;
@@ -320,7 +341,11 @@ impl Registers<'_> {
         }
     }
 
-    fn merge_chart(&mut self, charts: &mut Vec<StcChart>, incoming: &Map<String, Value>) -> Result<()> {
+    fn merge_chart(
+        &mut self,
+        charts: &mut Vec<StcChart>,
+        incoming: &Map<String, Value>,
+    ) -> Result<()> {
         let id = incoming
             .get("id")
             .and_then(Value::as_str)
@@ -379,7 +404,12 @@ impl Registers<'_> {
         Ok(())
     }
 
-    fn merge_actions(&mut self, chart: &mut Map<String, Value>, incoming: &[Value], chart_prefix: &str) -> Result<()> {
+    fn merge_actions(
+        &mut self,
+        chart: &mut Map<String, Value>,
+        incoming: &[Value],
+        chart_prefix: &str,
+    ) -> Result<()> {
         let mut actions: Vec<Map<String, Value>> = match chart.remove("actions") {
             Some(Value::Array(items)) => items.into_iter().filter_map(into_object).collect(),
             _ => Vec::new(),
@@ -393,7 +423,10 @@ impl Registers<'_> {
                 .and_then(Value::as_str)
                 .ok_or_else(|| StoreError::invalid("an action needs a string id"))?;
             let prefix = format!("{chart_prefix}.actions.{}", segment(id));
-            let index = match actions.iter().position(|a| a.get("id").and_then(Value::as_str) == Some(id)) {
+            let index = match actions
+                .iter()
+                .position(|a| a.get("id").and_then(Value::as_str) == Some(id))
+            {
                 Some(i) => i,
                 None => {
                     self.changes.value(prefix.clone());
@@ -408,15 +441,25 @@ impl Registers<'_> {
                 .map_err(|e| StoreError::invalid(format!("action {id:?}: {e}")))?;
             self.clock_every_field(&action_registers(&typed), &prefix);
         }
-        chart.insert("actions".into(), Value::Array(actions.into_iter().map(Value::Object).collect()));
+        chart.insert(
+            "actions".into(),
+            Value::Array(actions.into_iter().map(Value::Object).collect()),
+        );
         Ok(())
     }
 
-    /// Give every register of a chart (or action) a clock when it has none yet.
+    /// Give every register of a new chart (or action) a clock when it has none yet. A field the
+    /// patch did not write holds only its default, so it gets the lowest clock there is: any real
+    /// write of it, on any replica, wins over the default.
     fn clock_every_field(&mut self, fields: &Map<String, Value>, prefix: &str) {
         for (field, value) in fields {
             if field == "actions" {
-                for action in value.as_array().into_iter().flatten().filter_map(Value::as_object) {
+                for action in value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                {
                     let id = action.get("id").and_then(Value::as_str).unwrap_or_default();
                     self.clock_every_field(action, &format!("{prefix}.actions.{}", segment(id)));
                 }
@@ -427,7 +470,7 @@ impl Registers<'_> {
             }
             let path = format!("{prefix}.{}", segment(field));
             if !self.versions.contains_key(&path) {
-                let version = self.patch.version_of(&path);
+                let version = self.patch.versions.get(&path).cloned().unwrap_or_default();
                 self.versions.insert(path, version);
                 self.changes.touched = true;
             }
@@ -437,14 +480,20 @@ impl Registers<'_> {
 
 /// A chart as the map of its registers: absent optional action fields appear as `null`.
 fn chart_registers(chart: &StcChart) -> Map<String, Value> {
-    let mut map = into_object(serde_json::to_value(chart).unwrap_or(Value::Null)).unwrap_or_default();
-    let actions = chart.actions.iter().map(|a| Value::Object(action_registers(a))).collect();
+    let mut map =
+        into_object(serde_json::to_value(chart).unwrap_or(Value::Null)).unwrap_or_default();
+    let actions = chart
+        .actions
+        .iter()
+        .map(|a| Value::Object(action_registers(a)))
+        .collect();
     map.insert("actions".into(), Value::Array(actions));
     map
 }
 
 fn action_registers(action: &StcAction) -> Map<String, Value> {
-    let mut map = into_object(serde_json::to_value(action).unwrap_or(Value::Null)).unwrap_or_default();
+    let mut map =
+        into_object(serde_json::to_value(action).unwrap_or(Value::Null)).unwrap_or_default();
     for field in ACTION_OPTIONAL {
         map.entry(field).or_insert(Value::Null);
     }
@@ -459,10 +508,18 @@ fn into_object(value: Value) -> Option<Map<String, Value>> {
 }
 
 /// A map's keys plus a `null` for each key whose deletion is recorded in `versions`.
-fn with_tombstones(map: &Map<String, Value>, versions: &BTreeMap<String, Hlc>, name: &str) -> Map<String, Value> {
+fn with_tombstones(
+    map: &Map<String, Value>,
+    versions: &BTreeMap<String, Hlc>,
+    name: &str,
+) -> Map<String, Value> {
     let mut out = map.clone();
     let prefix = format!("{name}.");
-    for path in versions.range(prefix.clone()..).map(|(p, _)| p).take_while(|p| p.starts_with(&prefix)) {
+    for path in versions
+        .range(prefix.clone()..)
+        .map(|(p, _)| p)
+        .take_while(|p| p.starts_with(&prefix))
+    {
         let key = &path[prefix.len()..];
         if !out.contains_key(key) {
             out.insert(key.to_string(), Value::Null);
@@ -488,7 +545,9 @@ fn with_times<'a, T: ListEntry + Clone>(
     let timed = incoming.iter().map(|item| {
         let mut item = item.clone();
         if item.time().is_empty() {
-            *time(&mut item) = known.get(item.id()).map_or_else(|| now.clone(), |t| t.to_string());
+            *time(&mut item) = known
+                .get(item.id())
+                .map_or_else(|| now.clone(), |t| t.to_string());
         }
         item
     });
@@ -497,7 +556,12 @@ fn with_times<'a, T: ListEntry + Clone>(
 
 /// Beats and conversation entries: a union by id. Two different copies of one id resolve to the one
 /// with the larger JSON text, so every replica picks the same one.
-fn union_by_id<T>(target: &mut Vec<T>, incoming: &[T], name: &str, changes: &mut Changes) -> Result<()>
+fn union_by_id<T>(
+    target: &mut Vec<T>,
+    incoming: &[T],
+    name: &str,
+    changes: &mut Changes,
+) -> Result<()>
 where
     T: ListEntry + Serialize + PartialEq + Clone,
 {
@@ -507,7 +571,11 @@ where
     let mut replaced: Vec<(usize, &T)> = Vec::new();
     let mut appended: Vec<&T> = Vec::new();
     {
-        let index: HashMap<&str, usize> = target.iter().enumerate().map(|(i, e)| (e.id(), i)).collect();
+        let index: HashMap<&str, usize> = target
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id(), i))
+            .collect();
         let mut fresh: HashMap<&str, usize> = HashMap::new();
         for item in incoming {
             match index.get(item.id()) {
@@ -576,7 +644,12 @@ fn sort_by_time_then_id<T: ListEntry>(items: &mut [T]) {
 /// Actions sort by `order` (those without one last), then by id.
 fn sort_actions(actions: &mut [StcAction]) {
     actions.sort_by(|a, b| {
-        let order = |x: &StcAction| x.order.as_ref().and_then(|n| n.as_f64()).unwrap_or(f64::INFINITY);
+        let order = |x: &StcAction| {
+            x.order
+                .as_ref()
+                .and_then(|n| n.as_f64())
+                .unwrap_or(f64::INFINITY)
+        };
         order(a).total_cmp(&order(b)).then_with(|| a.id.cmp(&b.id))
     });
 }
@@ -623,7 +696,8 @@ fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
 fn canonical(value: Value) -> Value {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            let mut entries: Vec<(String, Value)> =
+                map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             Value::Object(entries.into_iter().collect())
         }

@@ -287,7 +287,9 @@ pub fn check_time(what: &str, time: &str) -> Result<()> {
     if time.is_empty() || parse_rfc3339_millis(time).is_some() {
         Ok(())
     } else {
-        Err(StoreError::invalid(format!("{what} is not an RFC 3339 time: {time:?}")))
+        Err(StoreError::invalid(format!(
+            "{what} is not an RFC 3339 time: {time:?}"
+        )))
     }
 }
 

@@ -57,9 +57,10 @@ pub fn normalize_workspace(raw: &str) -> String {
     }
     let unified = raw.replace('\\', "/");
     let (prefix, rest) = match unified.as_bytes() {
-        [drive, b':', ..] if drive.is_ascii_alphabetic() => {
-            (format!("{}:", drive.to_ascii_uppercase() as char), &unified[2..])
-        }
+        [drive, b':', ..] if drive.is_ascii_alphabetic() => (
+            format!("{}:", drive.to_ascii_uppercase() as char),
+            &unified[2..],
+        ),
         _ => (String::new(), unified.as_str()),
     };
     let mut parts: Vec<&str> = Vec::new();
@@ -128,7 +129,14 @@ mod tests {
 
     #[test]
     fn hostile_ids_become_plain_hex_names() {
-        for user in ["../../etc/passwd", "C:\\x", "a/../../b", "/", ".", "nul\0byte"] {
+        for user in [
+            "../../etc/passwd",
+            "C:\\x",
+            "a/../../b",
+            "/",
+            ".",
+            "nul\0byte",
+        ] {
             let key = SessionKey::new(user, "/home/me/proj").unwrap();
             assert!(is_file_stem(&key.file_stem()), "{user}");
             assert_eq!(key.session_id().len(), 32);
@@ -140,7 +148,10 @@ mod tests {
         let a = SessionKey::new("ab", "c").unwrap();
         let b = SessionKey::new("a", "bc").unwrap();
         assert_ne!(a.file_stem(), b.file_stem());
-        assert_eq!(a.file_stem(), SessionKey::new("ab", "c").unwrap().file_stem());
+        assert_eq!(
+            a.file_stem(),
+            SessionKey::new("ab", "c").unwrap().file_stem()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::clock::{HybridClock, Hlc};
+use crate::clock::{Hlc, HybridClock};
 use crate::error::{Result, StoreError};
 use crate::merge::{PatchMode, SessionPatch};
 use crate::model::{
@@ -107,7 +107,9 @@ impl ClientUpdate {
         patch.config = update.config.unwrap_or_default();
         for mut chart in update.active_charts.unwrap_or_default() {
             for field in ["createdAt", "updatedAt"] {
-                chart.entry(field).or_insert_with(|| Value::String(now.clone()));
+                chart
+                    .entry(field)
+                    .or_insert_with(|| Value::String(now.clone()));
             }
             patch.charts.push(chart);
         }
@@ -124,9 +126,10 @@ fn check_chart_patch(chart: &Map<String, Value>) -> Result<()> {
     validate_chart(&typed)?;
     if let Some(actions) = chart.get("actions") {
         // Each action is merged on its own, so each must carry an id of its own.
-        let all_have_ids = actions
-            .as_array()
-            .is_some_and(|list| list.iter().all(|a| a.get("id").is_some_and(Value::is_string)));
+        let all_have_ids = actions.as_array().is_some_and(|list| {
+            list.iter()
+                .all(|a| a.get("id").is_some_and(Value::is_string))
+        });
         if !all_have_ids {
             return Err(StoreError::invalid("every action needs a string id"));
         }
@@ -148,7 +151,11 @@ mod tests {
 
     #[test]
     fn an_update_takes_a_fresh_server_clock() {
-        let patch = parse_update(r#"{"universeFocus":"story","memory":{"k":1}}"#, &mut clock()).unwrap();
+        let patch = parse_update(
+            r#"{"universeFocus":"story","memory":{"k":1}}"#,
+            &mut clock(),
+        )
+        .unwrap();
         assert_eq!(patch.universe_focus, Some(UniverseFocus::Story));
         assert_eq!(patch.clock.node, "srv");
         assert_eq!(patch.mode, PatchMode::Update);
@@ -162,9 +169,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(patch.charts[0]["createdAt"], "2027-01-15T08:00:00.000Z");
-        let mut session = crate::model::NarrativeSession::new("s".into(), "u".into(), "w".into(), String::new());
+        let mut session =
+            crate::model::NarrativeSession::new("s".into(), "u".into(), "w".into(), String::new());
         crate::merge::apply_patch(&mut session, &patch).unwrap();
-        assert_eq!(session.conversation_history[0].timestamp, "2027-01-15T08:00:00.000Z");
+        assert_eq!(
+            session.conversation_history[0].timestamp,
+            "2027-01-15T08:00:00.000Z"
+        );
     }
 
     #[test]
@@ -182,14 +193,17 @@ mod tests {
             r#"{"versions":{"memory.k":"garbage"}}"#,
             r#"{"versions":{"memory.k":"9999999999999-0000-x"}}"#,
         ] {
-            let err = parse_update(bad, &mut clock()).err().unwrap_or_else(|| panic!("{bad} was accepted"));
+            let err = parse_update(bad, &mut clock())
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
             assert_eq!(err.code, crate::error::ErrorCode::Invalid, "{bad}");
         }
     }
 
     #[test]
     fn identity_fields_from_a_client_are_ignored() {
-        let patch = parse_update(r#"{"userId":"mallory","id":"x","memory":{}}"#, &mut clock()).unwrap();
+        let patch =
+            parse_update(r#"{"userId":"mallory","id":"x","memory":{}}"#, &mut clock()).unwrap();
         assert!(patch.identity.is_none());
     }
 }

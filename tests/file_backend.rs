@@ -38,7 +38,11 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// Files in `dir` whose name starts with `prefix`.
 fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    names(dir).into_iter().filter(|n| n.starts_with(prefix)).map(|n| dir.join(n)).collect()
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .map(|n| dir.join(n))
+        .collect()
 }
 
 /// A backend on a sessions directory that does not exist yet, so `open` creates it.
@@ -51,7 +55,9 @@ fn backend() -> (tempfile::TempDir, FileBackend) {
 fn write(backend: &FileBackend, key: &SessionKey, goal: &str) {
     let stem = key.file_stem();
     let lock = backend.lock(&stem).unwrap();
-    backend.write(&stem, &session_bytes(key, goal), &lock).unwrap();
+    backend
+        .write(&stem, &session_bytes(key, goal), &lock)
+        .unwrap();
 }
 
 fn goal_of(session: &NarrativeSession) -> &str {
@@ -67,8 +73,18 @@ fn a_write_is_atomic_and_leaves_no_temp_file_behind() {
     write(&backend, &key, "second");
     let files = names(backend.dir());
     assert!(files.iter().all(|n| !n.ends_with(".tmp")), "{files:?}");
-    assert_eq!(files, [format!("{stem}.json"), format!("{stem}.json.bak"), format!("{stem}.lock")]);
-    assert_eq!(fs::read(backend.session_path(&stem)).unwrap(), session_bytes(&key, "second"));
+    assert_eq!(
+        files,
+        [
+            format!("{stem}.json"),
+            format!("{stem}.json.bak"),
+            format!("{stem}.lock")
+        ]
+    );
+    assert_eq!(
+        fs::read(backend.session_path(&stem)).unwrap(),
+        session_bytes(&key, "second")
+    );
 }
 
 #[test]
@@ -77,7 +93,10 @@ fn the_previous_version_is_kept_as_the_backup() {
     let key = key();
     let stem = key.file_stem();
     write(&backend, &key, "first");
-    assert!(!backend.dir().join(format!("{stem}.json.bak")).exists(), "no backup before a second write");
+    assert!(
+        !backend.dir().join(format!("{stem}.json.bak")).exists(),
+        "no backup before a second write"
+    );
     write(&backend, &key, "second");
     write(&backend, &key, "third");
     let backup = fs::read(backend.dir().join(format!("{stem}.json.bak"))).unwrap();
@@ -117,9 +136,21 @@ fn a_corrupt_main_file_is_moved_aside_and_the_backup_is_returned() {
     let aside = files_starting(backend.dir(), &format!("{stem}.json.corrupt-"));
     assert_eq!(aside.len(), 1, "{:?}", names(backend.dir()));
     assert_eq!(read.quarantined, aside);
-    assert_eq!(fs::read(&aside[0]).unwrap(), garbage, "the bad bytes are kept for the operator");
-    let millis = aside[0].to_string_lossy().rsplit("corrupt-").next().unwrap().to_string();
-    assert!(millis.parse::<u64>().is_ok(), "named after the time it was moved: {millis}");
+    assert_eq!(
+        fs::read(&aside[0]).unwrap(),
+        garbage,
+        "the bad bytes are kept for the operator"
+    );
+    let millis = aside[0]
+        .to_string_lossy()
+        .rsplit("corrupt-")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        millis.parse::<u64>().is_ok(),
+        "named after the time it was moved: {millis}"
+    );
     assert!(!backend.session_path(&stem).exists());
 }
 
@@ -196,9 +227,14 @@ fn the_lock_is_exclusive_across_threads() {
             got_it.send(()).unwrap();
         })
     };
-    assert!(report.recv_timeout(GRACE).is_err(), "the second lock() must wait for the first");
+    assert!(
+        report.recv_timeout(GRACE).is_err(),
+        "the second lock() must wait for the first"
+    );
     drop(held);
-    report.recv_timeout(Duration::from_secs(10)).expect("the waiter gets the lock once it is free");
+    report
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter gets the lock once it is free");
     waiter.join().unwrap();
 }
 
@@ -219,14 +255,24 @@ fn a_delete_while_another_thread_waits_hands_it_a_lock_on_the_new_file() {
             let lock = backend.lock(&stem).unwrap();
             locked.send(()).unwrap();
             // Holding the lock of the new file: write a fresh session through it.
-            backend.write(&stem, &session_bytes(&key, "reborn"), &lock).unwrap();
+            backend
+                .write(&stem, &session_bytes(&key, "reborn"), &lock)
+                .unwrap();
             released.recv().unwrap();
         })
     };
-    assert!(report.recv_timeout(GRACE).is_err(), "the waiter waits while the delete holds the lock");
+    assert!(
+        report.recv_timeout(GRACE).is_err(),
+        "the waiter waits while the delete holds the lock"
+    );
     assert!(backend.delete(&stem, held).unwrap(), "the session existed");
-    report.recv_timeout(Duration::from_secs(10)).expect("the waiter re-locks after the delete");
-    assert!(backend.dir().join(format!("{stem}.lock")).exists(), "the waiter made a new lock file");
+    report
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter re-locks after the delete");
+    assert!(
+        backend.dir().join(format!("{stem}.lock")).exists(),
+        "the waiter made a new lock file"
+    );
 
     // The waiter's lock is real: a third party must wait for it.
     let (third_got_it, third) = mpsc::channel();
@@ -235,10 +281,15 @@ fn a_delete_while_another_thread_waits_hands_it_a_lock_on_the_new_file() {
         thread::spawn(move || {
             let lock = backend.lock(&stem).unwrap();
             let read = backend.read(&stem, None, &lock).unwrap();
-            third_got_it.send(read.session.map(|s| goal_of(&s).to_string())).unwrap();
+            third_got_it
+                .send(read.session.map(|s| goal_of(&s).to_string()))
+                .unwrap();
         })
     };
-    assert!(third.recv_timeout(GRACE).is_err(), "the waiter's lock excludes others");
+    assert!(
+        third.recv_timeout(GRACE).is_err(),
+        "the waiter's lock excludes others"
+    );
     release.send(()).unwrap();
     waiter.join().unwrap();
     let seen = third.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -259,7 +310,10 @@ fn delete_removes_the_session_and_its_backup_but_keeps_quarantined_copies() {
     assert!(backend.delete(&stem, lock).unwrap());
     assert_eq!(names(backend.dir()), [format!("{stem}.json.corrupt-1")]);
     let lock = backend.lock(&stem).unwrap();
-    assert!(!backend.delete(&stem, lock).unwrap(), "a second delete finds nothing");
+    assert!(
+        !backend.delete(&stem, lock).unwrap(),
+        "a second delete finds nothing"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mia_narrative_session::clock::{HybridClock, Hlc};
+use mia_narrative_session::clock::{Hlc, HybridClock};
 use mia_narrative_session::merge::{merge_sessions, normalize};
 use mia_narrative_session::model::{
     ChartStatus, ConversationEntry, NarrativeSession, Role, StcAction, StcChart, StoryBeat,
@@ -43,7 +43,9 @@ const EXTRA_KEYS: [&str; 3] = ["colour", "priority", "x.y"];
 const NODES: [&str; 3] = ["", "n1", "n2"];
 
 fn millis_of(time: &str) -> u64 {
-    chrono::DateTime::parse_from_rfc3339(time).unwrap().timestamp_millis() as u64
+    chrono::DateTime::parse_from_rfc3339(time)
+        .unwrap()
+        .timestamp_millis() as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -51,10 +53,12 @@ fn millis_of(time: &str) -> u64 {
 
 /// Clocks whose millis are those of the time pool, so explicit versions tie with `updatedAt`.
 fn hlc() -> impl Strategy<Value = Hlc> {
-    (select(TIMES.to_vec()), 0u32..3, select(NODES.to_vec())).prop_map(|(time, counter, node)| Hlc {
-        millis: millis_of(time),
-        counter,
-        node: node.to_string(),
+    (select(TIMES.to_vec()), 0u32..3, select(NODES.to_vec())).prop_map(|(time, counter, node)| {
+        Hlc {
+            millis: millis_of(time),
+            counter,
+            node: node.to_string(),
+        }
     })
 }
 
@@ -67,7 +71,9 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("JSON has no NaN or infinity", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+            .prop_map(Value::from),
         (-3i32..3).prop_map(|n| Value::from(f64::from(n) / 4.0)),
         "[a-z ]{0,8}".prop_map(Value::from),
         any::<String>().prop_map(Value::from),
@@ -78,7 +84,14 @@ fn json_leaf() -> impl Strategy<Value = Value> {
 
 /// Values that serde_json calls equal although their text differs (key order, the sign of zero),
 /// next to one whose text sorts between them. JavaScript clients send objects in any key order.
-const LOOKALIKES: [&str; 6] = [r#"{"x":1,"y":2}"#, r#"{"y":2,"x":1}"#, r#"{"xz":0}"#, "0.0", "-0.0", "-1"];
+const LOOKALIKES: [&str; 6] = [
+    r#"{"x":1,"y":2}"#,
+    r#"{"y":2,"x":1}"#,
+    r#"{"xz":0}"#,
+    "0.0",
+    "-0.0",
+    "-1",
+];
 
 fn lookalike() -> impl Strategy<Value = Value> {
     select(LOOKALIKES.to_vec()).prop_map(|text| serde_json::from_str(text).unwrap())
@@ -91,11 +104,13 @@ fn json_value() -> impl Strategy<Value = Value> {
     let nested = leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Value::Array),
-            vec(("[a-z]{1,3}", inner), 0..4).prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            vec(("[a-z]{1,3}", inner), 0..4)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
         ]
     });
     // A top-level null in memory or config is a deletion, not a value.
-    prop_oneof![4 => nested, 1 => lookalike()].prop_filter("a stored value is never null", |v| !v.is_null())
+    prop_oneof![4 => nested, 1 => lookalike()]
+        .prop_filter("a stored value is never null", |v| !v.is_null())
 }
 
 fn keyed_map(keys: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
@@ -118,14 +133,16 @@ fn action(id: &'static str) -> impl Strategy<Value = StcAction> {
         ]),
         extra(),
     )
-        .prop_map(move |(title, completed, completed_at, order, extra)| StcAction {
-            id: id.to_string(),
-            title,
-            completed,
-            completed_at,
-            order,
-            extra,
-        })
+        .prop_map(
+            move |(title, completed, completed_at, order, extra)| StcAction {
+                id: id.to_string(),
+                title,
+                completed,
+                completed_at,
+                order,
+                extra,
+            },
+        )
 }
 
 fn chart(id: &'static str) -> impl Strategy<Value = StcChart> {
@@ -135,33 +152,47 @@ fn chart(id: &'static str) -> impl Strategy<Value = StcChart> {
     (
         ("[a-z]{0,5}", "[a-z]{0,5}", "[a-z]{0,5}"),
         actions,
-        select(vec![ChartStatus::Active, ChartStatus::Resolved, ChartStatus::Archived]),
+        select(vec![
+            ChartStatus::Active,
+            ChartStatus::Resolved,
+            ChartStatus::Archived,
+        ]),
         (time(), time()),
         extra(),
     )
-        .prop_map(move |((title, desired_outcome, current_reality), actions, status, (created_at, updated_at), extra)| StcChart {
-            id: id.to_string(),
-            title,
-            desired_outcome,
-            current_reality,
-            actions,
-            status,
-            created_at,
-            updated_at,
-            extra,
-        })
+        .prop_map(
+            move |(
+                (title, desired_outcome, current_reality),
+                actions,
+                status,
+                (created_at, updated_at),
+                extra,
+            )| StcChart {
+                id: id.to_string(),
+                title,
+                desired_outcome,
+                current_reality,
+                actions,
+                status,
+                created_at,
+                updated_at,
+                extra,
+            },
+        )
 }
 
 fn beat(id: &'static str) -> impl Strategy<Value = StoryBeat> {
     let annotations = proptest::option::of(
-        (proptest::option::of("[a-z]{0,4}"), proptest::option::of("[a-z]{0,4}")).prop_map(|(engineer, story)| {
-            UniverseAnnotations {
+        (
+            proptest::option::of("[a-z]{0,4}"),
+            proptest::option::of("[a-z]{0,4}"),
+        )
+            .prop_map(|(engineer, story)| UniverseAnnotations {
                 engineer,
                 ceremony: None,
                 story,
                 extra: Map::new(),
-            }
-        }),
+            }),
     );
     (
         "[a-z]{0,5}",
@@ -170,34 +201,42 @@ fn beat(id: &'static str) -> impl Strategy<Value = StoryBeat> {
         time(),
         extra(),
     )
-        .prop_map(move |(description, kind, universe_annotations, created_at, extra)| StoryBeat {
-            id: id.to_string(),
-            description,
-            kind: kind.to_string(),
-            universe_annotations,
-            created_at,
-            extra,
-        })
+        .prop_map(
+            move |(description, kind, universe_annotations, created_at, extra)| StoryBeat {
+                id: id.to_string(),
+                description,
+                kind: kind.to_string(),
+                universe_annotations,
+                created_at,
+                extra,
+            },
+        )
 }
 
 fn entry(id: &'static str) -> impl Strategy<Value = ConversationEntry> {
     (
         select(vec![Role::User, Role::Assistant, Role::System, Role::Agent]),
         "[a-z ]{0,6}",
-        proptest::option::of(select(vec![Universe::Engineer, Universe::Ceremony, Universe::Story])),
+        proptest::option::of(select(vec![
+            Universe::Engineer,
+            Universe::Ceremony,
+            Universe::Story,
+        ])),
         time(),
         proptest::option::of("t[0-9]"),
         extra(),
     )
-        .prop_map(move |(role, content, universe, timestamp, trace_id, extra)| ConversationEntry {
-            id: id.to_string(),
-            role,
-            content,
-            universe,
-            timestamp,
-            trace_id,
-            extra,
-        })
+        .prop_map(
+            move |(role, content, universe, timestamp, trace_id, extra)| ConversationEntry {
+                id: id.to_string(),
+                role,
+                content,
+                universe,
+                timestamp,
+                trace_id,
+                extra,
+            },
+        )
 }
 
 /// A list of entries with distinct ids drawn from `ids`, in random order.
@@ -229,14 +268,17 @@ fn version_paths() -> Vec<String> {
 }
 
 fn story_position() -> impl Strategy<Value = StoryPosition> {
-    (select(vec!["", "setup", "confrontation"]), 0u32..3, select(vec!["", "rising", "falling"])).prop_map(
-        |(arc, beat, phase)| StoryPosition {
+    (
+        select(vec!["", "setup", "confrontation"]),
+        0u32..3,
+        select(vec!["", "rising", "falling"]),
+    )
+        .prop_map(|(arc, beat, phase)| StoryPosition {
             arc: arc.to_string(),
             beat,
             phase: phase.to_string(),
             extra: Map::new(),
-        },
-    )
+        })
 }
 
 /// A realistic random session. A `versions` entry for a memory or config key the session lacks
@@ -246,15 +288,33 @@ fn session() -> impl Strategy<Value = NarrativeSession> {
         select(vec!["s1", "s2"]),
         time(),
         time(),
-        select(vec![UniverseFocus::Engineer, UniverseFocus::Ceremony, UniverseFocus::Story, UniverseFocus::All]),
+        select(vec![
+            UniverseFocus::Engineer,
+            UniverseFocus::Ceremony,
+            UniverseFocus::Story,
+            UniverseFocus::All,
+        ]),
         story_position(),
     );
     let maps = (keyed_map(&MEMORY_KEYS), keyed_map(&CONFIG_KEYS));
-    let lists = (list(&CHART_IDS, chart), list(&BEAT_IDS, beat), list(&ENTRY_IDS, entry));
+    let lists = (
+        list(&CHART_IDS, chart),
+        list(&BEAT_IDS, beat),
+        list(&ENTRY_IDS, entry),
+    );
     let versions = btree_map(select(version_paths()), hlc(), 0..8);
     (meta, maps, lists, versions).prop_map(
-        |((id, t1, t2, universe_focus, story_position), (memory, config), (active_charts, story_beats, conversation_history), versions)| {
-            let (created_at, updated_at) = if millis_of(&t1) <= millis_of(&t2) { (t1, t2) } else { (t2, t1) };
+        |(
+            (id, t1, t2, universe_focus, story_position),
+            (memory, config),
+            (active_charts, story_beats, conversation_history),
+            versions,
+        )| {
+            let (created_at, updated_at) = if millis_of(&t1) <= millis_of(&t2) {
+                (t1, t2)
+            } else {
+                (t2, t1)
+            };
             NarrativeSession {
                 id: id.to_string(),
                 user_id: "alice".into(),
@@ -278,14 +338,16 @@ fn merge(a: &NarrativeSession, b: &NarrativeSession) -> NarrativeSession {
     merge_sessions(a, b).expect("merging two valid sessions never fails")
 }
 
-
 /// Where two sessions differ, as JSON paths, so a failing law reads as one line per difference.
 fn differences(x: &NarrativeSession, y: &NarrativeSession) -> Vec<String> {
     fn walk(x: &Value, y: &Value, path: String, out: &mut Vec<String>) {
         match (x, y) {
             (Value::Object(a), Value::Object(b)) => {
                 for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
-                    let (va, vb) = (a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null));
+                    let (va, vb) = (
+                        a.get(key).unwrap_or(&Value::Null),
+                        b.get(key).unwrap_or(&Value::Null),
+                    );
                     walk(va, vb, format!("{path}/{key}"), out);
                 }
             }
@@ -299,7 +361,12 @@ fn differences(x: &NarrativeSession, y: &NarrativeSession) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    walk(&serde_json::to_value(x).unwrap(), &serde_json::to_value(y).unwrap(), String::new(), &mut out);
+    walk(
+        &serde_json::to_value(x).unwrap(),
+        &serde_json::to_value(y).unwrap(),
+        String::new(),
+        &mut out,
+    );
     if out.is_empty() && x != y {
         out.push("equal as JSON but not as sessions".into());
     }
@@ -307,11 +374,18 @@ fn differences(x: &NarrativeSession, y: &NarrativeSession) -> Vec<String> {
 }
 
 /// Asserts two sessions are equal, reporting their differences and the inputs as JSON.
-fn same(x: &NarrativeSession, y: &NarrativeSession, inputs: &[&NarrativeSession]) -> Result<(), TestCaseError> {
+fn same(
+    x: &NarrativeSession,
+    y: &NarrativeSession,
+    inputs: &[&NarrativeSession],
+) -> Result<(), TestCaseError> {
     if x == y {
         return Ok(());
     }
-    let inputs: Vec<String> = inputs.iter().map(|s| serde_json::to_string(s).unwrap()).collect();
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
     Err(TestCaseError::fail(format!(
         "sessions differ:\n  {}\ninputs:\n  {}",
         differences(x, y).join("\n  "),
@@ -523,7 +597,11 @@ fn clock_step() -> impl Strategy<Value = ClockStep> {
     prop_oneof![
         (995u64..1010).prop_map(ClockStep::Now),
         (990u64..1015, counter, select(vec!["", "a", "zz"])).prop_map(|(millis, counter, node)| {
-            ClockStep::Observe(Hlc { millis, counter, node: node.to_string() })
+            ClockStep::Observe(Hlc {
+                millis,
+                counter,
+                node: node.to_string(),
+            })
         }),
     ]
 }
@@ -567,19 +645,41 @@ proptest! {
 // Hand-picked stories next to the laws.
 
 fn base() -> NarrativeSession {
-    NarrativeSession::new("s1".into(), "alice".into(), "/w".into(), "2026-01-01T00:00:00.000Z".into())
+    NarrativeSession::new(
+        "s1".into(),
+        "alice".into(),
+        "/w".into(),
+        "2026-01-01T00:00:00.000Z".into(),
+    )
 }
 
 #[test]
 fn a_deletion_recorded_as_a_tombstone_beats_an_older_value() {
     let mut old = base();
     old.memory.insert("goal".into(), Value::from("ship"));
-    old.versions.insert("memory.goal".into(), Hlc { millis: 10, counter: 0, node: "a".into() });
+    old.versions.insert(
+        "memory.goal".into(),
+        Hlc {
+            millis: 10,
+            counter: 0,
+            node: "a".into(),
+        },
+    );
     let mut newer = base();
-    newer.versions.insert("memory.goal".into(), Hlc { millis: 20, counter: 0, node: "b".into() });
+    newer.versions.insert(
+        "memory.goal".into(),
+        Hlc {
+            millis: 20,
+            counter: 0,
+            node: "b".into(),
+        },
+    );
     for m in [merge(&old, &newer), merge(&newer, &old)] {
         assert!(!m.memory.contains_key("goal"));
-        assert_eq!(m.versions["memory.goal"].millis, 20, "the tombstone's clock is kept");
+        assert_eq!(
+            m.versions["memory.goal"].millis, 20,
+            "the tombstone's clock is kept"
+        );
     }
 }
 
@@ -631,19 +731,44 @@ fn the_same_chart_on_both_sides_merges_field_by_field_with_actions_unioned() {
     };
     let mut a = base();
     a.active_charts.push(chart("old title", &["a1"]));
-    a.versions.insert("activeCharts.c1.title".into(), Hlc { millis: 1, counter: 0, node: "a".into() });
+    a.versions.insert(
+        "activeCharts.c1.title".into(),
+        Hlc {
+            millis: 1,
+            counter: 0,
+            node: "a".into(),
+        },
+    );
     let mut b = base();
     let mut c = chart("new title", &["a2"]);
     c.status = ChartStatus::Resolved;
     b.active_charts.push(c);
-    b.versions.insert("activeCharts.c1.title".into(), Hlc { millis: 2, counter: 0, node: "b".into() });
-    b.versions.insert("activeCharts.c1.status".into(), Hlc { millis: 0, counter: 0, node: "b".into() });
+    b.versions.insert(
+        "activeCharts.c1.title".into(),
+        Hlc {
+            millis: 2,
+            counter: 0,
+            node: "b".into(),
+        },
+    );
+    b.versions.insert(
+        "activeCharts.c1.status".into(),
+        Hlc {
+            millis: 0,
+            counter: 0,
+            node: "b".into(),
+        },
+    );
     let m = merge(&a, &b);
     assert_eq!(m, merge(&b, &a));
     assert_eq!(m.active_charts.len(), 1);
     let c = &m.active_charts[0];
     assert_eq!(c.title, "new title", "the later title clock wins");
-    assert_eq!(c.status, ChartStatus::Active, "a's status (at updatedAt) beats b's status at the epoch");
+    assert_eq!(
+        c.status,
+        ChartStatus::Active,
+        "a's status (at updatedAt) beats b's status at the epoch"
+    );
     assert_eq!(ids(&c.actions, |x| &x.id), ["a1", "a2"]);
 }
 
@@ -653,11 +778,23 @@ fn values_equal_but_for_key_order_do_not_make_the_merge_depend_on_grouping() {
     // third's plain JSON text sorts between theirs. All groupings must agree.
     let with = |text: &str| {
         let mut s = base();
-        s.memory.insert("k".into(), serde_json::from_str(text).unwrap());
-        s.versions.insert("memory.k".into(), Hlc { millis: 5, counter: 0, node: "n".into() });
+        s.memory
+            .insert("k".into(), serde_json::from_str(text).unwrap());
+        s.versions.insert(
+            "memory.k".into(),
+            Hlc {
+                millis: 5,
+                counter: 0,
+                node: "n".into(),
+            },
+        );
         s
     };
-    let (xy, xz, yx) = (with(r#"{"x":1,"y":2}"#), with(r#"{"xz":0}"#), with(r#"{"y":2,"x":1}"#));
+    let (xy, xz, yx) = (
+        with(r#"{"x":1,"y":2}"#),
+        with(r#"{"xz":0}"#),
+        with(r#"{"y":2,"x":1}"#),
+    );
     let left = merge(&merge(&xy, &yx), &xz);
     let right = merge(&xy, &merge(&yx, &xz));
     assert_eq!(left.memory["k"], right.memory["k"]);
@@ -678,17 +815,24 @@ fn actions_added_from_the_other_side_are_sorted_by_order_then_id() {
     });
     b.active_charts.push(c);
     for m in [merge(&a, &b), merge(&b, &a)] {
-        assert_eq!(ids(&m.active_charts[0].actions, |x| &x.id), ["a2", "a1"], "a2 has an order, a1 none");
+        assert_eq!(
+            ids(&m.active_charts[0].actions, |x| &x.id),
+            ["a2", "a1"],
+            "a2 has an order, a1 none"
+        );
     }
 }
 
 #[test]
 fn a_chart_moves_when_the_other_side_knows_it_was_created_earlier() {
     let mut a = base();
-    a.active_charts.push(plain_chart("c1", "2026-01-05T00:00:00.000Z"));
-    a.active_charts.push(plain_chart("c2", "2026-01-03T00:00:00.000Z"));
+    a.active_charts
+        .push(plain_chart("c1", "2026-01-05T00:00:00.000Z"));
+    a.active_charts
+        .push(plain_chart("c2", "2026-01-03T00:00:00.000Z"));
     let mut b = base();
-    b.active_charts.push(plain_chart("c1", "2026-01-01T00:00:00.000Z"));
+    b.active_charts
+        .push(plain_chart("c1", "2026-01-01T00:00:00.000Z"));
     for m in [merge(&a, &b), merge(&b, &a)] {
         assert_eq!(ids(&m.active_charts, |c| &c.id), ["c1", "c2"]);
         assert_eq!(m.active_charts[0].created_at, "2026-01-01T00:00:00.000Z");
@@ -704,4 +848,39 @@ fn versions_of_the_merge_cover_every_register() {
     assert!(paths.contains_key(&"memory.goal".to_string()));
     assert!(paths.contains_key(&"universeFocus".to_string()));
     assert!(paths.contains_key(&"storyPosition".to_string()));
+}
+
+/// A replica that first hears of a chart through a partial update (one action completed) must not
+/// let the defaults it fills in (an empty title) beat the chart's real fields written elsewhere.
+#[test]
+fn a_partial_chart_update_never_erases_the_fields_it_left_out() {
+    use mia_narrative_session::merge::apply_patch;
+    use mia_narrative_session::update::parse_update;
+
+    let mut full_side = base();
+    let mut early = HybridClock::with_wall_clock("a", || 1_800_000_000_000);
+    let full = parse_update(r#"{"activeCharts":[{"id":"c1","title":"Ship v1","actions":[{"id":"a1","title":"write docs"}]}]}"#)
+        .unwrap()
+        .into_patch(&mut early)
+        .unwrap();
+    apply_patch(&mut full_side, &full).unwrap();
+
+    let mut partial_side = base();
+    let mut later = HybridClock::with_wall_clock("b", || 1_800_000_000_500);
+    let partial =
+        parse_update(r#"{"activeCharts":[{"id":"c1","actions":[{"id":"a1","completed":true}]}]}"#)
+            .unwrap()
+            .into_patch(&mut later)
+            .unwrap();
+    apply_patch(&mut partial_side, &partial).unwrap();
+
+    for merged in [
+        merge(&full_side, &partial_side),
+        merge(&partial_side, &full_side),
+    ] {
+        let chart = &merged.active_charts[0];
+        assert_eq!(chart.title, "Ship v1");
+        assert_eq!(chart.actions[0].title, "write docs");
+        assert!(chart.actions[0].completed);
+    }
 }

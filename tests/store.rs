@@ -28,7 +28,10 @@ async fn open(dir: &Path) -> SessionStore {
 }
 
 fn session_file(dir: &Path) -> PathBuf {
-    dir.join(format!("{}.json", SessionKey::new(USER, WORKSPACE).unwrap().file_stem()))
+    dir.join(format!(
+        "{}.json",
+        SessionKey::new(USER, WORKSPACE).unwrap().file_stem()
+    ))
 }
 
 fn on_disk(dir: &Path) -> NarrativeSession {
@@ -40,7 +43,11 @@ fn parse(json: &str) -> NarrativeSession {
 }
 
 async fn merge(store: &SessionStore, update: Value) -> Vec<String> {
-    store.merge(USER, WORKSPACE, &update.to_string(), None).await.unwrap().changes
+    store
+        .merge(USER, WORKSPACE, &update.to_string(), None)
+        .await
+        .unwrap()
+        .changes
 }
 
 async fn current(store: &SessionStore) -> String {
@@ -72,7 +79,9 @@ fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime, u64) {
 fn recorder(store: &SessionStore) -> (Arc<Mutex<Vec<MergeEvent>>>, u64) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let id = store.on_merge(Arc::new(move |event: &MergeEvent| sink.lock().unwrap().push(event.clone())));
+    let id = store.on_merge(Arc::new(move |event: &MergeEvent| {
+        sink.lock().unwrap().push(event.clone())
+    }));
     (events, id)
 }
 
@@ -86,7 +95,10 @@ async fn the_first_load_creates_the_session_and_persists_it_at_once() {
     let session = parse(&first.session_json);
     assert_eq!(session.user_id, USER);
     assert_eq!(session.workspace_id, WORKSPACE);
-    assert_eq!(session.id, SessionKey::new(USER, WORKSPACE).unwrap().session_id());
+    assert_eq!(
+        session.id,
+        SessionKey::new(USER, WORKSPACE).unwrap().session_id()
+    );
     assert_eq!(session.universe_focus, UniverseFocus::All);
     assert_eq!(on_disk(dir.path()), session, "persisted before any save");
 
@@ -127,7 +139,10 @@ async fn a_new_store_on_the_same_directory_restores_everything_after_close() {
     assert_eq!(parse(&restored.session_json), parse(&before));
     let session = parse(&restored.session_json);
     assert_eq!(session.memory["big"], json!(12345678901234567890u64));
-    assert_eq!(session.memory["nested"], json!({"n": [1, 2.5, null, {"deep": true}]}));
+    assert_eq!(
+        session.memory["nested"],
+        json!({"n": [1, 2.5, null, {"deep": true}]})
+    );
     assert_eq!(session.active_charts[0].actions[0].extra["effort"], "S");
     assert_eq!(session.story_beats[0].extra["sha"], "abc");
     reopened.close().await.unwrap();
@@ -138,12 +153,18 @@ async fn save_writes_only_when_there_is_something_to_write() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     store.load(USER, WORKSPACE).await.unwrap();
-    assert!(!store.save(USER, WORKSPACE).await.unwrap(), "a fresh session is already on disk");
+    assert!(
+        !store.save(USER, WORKSPACE).await.unwrap(),
+        "a fresh session is already on disk"
+    );
     merge(&store, json!({"memory": {"goal": "ship"}})).await;
     assert!(store.save(USER, WORKSPACE).await.unwrap());
     assert_eq!(on_disk(dir.path()).memory["goal"], "ship");
     assert!(!store.save(USER, WORKSPACE).await.unwrap());
-    assert!(!store.save("bob", WORKSPACE).await.unwrap(), "a session never loaded has nothing to save");
+    assert!(
+        !store.save("bob", WORKSPACE).await.unwrap(),
+        "a session never loaded has nothing to save"
+    );
     store.close().await.unwrap();
 }
 
@@ -156,8 +177,16 @@ async fn two_stores_on_one_directory_keep_both_updates() {
     first.load(USER, WORKSPACE).await.unwrap();
     second.load(USER, WORKSPACE).await.unwrap();
 
-    merge(&first, json!({"memory": {"fromFirst": 1}, "storyBeats": [{"id": "b-first", "type": "commit"}]})).await;
-    merge(&second, json!({"memory": {"fromSecond": 2}, "storyBeats": [{"id": "b-second", "type": "deploy"}]})).await;
+    merge(
+        &first,
+        json!({"memory": {"fromFirst": 1}, "storyBeats": [{"id": "b-first", "type": "commit"}]}),
+    )
+    .await;
+    merge(
+        &second,
+        json!({"memory": {"fromSecond": 2}, "storyBeats": [{"id": "b-second", "type": "deploy"}]}),
+    )
+    .await;
     first.save(USER, WORKSPACE).await.unwrap();
     second.save(USER, WORKSPACE).await.unwrap();
 
@@ -165,11 +194,20 @@ async fn two_stores_on_one_directory_keep_both_updates() {
     assert_eq!(stored.memory["fromFirst"], 1);
     assert_eq!(stored.memory["fromSecond"], 2);
     let beats: Vec<&str> = stored.story_beats.iter().map(|b| b.id.as_str()).collect();
-    assert!(beats.contains(&"b-first") && beats.contains(&"b-second"), "{beats:?}");
+    assert!(
+        beats.contains(&"b-first") && beats.contains(&"b-second"),
+        "{beats:?}"
+    );
     first.close().await.unwrap();
     second.close().await.unwrap();
     let stored = on_disk(dir.path());
-    assert_eq!((stored.memory.get("fromFirst"), stored.memory.get("fromSecond")), (Some(&json!(1)), Some(&json!(2))));
+    assert_eq!(
+        (
+            stored.memory.get("fromFirst"),
+            stored.memory.get("fromSecond")
+        ),
+        (Some(&json!(1)), Some(&json!(2)))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +229,9 @@ async fn a_store_hears_of_another_stores_write_as_an_external_merge() {
     assert!(arrived, "the live session picks up the other store's write");
     let events = events.lock().unwrap().clone();
     assert!(
-        events.iter().any(|e| e.origin == "external" && e.changes.contains(&"memory.goal".to_string())),
+        events
+            .iter()
+            .any(|e| e.origin == "external" && e.changes.contains(&"memory.goal".to_string())),
         "{events:?}"
     );
     listening.close().await.unwrap();
@@ -209,20 +249,29 @@ async fn autosave_writes_dirty_sessions_and_never_rewrites_a_clean_one() {
 
     let clean = fingerprint(&file);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(fingerprint(&file) == clean, "a clean session is not rewritten by autosave");
+    assert!(
+        fingerprint(&file) == clean,
+        "a clean session is not rewritten by autosave"
+    );
 
     merge(&store, json!({"memory": {"goal": "autosaved"}})).await;
     let saved = eventually(Duration::from_secs(5), async || {
         on_disk(dir.path()).memory.get("goal") == Some(&json!("autosaved"))
     })
     .await;
-    assert!(saved, "autosave writes the dirty session without a save() call");
+    assert!(
+        saved,
+        "autosave writes the dirty session without a save() call"
+    );
     let listed = store.list().await.unwrap();
     assert!(listed[0].loaded && !listed[0].dirty, "{listed:?}");
 
     let written = fingerprint(&file);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(fingerprint(&file) == written, "once saved, later ticks leave the file alone");
+    assert!(
+        fingerprint(&file) == written,
+        "once saved, later ticks leave the file alone"
+    );
     store.close().await.unwrap();
 }
 
@@ -249,8 +298,14 @@ async fn an_invalid_update_is_refused_with_einvalid_and_changes_nothing() {
         assert_eq!(err.code, ErrorCode::Invalid, "{bad}: {err}");
     }
     assert_eq!(current(&store).await, before);
-    assert!(events.lock().unwrap().is_empty(), "no listener hears of a refused update");
-    assert!(!store.save(USER, WORKSPACE).await.unwrap(), "nothing was made dirty");
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "no listener hears of a refused update"
+    );
+    assert!(
+        !store.save(USER, WORKSPACE).await.unwrap(),
+        "nothing was made dirty"
+    );
     store.close().await.unwrap();
 }
 
@@ -264,20 +319,34 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
     let big = |n: usize| json!({"memory": {"notes": "x".repeat(n)}}).to_string();
 
     // An update larger than the limit on its own.
-    let err = store.merge(USER, WORKSPACE, &big(5000), None).await.unwrap_err();
+    let err = store
+        .merge(USER, WORKSPACE, &big(5000), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
 
     // Updates that fit alone but not together.
-    store.merge(USER, WORKSPACE, &big(1800), None).await.unwrap();
+    store
+        .merge(USER, WORKSPACE, &big(1800), None)
+        .await
+        .unwrap();
     let before = current(&store).await;
     store.save(USER, WORKSPACE).await.unwrap();
     let err = store
-        .merge(USER, WORKSPACE, &json!({"memory": {"more": "y".repeat(3000)}}).to_string(), None)
+        .merge(
+            USER,
+            WORKSPACE,
+            &json!({"memory": {"more": "y".repeat(3000)}}).to_string(),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
     assert_eq!(current(&store).await, before, "nothing changed");
-    assert!(!store.save(USER, WORKSPACE).await.unwrap(), "and nothing is dirty");
+    assert!(
+        !store.save(USER, WORKSPACE).await.unwrap(),
+        "and nothing is dirty"
+    );
     store.close().await.unwrap();
 }
 
@@ -290,7 +359,9 @@ async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
     store.close().await.unwrap();
     assert_eq!(on_disk(dir.path()).memory["goal"], "flushed by close");
 
-    let closed = |r: Result<(), mia_narrative_session::error::StoreError>| assert_eq!(r.unwrap_err().code, ErrorCode::Closed);
+    let closed = |r: Result<(), mia_narrative_session::error::StoreError>| {
+        assert_eq!(r.unwrap_err().code, ErrorCode::Closed)
+    };
     closed(store.load(USER, WORKSPACE).await.map(|_| ()));
     closed(store.merge(USER, WORKSPACE, "{}", None).await.map(|_| ()));
     closed(store.save(USER, WORKSPACE).await.map(|_| ()));
@@ -307,10 +378,18 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
     let (events, id) = recorder(&store);
 
     store
-        .merge(USER, WORKSPACE, r#"{"memory":{"goal":"ship"}}"#, Some("tab-1"))
+        .merge(
+            USER,
+            WORKSPACE,
+            r#"{"memory":{"goal":"ship"}}"#,
+            Some("tab-1"),
+        )
         .await
         .unwrap();
-    store.merge(USER, WORKSPACE, r#"{"universeFocus":"ceremony"}"#, None).await.unwrap();
+    store
+        .merge(USER, WORKSPACE, r#"{"universeFocus":"ceremony"}"#, None)
+        .await
+        .unwrap();
     {
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 2, "{events:?}");
@@ -329,8 +408,15 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
     }
 
     assert!(store.remove_listener(id));
-    store.merge(USER, WORKSPACE, r#"{"memory":{"goal":"again"}}"#, None).await.unwrap();
-    assert_eq!(events.lock().unwrap().len(), 2, "a removed listener hears nothing");
+    store
+        .merge(USER, WORKSPACE, r#"{"memory":{"goal":"again"}}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.lock().unwrap().len(),
+        2,
+        "a removed listener hears nothing"
+    );
     store.close().await.unwrap();
 }
 
@@ -340,27 +426,65 @@ async fn changes_list_only_what_changed() {
     let store = open(dir.path()).await;
     let (events, _) = recorder(&store);
 
-    assert_eq!(merge(&store, json!({"memory": {"goal": "ship"}})).await, ["memory.goal"]);
-    assert!(merge(&store, json!({"memory": {"goal": "ship"}})).await.is_empty(), "the same value again is no change");
-    assert_eq!(merge(&store, json!({"memory": {"goal": "ship", "mood": "calm"}})).await, ["memory.mood"]);
-    assert_eq!(merge(&store, json!({"memory": {"mood": null}})).await, ["memory.mood"], "a deletion is a change");
-    assert!(merge(&store, json!({"memory": {"mood": null}})).await.is_empty(), "deleting it again is not");
-    assert_eq!(merge(&store, json!({"universeFocus": "story"})).await, ["universeFocus"]);
-    assert!(merge(&store, json!({"universeFocus": "story"})).await.is_empty());
+    assert_eq!(
+        merge(&store, json!({"memory": {"goal": "ship"}})).await,
+        ["memory.goal"]
+    );
+    assert!(
+        merge(&store, json!({"memory": {"goal": "ship"}}))
+            .await
+            .is_empty(),
+        "the same value again is no change"
+    );
+    assert_eq!(
+        merge(&store, json!({"memory": {"goal": "ship", "mood": "calm"}})).await,
+        ["memory.mood"]
+    );
+    assert_eq!(
+        merge(&store, json!({"memory": {"mood": null}})).await,
+        ["memory.mood"],
+        "a deletion is a change"
+    );
+    assert!(
+        merge(&store, json!({"memory": {"mood": null}}))
+            .await
+            .is_empty(),
+        "deleting it again is not"
+    );
+    assert_eq!(
+        merge(&store, json!({"universeFocus": "story"})).await,
+        ["universeFocus"]
+    );
+    assert!(merge(&store, json!({"universeFocus": "story"}))
+        .await
+        .is_empty());
 
     let chart = json!({"activeCharts": [{"id": "c1", "title": "Launch"}]});
     let added = merge(&store, chart.clone()).await;
     assert!(added.contains(&"activeCharts.c1".to_string()), "{added:?}");
-    assert!(added.iter().all(|p| p.starts_with("activeCharts.c1")), "{added:?}");
-    assert!(merge(&store, chart).await.is_empty(), "a chart sent back unchanged");
+    assert!(
+        added.iter().all(|p| p.starts_with("activeCharts.c1")),
+        "{added:?}"
+    );
+    assert!(
+        merge(&store, chart).await.is_empty(),
+        "a chart sent back unchanged"
+    );
     assert_eq!(
-        merge(&store, json!({"activeCharts": [{"id": "c1", "title": "Launch v2"}]})).await,
+        merge(
+            &store,
+            json!({"activeCharts": [{"id": "c1", "title": "Launch v2"}]})
+        )
+        .await,
         ["activeCharts.c1.title"]
     );
 
     let entry = json!({"conversationHistory": [{"id": "e1", "role": "user", "content": "hi",
                                                  "timestamp": "2026-01-01T00:00:00.000Z"}]});
-    assert_eq!(merge(&store, entry.clone()).await, ["conversationHistory.e1"]);
+    assert_eq!(
+        merge(&store, entry.clone()).await,
+        ["conversationHistory.e1"]
+    );
     assert!(merge(&store, entry).await.is_empty(), "an entry sent twice");
 
     let sent = events.lock().unwrap().len();
@@ -375,10 +499,16 @@ async fn an_entry_resent_without_a_timestamp_keeps_its_first_one() {
     let store = open(dir.path()).await;
     let entry = json!({"conversationHistory": [{"id": "e1", "role": "user", "content": "hi"}],
                        "storyBeats": [{"id": "b1", "type": "commit"}]});
-    assert_eq!(merge(&store, entry.clone()).await, ["storyBeats.b1", "conversationHistory.e1"]);
+    assert_eq!(
+        merge(&store, entry.clone()).await,
+        ["storyBeats.b1", "conversationHistory.e1"]
+    );
     let first = parse(&current(&store).await);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(merge(&store, entry).await.is_empty(), "resending is no change");
+    assert!(
+        merge(&store, entry).await.is_empty(),
+        "resending is no change"
+    );
     let second = parse(&current(&store).await);
     assert_eq!(second.conversation_history, first.conversation_history);
     assert_eq!(second.story_beats, first.story_beats);
@@ -413,8 +543,16 @@ async fn a_corrupt_file_is_recovered_from_the_backup_on_load() {
     let store = open(dir.path()).await;
     let loaded = store.load(USER, WORKSPACE).await.unwrap();
     assert!(loaded.recovered && !loaded.created);
-    assert_eq!(parse(&loaded.session_json).memory["goal"], "v1", "the previous good version");
-    assert_eq!(on_disk(dir.path()).memory["goal"], "v1", "written back over the bad file");
+    assert_eq!(
+        parse(&loaded.session_json).memory["goal"],
+        "v1",
+        "the previous good version"
+    );
+    assert_eq!(
+        on_disk(dir.path()).memory["goal"],
+        "v1",
+        "written back over the bad file"
+    );
     let aside: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())

@@ -279,9 +279,16 @@ function clientPool(getServer) {
     },
     async closeAll() {
       await Promise.allSettled(
-        clients.splice(0).map((c) =>
-          Promise.race([c.close(), new Promise((resolve) => setTimeout(resolve, 1000))]).finally(() => c.ws.terminate()),
-        ),
+        clients.splice(0).map((c) => {
+          let timer;
+          const giveUp = new Promise((resolve) => {
+            timer = setTimeout(resolve, 1000);
+          });
+          return Promise.race([c.close(), giveUp]).finally(() => {
+            clearTimeout(timer);
+            c.ws.terminate();
+          });
+        }),
       );
     },
   };

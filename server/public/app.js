@@ -412,7 +412,7 @@
       const actionId = box.dataset.actionId
       const action = box.checked
         ? { id: actionId, completed: true, completedAt: nowIso() }
-        : { id: actionId, completed: false }
+        : { id: actionId, completed: false, completedAt: null } // null clears the time
       send({ activeCharts: [{ id: chartId, actions: [action] }] })
     })
     return card

@@ -83,7 +83,8 @@ pub struct FileStamp {
 }
 
 enum Parsed {
-    Good(NarrativeSession, u64),
+    /// Boxed: a session is large, and the other variants are empty.
+    Good(Box<NarrativeSession>, u64),
     Missing,
     Bad,
 }
@@ -132,12 +133,17 @@ impl FileBackend {
 
     /// Reads a session. A main file that does not parse is moved aside and the backup is tried;
     /// `expected` (when given) must match the ids inside, or the file counts as corrupt.
-    pub fn read(&self, stem: &str, expected: Option<&SessionKey>, _lock: &SessionLock) -> Result<ReadOutcome> {
+    pub fn read(
+        &self,
+        stem: &str,
+        expected: Option<&SessionKey>,
+        _lock: &SessionLock,
+    ) -> Result<ReadOutcome> {
         let mut outcome = ReadOutcome::default();
         let main = self.path(stem, SESSION_EXT);
         match parse_file(&main, expected)? {
             Parsed::Good(session, bytes) => {
-                outcome.session = Some(session);
+                outcome.session = Some(*session);
                 outcome.bytes = bytes;
                 return Ok(outcome);
             }
@@ -150,7 +156,7 @@ impl FileBackend {
         let backup = self.path(stem, BACKUP_EXT);
         match parse_file(&backup, expected)? {
             Parsed::Good(session, bytes) => {
-                outcome.session = Some(session);
+                outcome.session = Some(*session);
                 outcome.bytes = bytes;
                 outcome.recovered = true;
             }
@@ -213,7 +219,8 @@ impl FileBackend {
 
     fn temp_path(&self, stem: &str) -> PathBuf {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(format!(".{stem}.{}.{n}{TEMP_EXT}", std::process::id()))
+        self.dir
+            .join(format!(".{stem}.{}.{n}{TEMP_EXT}", std::process::id()))
     }
 
     /// Removes a session's files (quarantined copies are kept). Returns whether it existed.
@@ -237,7 +244,11 @@ impl FileBackend {
     pub fn stems(&self) -> Result<Vec<String>> {
         let mut stems = Vec::new();
         for entry in self.entries()? {
-            if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(SESSION_EXT)) {
+            if let Some(stem) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(SESSION_EXT))
+            {
                 if is_file_stem(stem) {
                     stems.push(stem.to_string());
                 }
@@ -247,7 +258,8 @@ impl FileBackend {
     }
 
     fn entries(&self) -> Result<impl Iterator<Item = fs::DirEntry>> {
-        let read = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot list", &self.dir, e))?;
+        let read =
+            fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot list", &self.dir, e))?;
         Ok(read.filter_map(|e| e.ok()))
     }
 
@@ -274,12 +286,17 @@ impl FileBackend {
 
     /// When the session's file was last written, or None when it is gone.
     pub fn modified(&self, stem: &str) -> Option<SystemTime> {
-        fs::metadata(self.path(stem, SESSION_EXT)).and_then(|m| m.modified()).ok()
+        fs::metadata(self.path(stem, SESSION_EXT))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Marks a session as alive for other processes' cleanup (which skips recently modified files).
     pub fn touch(&self, stem: &str) {
-        if let Ok(file) = File::options().write(true).open(self.path(stem, SESSION_EXT)) {
+        if let Ok(file) = File::options()
+            .write(true)
+            .open(self.path(stem, SESSION_EXT))
+        {
             let _ = file.set_modified(SystemTime::now());
         }
     }
@@ -322,7 +339,7 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
     if !matches || validate_session(&session).is_err() {
         return Ok(Parsed::Bad);
     }
-    Ok(Parsed::Good(session, bytes.len() as u64))
+    Ok(Parsed::Good(Box::new(session), bytes.len() as u64))
 }
 
 /// Moves a bad file aside, next to where it was. Never deletes it: if it cannot be moved, the
@@ -330,13 +347,24 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
 fn quarantine(path: &Path) -> Result<PathBuf> {
     let mut n = 0;
     loop {
-        let suffix = if n == 0 { String::new() } else { format!(".{n}") };
-        let aside = PathBuf::from(format!("{}.corrupt-{}{suffix}", path.display(), wall_clock_millis()));
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!(".{n}")
+        };
+        let aside = PathBuf::from(format!(
+            "{}.corrupt-{}{suffix}",
+            path.display(),
+            wall_clock_millis()
+        ));
         if !aside.exists() {
             fs::rename(path, &aside).map_err(|e| {
                 StoreError::new(
                     ErrorCode::Corrupt,
-                    format!("{} is corrupt and could not be moved aside: {e}", path.display()),
+                    format!(
+                        "{} is corrupt and could not be moved aside: {e}",
+                        path.display()
+                    ),
                 )
             })?;
             return Ok(aside);

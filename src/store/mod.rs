@@ -38,6 +38,8 @@ pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_MAX_SESSION_BYTES: usize = 32 * 1024 * 1024;
 /// The origin of merge events for changes found on disk (another process, or an operator).
 pub const EXTERNAL_ORIGIN: &str = "external";
+/// How many times its own size a merged update may add to a session, at most in practice.
+const MERGE_GROWTH: usize = 64;
 /// How long the watcher gathers file events before acting on them.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(50);
 /// The origin of merge events when the caller names none.
@@ -78,7 +80,9 @@ fn check_ttl(ttl_days: f64) -> Result<()> {
     if ttl_days.is_finite() && ttl_days > 0.0 {
         Ok(())
     } else {
-        Err(StoreError::invalid(format!("ttlDays must be a positive number, not {ttl_days}")))
+        Err(StoreError::invalid(format!(
+            "ttlDays must be a positive number, not {ttl_days}"
+        )))
     }
 }
 
@@ -149,6 +153,9 @@ struct StoreInner {
     stop: watch::Sender<bool>,
     /// Reports session files that change on disk; dropped at close.
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Autosave, cleanup and watcher tasks; close waits for them, so nothing touches the
+    /// directory once close has resolved.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct Slot {
@@ -186,6 +193,7 @@ impl SessionStore {
                 closed: AtomicBool::new(false),
                 stop,
                 watcher: Mutex::new(None),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
         store.start_timers();
@@ -218,7 +226,13 @@ impl SessionStore {
 
     /// Merges a client's update (JSON text of any subset of a session's fields) into the session.
     /// Nothing changes when the update is refused.
-    pub async fn merge(&self, user_id: &str, workspace_id: &str, update_json: &str, origin: Option<&str>) -> Result<MergeOutcome> {
+    pub async fn merge(
+        &self,
+        user_id: &str,
+        workspace_id: &str,
+        update_json: &str,
+        origin: Option<&str>,
+    ) -> Result<MergeOutcome> {
         self.check_open()?;
         let key = SessionKey::new(user_id, workspace_id)?;
         let origin = origin.unwrap_or(DEFAULT_ORIGIN);
@@ -233,20 +247,28 @@ impl SessionStore {
         let mut state = slot.state.lock().await;
         self.ensure_loaded(&slot.key, &mut state).await?;
         let live = loaded(&mut state)?;
-        if live.approx_bytes + update_json.len() > max {
-            return Err(too_large("session", live.approx_bytes + update_json.len(), max));
-        }
         let patch = update.into_patch(&mut lock(&self.inner.clock))?;
-        let stamp = patch.clock.to_rfc3339();
-        let changes = apply_patch(&mut live.session, &patch)?;
+        // Near the limit, merge into a copy, so a refused update leaves the session as it was.
+        // (Clocks and defaults make a merged update larger than its text; the margin covers that.)
+        let near_limit = live.approx_bytes + MERGE_GROWTH * update_json.len() + 64 * 1024 > max;
+        let mut copy = near_limit.then(|| live.session.clone());
+        let target = copy.as_mut().unwrap_or(&mut live.session);
+        let changes = apply_patch(target, &patch)?;
         if changes.touched {
-            if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&live.session.updated_at) {
-                live.session.updated_at = stamp;
+            let stamp = patch.clock.to_rfc3339();
+            if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&target.updated_at) {
+                target.updated_at = stamp;
             }
-            live.dirty = true;
-            live.approx_bytes += update_json.len();
         }
-        let session_json = to_json(&live.session)?;
+        let session_json = to_json(target)?;
+        if near_limit && session_json.len() > max {
+            return Err(too_large("session", session_json.len(), max));
+        }
+        if let Some(merged) = copy {
+            live.session = merged;
+        }
+        live.dirty |= changes.touched;
+        live.approx_bytes = session_json.len();
         drop(state);
         self.emit(&slot.key, origin, &changes.paths);
         Ok(MergeOutcome {
@@ -345,7 +367,11 @@ impl SessionStore {
 
     /// Removes sessions not updated for `ttl_days` (default: the store's TTL) before `now_millis`
     /// (default: now). Sessions loaded in this store are kept.
-    pub async fn cleanup(&self, ttl_days: Option<f64>, now_millis: Option<i64>) -> Result<CleanupReport> {
+    pub async fn cleanup(
+        &self,
+        ttl_days: Option<f64>,
+        now_millis: Option<i64>,
+    ) -> Result<CleanupReport> {
         self.check_open()?;
         self.sweep(ttl_days, now_millis).await
     }
@@ -384,6 +410,10 @@ impl SessionStore {
         }
         let _ = self.inner.stop.send(true);
         lock(&self.inner.watcher).take();
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
         self.flush_dirty().await.map(|_| ())
     }
 
@@ -428,7 +458,11 @@ impl SessionStore {
     }
 
     /// Loads the session into `state` when it is not there yet. Returns (created, recovered).
-    async fn ensure_loaded(&self, key: &SessionKey, state: &mut Option<Live>) -> Result<(bool, bool)> {
+    async fn ensure_loaded(
+        &self,
+        key: &SessionKey,
+        state: &mut Option<Live>,
+    ) -> Result<(bool, bool)> {
         if state.is_some() {
             return Ok((false, false));
         }
@@ -530,7 +564,8 @@ impl SessionStore {
         // Only then, or two stores would rewrite each other's files forever.
         if !live.dirty {
             let mut probe = stored;
-            live.dirty = apply_patch(&mut probe, &SessionPatch::from_session(&live.session))?.touched;
+            live.dirty =
+                apply_patch(&mut probe, &SessionPatch::from_session(&live.session))?.touched;
         }
         drop(state);
         self.emit(&slot.key, EXTERNAL_ORIGIN, &changes.paths);
@@ -547,7 +582,7 @@ impl SessionStore {
         *lock(&self.inner.watcher) = Some(watcher);
         let store = self.clone();
         let mut stop = self.inner.stop.subscribe();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             loop {
                 let first = tokio::select! {
                     stem = reports.recv() => match stem { Some(stem) => stem, None => break },
@@ -555,6 +590,9 @@ impl SessionStore {
                 };
                 // A write is several events (create, modify, rename): take them as one.
                 tokio::time::sleep(WATCH_DEBOUNCE).await;
+                if *stop.borrow() {
+                    break;
+                }
                 let mut stems = std::collections::BTreeSet::from([first]);
                 while let Ok(stem) = reports.try_recv() {
                     stems.insert(stem);
@@ -570,7 +608,10 @@ impl SessionStore {
         if changes.is_empty() {
             return;
         }
-        let listeners: Vec<MergeListener> = lock(&self.inner.listeners).iter().map(|(_, l)| l.clone()).collect();
+        let listeners: Vec<MergeListener> = lock(&self.inner.listeners)
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
         if listeners.is_empty() {
             return;
         }
@@ -591,7 +632,7 @@ impl SessionStore {
         let autosave = self.inner.options.autosave_interval;
         if !autosave.is_zero() {
             let store = self.clone();
-            tokio::spawn(async move {
+            self.spawn_task(async move {
                 while store.sleep_unless_stopped(autosave).await {
                     // Failed sessions stay dirty and are retried on the next tick.
                     let _ = store.flush_dirty().await;
@@ -601,7 +642,7 @@ impl SessionStore {
         let sweep = self.inner.options.cleanup_interval;
         if !sweep.is_zero() {
             let store = self.clone();
-            tokio::spawn(async move {
+            self.spawn_task(async move {
                 loop {
                     let _ = store.sweep(None, None).await;
                     if !store.sleep_unless_stopped(sweep).await {
@@ -610,6 +651,10 @@ impl SessionStore {
                 }
             });
         }
+    }
+
+    fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        lock(&self.inner.tasks).push(tokio::spawn(task));
     }
 
     /// Sleeps for `period`; false when the store closed meanwhile.
@@ -644,7 +689,9 @@ where
 
 /// Locks a std mutex, recovering from poisoning: every critical section here leaves the data whole.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn to_json(session: &NarrativeSession) -> Result<String> {
@@ -672,5 +719,8 @@ fn new_node_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     hasher.update(nanos.to_le_bytes());
-    hasher.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    hasher.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

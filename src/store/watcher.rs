@@ -41,5 +41,8 @@ fn session_stem(path: &Path) -> Option<&str> {
 }
 
 fn watch_error(err: notify::Error) -> StoreError {
-    StoreError::new(ErrorCode::Io, format!("cannot watch the sessions directory: {err}"))
+    StoreError::new(
+        ErrorCode::Io,
+        format!("cannot watch the sessions directory: {err}"),
+    )
 }

@@ -1,0 +1,320 @@
+//! The TTL sweep (design.md, section 4): compare, then delete. Expired sessions go; fresh ones, ones
+//! in use, ones touched during the sweep and corrupt files stay; leftovers of crashed writes go.
+
+use std::cell::Cell;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mia_narrative_session::cleanup::{cutoff, now_millis, sweep};
+use mia_narrative_session::clock::millis_to_rfc3339;
+use mia_narrative_session::model::NarrativeSession;
+use mia_narrative_session::paths::SessionKey;
+use mia_narrative_session::store::file::FileBackend;
+use mia_narrative_session::store::{SessionStore, StoreOptions};
+
+const WORKSPACE: &str = "/home/shared/proj";
+const DAY: Duration = Duration::from_secs(86_400);
+const TTL_DAYS: f64 = 30.0;
+
+fn days_ago(days: u64) -> SystemTime {
+    SystemTime::now() - DAY * days as u32
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn session_bytes(user: &str, updated: SystemTime) -> Vec<u8> {
+    let key = SessionKey::new(user, WORKSPACE).unwrap();
+    let time = millis_to_rfc3339(millis(updated));
+    let session = NarrativeSession::new(key.session_id(), user.into(), WORKSPACE.into(), time);
+    serde_json::to_vec(&session).unwrap()
+}
+
+fn set_mtime(path: &Path, time: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+/// Stores `user`'s session as last updated at `updated`, in a file last written then too.
+fn plant(backend: &FileBackend, user: &str, updated: SystemTime) -> String {
+    let stem = SessionKey::new(user, WORKSPACE).unwrap().file_stem();
+    let lock = backend.lock(&stem).unwrap();
+    backend
+        .write(&stem, &session_bytes(user, updated), &lock)
+        .unwrap();
+    set_mtime(&backend.session_path(&stem), updated);
+    stem
+}
+
+fn backend(dir: &Path) -> FileBackend {
+    FileBackend::open(dir).unwrap()
+}
+
+fn the_cutoff() -> i64 {
+    cutoff(now_millis(), TTL_DAYS)
+}
+
+fn nothing_in_use(_: &str) -> bool {
+    false
+}
+
+fn no_hook(_: &str) {}
+
+fn exists(backend: &FileBackend, stem: &str) -> bool {
+    backend.session_path(stem).exists()
+}
+
+#[test]
+fn expired_sessions_are_removed_and_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let old = plant(&backend, "gone-for-two-months", days_ago(60));
+    let fresh = plant(&backend, "here-yesterday", days_ago(1));
+
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+    assert_eq!(
+        (report.scanned, report.removed, report.kept, report.in_use),
+        (2, 1, 1, 0),
+        "{report:?}"
+    );
+    assert!(report.errors.is_empty());
+    assert!(!exists(&backend, &old));
+    assert!(
+        !dir.path().join(format!("{old}.lock")).exists(),
+        "all of its files go"
+    );
+    assert!(exists(&backend, &fresh));
+}
+
+#[test]
+fn a_recently_written_file_is_kept_whatever_its_updated_at_says() {
+    // Another process's sweep skips files written after the cutoff: that is how a store marks a
+    // session it has loaded as alive for every process.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "old-but-touched", days_ago(60));
+    set_mtime(&backend.session_path(&stem), SystemTime::now());
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+    assert_eq!(report.kept, 1);
+    assert!(exists(&backend, &stem));
+}
+
+#[test]
+fn an_old_file_with_a_recent_updated_at_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "restored-from-a-copy", days_ago(1));
+    set_mtime(&backend.session_path(&stem), days_ago(90));
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+    assert_eq!((report.removed, report.kept), (0, 1));
+    assert!(exists(&backend, &stem));
+}
+
+#[test]
+fn a_session_in_use_is_never_reaped_and_is_marked_alive_for_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "in-a-long-meeting", days_ago(60));
+    let in_use = |s: &str| s == stem;
+
+    let report = sweep(&backend, the_cutoff(), &in_use, &no_hook).unwrap();
+    assert_eq!((report.in_use, report.removed), (1, 0));
+    assert!(exists(&backend, &stem));
+    let modified = fs::metadata(backend.session_path(&stem))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(
+        modified.elapsed().unwrap() < Duration::from_secs(60),
+        "touched, so other sweeps skip it"
+    );
+}
+
+#[test]
+fn a_session_saved_during_the_sweep_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "came-back-just-in-time", days_ago(60));
+    let hook_ran = Cell::new(false);
+    // Between the sweep's first look and its locked re-check, a writer saves the session.
+    let writer = |s: &str| {
+        assert_eq!(s, stem);
+        let lock = backend.lock(s).unwrap();
+        backend
+            .write(
+                s,
+                &session_bytes("came-back-just-in-time", SystemTime::now()),
+                &lock,
+            )
+            .unwrap();
+        hook_ran.set(true);
+    };
+
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &writer).unwrap();
+    assert!(hook_ran.get(), "the session looked expired at first");
+    assert_eq!((report.removed, report.kept), (0, 1), "{report:?}");
+    let lock = backend.lock(&stem).unwrap();
+    let kept = backend
+        .read(&stem, None, &lock)
+        .unwrap()
+        .session
+        .expect("the saved session is still there");
+    assert_eq!(kept.user_id, "came-back-just-in-time");
+}
+
+#[test]
+fn a_session_loaded_during_the_sweep_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "opened-a-tab", days_ago(60));
+    let loaded = Cell::new(false);
+    let in_use = |_: &str| loaded.get();
+    let report = sweep(&backend, the_cutoff(), &in_use, &|_| loaded.set(true)).unwrap();
+    assert_eq!(report.removed, 0);
+    assert!(exists(&backend, &stem));
+}
+
+fn temp_file(dir: &Path, name: &str, age: Duration) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, b"half a write").unwrap();
+    set_mtime(&path, SystemTime::now() - age);
+    path
+}
+
+#[test]
+fn stale_temp_files_of_crashed_writes_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let stem = plant(&backend, "someone", days_ago(1));
+    let stale = temp_file(
+        dir.path(),
+        &format!(".{stem}.4242.7.tmp"),
+        Duration::from_secs(2 * 3600),
+    );
+    let other_stale = temp_file(dir.path(), ".anything.tmp", Duration::from_secs(3 * 3600));
+    let in_flight = temp_file(
+        dir.path(),
+        &format!(".{stem}.4242.8.tmp"),
+        Duration::from_secs(60),
+    );
+    let not_ours = temp_file(dir.path(), "notes.tmp", Duration::from_secs(5 * 3600));
+
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+    assert_eq!(report.temp_files_removed, 2);
+    assert!(!stale.exists() && !other_stale.exists());
+    assert!(in_flight.exists(), "a write may still be in progress");
+    assert!(
+        not_ours.exists(),
+        "only our `.<name>.tmp` files are touched"
+    );
+    assert!(exists(&backend, &stem));
+}
+
+#[test]
+fn corrupt_files_are_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let long_ago = days_ago(400);
+    let garbage_stem = SessionKey::new("torn-write", WORKSPACE)
+        .unwrap()
+        .file_stem();
+    let garbage = temp_file(dir.path(), &format!("{garbage_stem}.json"), DAY * 400);
+    let aside = temp_file(
+        dir.path(),
+        &format!("{garbage_stem}.json.corrupt-1700000000000"),
+        DAY * 400,
+    );
+    // Parses, but its updatedAt is not a time: left for load to deal with.
+    let odd_stem = SessionKey::new("odd-time", WORKSPACE).unwrap().file_stem();
+    let mut odd: serde_json::Value =
+        serde_json::from_slice(&session_bytes("odd-time", long_ago)).unwrap();
+    odd["updatedAt"] = "last spring".into();
+    let odd_path = backend.session_path(&odd_stem);
+    fs::write(&odd_path, odd.to_string()).unwrap();
+    set_mtime(&odd_path, long_ago);
+
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+    assert_eq!(
+        (report.scanned, report.removed, report.kept),
+        (2, 0, 2),
+        "{report:?}"
+    );
+    assert_eq!(fs::read(&garbage).unwrap(), b"half a write");
+    assert_eq!(fs::read(&aside).unwrap(), b"half a write");
+    assert!(odd_path.exists());
+}
+
+fn quiet_options(dir: &Path) -> StoreOptions {
+    let mut options = StoreOptions::new(dir);
+    options.autosave_interval = Duration::ZERO;
+    options.cleanup_interval = Duration::ZERO;
+    options
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_cleanup_removes_expired_sessions_but_keeps_fresh_and_loaded_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let backend = backend(dir.path());
+        plant(&backend, "left-long-ago", days_ago(60));
+        plant(&backend, "still-working", days_ago(60));
+        plant(&backend, "active-last-week", days_ago(7));
+    }
+    let store = SessionStore::open(quiet_options(dir.path())).await.unwrap();
+    store.load("still-working", WORKSPACE).await.unwrap();
+
+    let report = store.cleanup(None, None).await.unwrap();
+    assert_eq!(
+        (report.scanned, report.removed, report.kept, report.in_use),
+        (3, 1, 1, 1),
+        "{report:?}"
+    );
+    let users: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.user_id)
+        .collect();
+    assert_eq!(users, ["active-last-week", "still-working"]);
+
+    // The caller may choose the TTL and the time: in 60 days, last week's session has expired too.
+    let later = now_millis() + 60 * 86_400_000;
+    let report = store.cleanup(Some(TTL_DAYS), Some(later)).await.unwrap();
+    assert_eq!((report.removed, report.in_use), (1, 1), "{report:?}");
+    assert_eq!(store.list().await.unwrap().len(), 1);
+
+    let err = store.cleanup(Some(0.0), None).await.unwrap_err();
+    assert_eq!(
+        err.code,
+        mia_narrative_session::error::ErrorCode::Invalid,
+        "a TTL must be positive"
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_sweeps_when_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let stem = plant(&backend(dir.path()), "left-long-ago", days_ago(60));
+    let mut options = quiet_options(dir.path());
+    options.cleanup_interval = Duration::from_secs(3600);
+    let store = SessionStore::open(options).await.unwrap();
+    let start = std::time::Instant::now();
+    while dir.path().join(format!("{stem}.json")).exists()
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !dir.path().join(format!("{stem}.json")).exists(),
+        "the first sweep runs at open"
+    );
+    store.close().await.unwrap();
+}
