@@ -10,6 +10,8 @@ const { normalizeWorkspaceId } = require('../index')
 const SESSION_MESSAGE_TYPES = Object.freeze(['session-update'])
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 const MAX_TRACE_ID_LENGTH = 256
+const SESSION_UPDATE_TYPE = /"type"\s*:\s*"session-update"/
+const TRACE_ID = new RegExp(`"traceId"\\s*:\\s*"([^"\\\\]{1,${MAX_TRACE_ID_LENGTH}})"`)
 const WS_OPEN = 1
 const CLOSE_POLICY_VIOLATION = 1008
 const CLOSE_INTERNAL_ERROR = 1011
@@ -82,9 +84,10 @@ function attachNarrativeSession(ws, req, options) {
     if (isBinary) return
     const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString()
     if (Buffer.byteLength(text) > maxMessageBytes) {
-      // Too big to parse; answer only when it claims to be ours.
-      if (text.slice(0, 512).includes('"session-update"')) {
-        post('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` })
+      // Too big to parse: a linear scan says whether it is ours (and its traceId), without parsing.
+      if (SESSION_UPDATE_TYPE.test(text)) {
+        const traceId = TRACE_ID.exec(text)?.[1]
+        post('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` }, traceId)
       }
       return
     }

@@ -18,6 +18,7 @@ mod binding;
 pub mod cleanup;
 pub mod clock;
 pub mod error;
+pub mod journal;
 pub mod merge;
 pub mod model;
 pub mod paths;

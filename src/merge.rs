@@ -182,6 +182,10 @@ fn blank_like(session: &NarrativeSession) -> NarrativeSession {
 
 /// Merge `patch` into `target`, returning what changed.
 pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Result<Changes> {
+    if patch.mode == PatchMode::Update {
+        let settled = settle_update(target, patch.clone())?;
+        return apply_patch(target, &settled);
+    }
     let mut changes = Changes::default();
     // A field of the target with no clock of its own takes the target's updatedAt.
     let target_default = Hlc::from_rfc3339(&target.updated_at);
@@ -216,16 +220,15 @@ pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Resul
     for chart in &patch.charts {
         registers.merge_chart(&mut target.active_charts, chart)?;
     }
-    let beats = with_times(&patch.beats, &target.story_beats, patch, |b| {
-        &mut b.created_at
-    });
-    union_by_id(&mut target.story_beats, &beats, BEATS, registers.changes)?;
-    let entries = with_times(&patch.entries, &target.conversation_history, patch, |e| {
-        &mut e.timestamp
-    });
+    union_by_id(
+        &mut target.story_beats,
+        &patch.beats,
+        BEATS,
+        registers.changes,
+    )?;
     union_by_id(
         &mut target.conversation_history,
-        &entries,
+        &patch.entries,
         ENTRIES,
         registers.changes,
     )?;
@@ -265,10 +268,6 @@ impl Registers<'_> {
     /// Returns true when the incoming value must replace the target's; the clock is updated here,
     /// and a changed value is recorded under `path`.
     fn resolve(&mut self, path: String, current: Option<&Value>, incoming: &Value) -> bool {
-        let explicit = self.patch.versions.get(&path);
-        if self.patch.mode == PatchMode::Update && explicit.is_none() && current == Some(incoming) {
-            return false;
-        }
         let incoming_version = self.patch.version_of(&path);
         let current_version = match (self.versions.get(&path), current) {
             (Some(version), _) => Some(version.clone()),
@@ -531,27 +530,132 @@ fn with_tombstones(
 /// An update's beats or entries, with a time for each one sent without: one the target already has
 /// keeps its time, a new one takes the update's clock. So a client that resends its history
 /// without times (a replay after a reconnect) neither moves nor changes it.
-fn with_times<'a, T: ListEntry + Clone>(
-    incoming: &'a [T],
+/// Give entries that came without a time the time they already have in `target`, or, for new
+/// ones, the time of `clock`.
+fn fill_times<T: ListEntry>(
+    incoming: &mut [T],
     target: &[T],
-    patch: &SessionPatch,
+    clock: &Hlc,
     time: fn(&mut T) -> &mut String,
-) -> Cow<'a, [T]> {
-    if patch.mode != PatchMode::Update || incoming.iter().all(|item| !item.time().is_empty()) {
-        return Cow::Borrowed(incoming);
+) {
+    if incoming.iter().all(|item| !item.time().is_empty()) {
+        return;
     }
-    let now = patch.clock.to_rfc3339();
+    let now = clock.to_rfc3339();
     let known: HashMap<&str, &str> = target.iter().map(|item| (item.id(), item.time())).collect();
-    let timed = incoming.iter().map(|item| {
-        let mut item = item.clone();
+    for item in incoming.iter_mut() {
         if item.time().is_empty() {
-            *time(&mut item) = known
+            let filled = known
                 .get(item.id())
                 .map_or_else(|| now.clone(), |t| t.to_string());
+            *time(item) = filled;
         }
-        item
+    }
+}
+
+/// An update as the join it amounts to against `target`. Fields it sends unchanged, with no clock of
+/// their own, are dropped (they are not writes), and entries without a time get one. Applying the
+/// result to any replica, in any order, has the update's effect: this is what the journal records.
+pub fn settle_update(target: &NarrativeSession, mut patch: SessionPatch) -> Result<SessionPatch> {
+    if patch.mode == PatchMode::Join {
+        return Ok(patch);
+    }
+    let SessionPatch {
+        universe_focus,
+        story_position,
+        memory,
+        config,
+        charts,
+        beats,
+        entries,
+        versions,
+        clock,
+        ..
+    } = &mut patch;
+    let unchanged = |path: &str, current: Option<&Value>, incoming: &Value| {
+        !versions.contains_key(path) && current == Some(incoming)
+    };
+    if let Some(focus) = *universe_focus {
+        let current = serde_json::to_value(target.universe_focus).map_err(internal)?;
+        if unchanged(
+            UNIVERSE_FOCUS,
+            Some(&current),
+            &serde_json::to_value(focus).map_err(internal)?,
+        ) {
+            *universe_focus = None;
+        }
+    }
+    if let Some(position) = story_position {
+        let current = serde_json::to_value(&target.story_position).map_err(internal)?;
+        if unchanged(
+            STORY_POSITION,
+            Some(&current),
+            &serde_json::to_value(&*position).map_err(internal)?,
+        ) {
+            *story_position = None;
+        }
+    }
+    for (map, current_map, name) in [
+        (memory, &target.memory, MEMORY),
+        (config, &target.config, CONFIG),
+    ] {
+        map.retain(|key, value| {
+            let path = format!("{name}.{key}");
+            let current = current_map
+                .get(key)
+                .or_else(|| target.versions.contains_key(&path).then_some(&NULL));
+            !unchanged(&path, current, value)
+        });
+    }
+    for chart in charts.iter_mut() {
+        let id = chart
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(existing) = target.active_charts.iter().find(|c| c.id == id) else {
+            continue;
+        };
+        let current = chart_registers(existing);
+        let prefix = format!("{CHARTS}.{}", segment(&id));
+        let keep = |fields: &Map<String, Value>, field: &str, value: &Value, prefix: &str| {
+            let path = format!("{prefix}.{}", segment(field));
+            let now = fields
+                .get(field)
+                .or_else(|| target.versions.contains_key(&path).then_some(&NULL));
+            !unchanged(&path, now, value)
+        };
+        chart.retain(|field, value| {
+            CHART_META.contains(&field.as_str()) || keep(&current, field, value, &prefix)
+        });
+        let Some(Value::Array(actions)) = chart.get_mut("actions") else {
+            continue;
+        };
+        let current_actions = current.get("actions").and_then(Value::as_array);
+        for action in actions.iter_mut().filter_map(Value::as_object_mut) {
+            let aid = action
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let Some(now) = current_actions
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .find(|a| a.get("id").and_then(Value::as_str) == Some(&aid))
+            else {
+                continue;
+            };
+            let action_prefix = format!("{prefix}.actions.{}", segment(&aid));
+            action.retain(|field, value| field == "id" || keep(now, field, value, &action_prefix));
+        }
+    }
+    fill_times(beats, &target.story_beats, clock, |b| &mut b.created_at);
+    fill_times(entries, &target.conversation_history, clock, |e| {
+        &mut e.timestamp
     });
-    Cow::Owned(timed.collect())
+    patch.mode = PatchMode::Join;
+    Ok(patch)
 }
 
 /// Beats and conversation entries: a union by id. Two different copies of one id resolve to the one

@@ -208,9 +208,13 @@ class NarrativeClient {
     return this.messages.slice(this.cursor);
   }
 
-  /** Waits `ms` and fails when a message matching `predicate` arrived (consumed or not) meanwhile. */
-  async expectNothing(predicate = () => true, ms = 300, what = 'message') {
-    const from = this.messages.length;
+  /**
+   * Waits `ms`, then fails when a message matching `predicate` is there: by default any message
+   * not consumed by `next` (including ones that came before the wait); with `{ onlyNew: true }`,
+   * only messages that arrived during the wait.
+   */
+  async expectNothing(predicate = () => true, ms = 300, what = 'message', { onlyNew = false } = {}) {
+    const from = onlyNew ? this.messages.length : this.cursor;
     await new Promise((resolve) => setTimeout(resolve, ms));
     const unexpected = this.messages.slice(from).filter(predicate);
     if (unexpected.length > 0) {
