@@ -148,6 +148,11 @@ export interface OpenOptions {
 export interface MergeOptions {
   /** Who is merging, such as a connection id. Listeners receive it. Default `"local"`. */
   origin?: string
+  /**
+   * Whether the result carries the merged session. Default true. Pass false when only `changes`
+   * are needed: serialising a large session costs far more than merging an update into it.
+   */
+  returnSession?: boolean
 }
 
 export interface CleanupOptions {
@@ -169,7 +174,8 @@ export interface LoadResult {
 }
 
 export interface MergeResult {
-  session: NarrativeSession
+  /** The merged session; absent with `returnSession: false`. */
+  session?: NarrativeSession
   /** The path of each value that changed, such as `universeFocus` or `storyBeats.b1`. */
   changes: string[]
 }
@@ -247,6 +253,12 @@ export declare class NarrativeSessionStore {
    */
   load(userId: string, workspaceId: string): Promise<LoadResult>
   /**
+   * The session as UTF-8 JSON text in a Buffer, for a host that only forwards it (to a socket:
+   * `ws.send(sessionJson, { binary: false })`). Nothing is parsed or converted on Node's thread:
+   * the Buffer is the memory Rust serialised into. Otherwise as `load`.
+   */
+  loadRaw(userId: string, workspaceId: string): Promise<LoadRawResult>
+  /**
    * Merges `update` (any subset of a session's fields) into the session and marks it dirty.
    * List entries are added or merged by id; simple values take the update's `versions` clock,
    * or the server's clock when it has none. `changes` names each path that changed. Listeners
@@ -283,6 +295,14 @@ export declare class NarrativeSessionStore {
  * (`%LOCALAPPDATA%\mia-code-server\Data\sessions` on Windows).
  */
 export declare function defaultDataDir(): string
+
+/** `loadRaw`'s result: the session as JSON text, unparsed. */
+export interface LoadRawResult {
+  /** UTF-8 JSON text of the `NarrativeSession`. */
+  sessionJson: Buffer
+  created: boolean
+  recovered: boolean
+}
 
 /** A merge that changed a session, as listeners receive it. */
 export interface MergeEvent {

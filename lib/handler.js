@@ -48,6 +48,17 @@ function attachNarrativeSession(ws, req, options) {
     if (traceId !== undefined) envelope.traceId = traceId
     ws.send(JSON.stringify(envelope))
   }
+  // A session-event whose payload ends with the session as the JSON text Rust produced: the text is
+  // never parsed here, and goes out as the middle fragment of one text message, uncopied.
+  const sendWithSession = (payload, sessionJson, traceId) => {
+    if (ws.readyState !== WS_OPEN) return
+    const envelope = { type: 'session-event', channel: 'session', timestamp: new Date().toISOString() }
+    if (traceId !== undefined) envelope.traceId = traceId
+    const head = `${JSON.stringify(envelope).slice(0, -1)},"payload":${JSON.stringify(payload).slice(0, -1)},"session":`
+    ws.send(head, { binary: false, fin: false })
+    ws.send(sessionJson, { binary: false, fin: false })
+    ws.send('}}', { binary: false, fin: true })
+  }
   const post = (type, payload, traceId) => {
     outbox = outbox.then(() => send(type, payload, traceId))
   }
@@ -55,8 +66,8 @@ function attachNarrativeSession(ws, req, options) {
     outbox = outbox.then(async () => {
       if (ws.readyState !== WS_OPEN) return
       try {
-        const { session } = await store.load(connection.userId, connection.workspaceId)
-        send('session-event', { ...payload, session }, traceId)
+        const { sessionJson } = await store.loadRaw(connection.userId, connection.workspaceId)
+        sendWithSession(payload, sessionJson, traceId)
       } catch (err) {
         send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
       }
@@ -67,12 +78,12 @@ function attachNarrativeSession(ws, req, options) {
   connection.ready = (async () => {
     const userId = await resolveUserId(req, options)
     const workspaceId = resolveWorkspaceId(req, options)
-    const { session, created, recovered } = await store.load(userId, workspaceId)
+    const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
     connection.userId = userId
     connection.workspaceId = workspaceId
     if (!closed) room.join(connection)
-    outbox = outbox.then(() => send('session-event', { event: 'restored', created, recovered, session }))
-    return { userId, workspaceId, sessionId: session.id }
+    outbox = outbox.then(() => sendWithSession({ event: 'restored', created, recovered }, sessionJson))
+    return { userId, workspaceId, sessionId: sessionIdOf(sessionJson) }
   })()
   queue = connection.ready.catch((err) => {
     send('error', { code: err.code || 'EINTERNAL', message: err.message })
@@ -119,6 +130,7 @@ function attachNarrativeSession(ws, req, options) {
     try {
       const { changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
         origin: connection.id,
+        returnSession: false,
       })
       postWithSession({ event: 'ack', changes }, traceId)
     } catch (err) {
@@ -167,6 +179,11 @@ function resolveWorkspaceId(req, options) {
   }
   const params = new URL(req.url || '/', 'http://localhost').searchParams
   return normalizeWorkspaceId(params.get('workspace') ?? params.get('folder') ?? '')
+}
+
+/** The session's id: its first field, read from the head of the text without parsing the rest. */
+function sessionIdOf(sessionJson) {
+  return /^\{"id":"([0-9a-f]+)"/.exec(sessionJson.toString('latin1', 0, 80))?.[1]
 }
 
 function isObject(value) {

@@ -101,6 +101,15 @@ pub struct MergeEventObject {
     pub changes: Vec<String>,
 }
 
+/// `loadRaw`'s result: the session as JSON text, unparsed.
+#[napi(object)]
+pub struct LoadRawResult {
+    /// UTF-8 JSON text of the `NarrativeSession`.
+    pub session_json: Buffer,
+    pub created: bool,
+    pub recovered: bool,
+}
+
 type MergeListener =
     ThreadsafeFunction<MergeEventObject, (), MergeEventObject, Status, false, true>;
 
@@ -163,6 +172,33 @@ impl NarrativeSessionStore {
         })
     }
 
+    /// The session as UTF-8 JSON text in a Buffer, for a host that only forwards it (to a socket:
+    /// `ws.send(sessionJson, { binary: false })`). Nothing is parsed or converted on Node's thread:
+    /// the Buffer is the memory Rust serialised into. Otherwise as `load`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<LoadRawResult>"
+    )]
+    pub fn load_raw<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<LoadRawResult>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let loaded = store.load(&user, &workspace).await?;
+            Ok(LoadRawResult {
+                session_json: loaded.session_json.into_bytes().into(),
+                created: loaded.created,
+                recovered: loaded.recovered,
+            })
+        })
+    }
+
     /// Merges `update` (any subset of a session's fields) into the session and marks it dirty.
     /// List entries are added or merged by id; simple values take the update's `versions` clock,
     /// or the server's clock when it has none. `changes` names each path that changed. Listeners
@@ -183,18 +219,26 @@ impl NarrativeSessionStore {
         let store = self.store.clone();
         let ids = ids(user_id, workspace_id);
         let update = stringify(env, update, "update");
-        let origin =
-            optional_json(env, options, "options").and_then(|text| merge_origin(text.as_deref()));
+        let options = optional_json(env, options, "options")
+            .and_then(|text| parse_options::<MergeOptionsJson>(text.as_deref()));
         promise(env, async move {
             let (user, workspace) = ids?;
+            let options = options?;
+            let with_session = options.return_session.unwrap_or(true);
             let merged = store
-                .merge(&user, &workspace, &update?, origin?.as_deref())
+                .merge(
+                    &user,
+                    &workspace,
+                    &update?,
+                    options.origin.as_deref(),
+                    with_session,
+                )
                 .await?;
             let changes = serde_json::to_string(&merged.changes).map_err(internal)?;
-            Ok(JsonText(format!(
-                r#"{{"session":{},"changes":{changes}}}"#,
-                merged.session_json
-            )))
+            Ok(JsonText(match merged.session_json {
+                Some(session) => format!(r#"{{"session":{session},"changes":{changes}}}"#),
+                None => format!(r#"{{"changes":{changes}}}"#),
+            }))
         })
     }
 
@@ -486,13 +530,10 @@ fn duration_ms(
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MergeOptionsJson {
     origin: Option<String>,
-}
-
-fn merge_origin(text: Option<&str>) -> Outcome<Option<String>> {
-    Ok(parse_options::<MergeOptionsJson>(text)?.origin)
+    return_session: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -148,6 +148,11 @@ export interface OpenOptions {
 export interface MergeOptions {
   /** Who is merging, such as a connection id. Listeners receive it. Default `"local"`. */
   origin?: string
+  /**
+   * Whether the result carries the merged session. Default true. Pass false when only `changes`
+   * are needed: serialising a large session costs far more than merging an update into it.
+   */
+  returnSession?: boolean
 }
 
 export interface CleanupOptions {
@@ -169,7 +174,8 @@ export interface LoadResult {
 }
 
 export interface MergeResult {
-  session: NarrativeSession
+  /** The merged session; absent with `returnSession: false`. */
+  session?: NarrativeSession
   /** The path of each value that changed, such as `universeFocus` or `storyBeats.b1`. */
   changes: string[]
 }

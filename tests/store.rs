@@ -34,8 +34,17 @@ fn session_file(dir: &Path) -> PathBuf {
     ))
 }
 
+/// The session as the files hold it: the snapshot with its journal replayed.
 fn on_disk(dir: &Path) -> NarrativeSession {
-    serde_json::from_slice(&fs::read(session_file(dir)).unwrap()).unwrap()
+    let mut session: NarrativeSession =
+        serde_json::from_slice(&fs::read(session_file(dir)).unwrap()).unwrap();
+    let journal = session_file(dir).with_extension("journal");
+    let (patches, _) =
+        mia_narrative_session::journal::decode(&fs::read(journal).unwrap_or_default());
+    for patch in &patches {
+        mia_narrative_session::merge::apply_patch(&mut session, patch).unwrap();
+    }
+    session
 }
 
 fn parse(json: &str) -> NarrativeSession {
@@ -44,7 +53,7 @@ fn parse(json: &str) -> NarrativeSession {
 
 async fn merge(store: &SessionStore, update: Value) -> Vec<String> {
     store
-        .merge(USER, WORKSPACE, &update.to_string(), None)
+        .merge(USER, WORKSPACE, &update.to_string(), None, true)
         .await
         .unwrap()
         .changes
@@ -294,7 +303,10 @@ async fn an_invalid_update_is_refused_with_einvalid_and_changes_nothing() {
         r#"["not", "an", "object"]"#,
         "{ torn",
     ] {
-        let err = store.merge(USER, WORKSPACE, bad, None).await.unwrap_err();
+        let err = store
+            .merge(USER, WORKSPACE, bad, None, true)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::Invalid, "{bad}: {err}");
     }
     assert_eq!(current(&store).await, before);
@@ -320,14 +332,14 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
 
     // An update larger than the limit on its own.
     let err = store
-        .merge(USER, WORKSPACE, &big(5000), None)
+        .merge(USER, WORKSPACE, &big(5000), None, true)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
 
     // Updates that fit alone but not together.
     store
-        .merge(USER, WORKSPACE, &big(1800), None)
+        .merge(USER, WORKSPACE, &big(1800), None, true)
         .await
         .unwrap();
     let before = current(&store).await;
@@ -338,6 +350,7 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
             WORKSPACE,
             &json!({"memory": {"more": "y".repeat(3000)}}).to_string(),
             None,
+            true,
         )
         .await
         .unwrap_err();
@@ -363,7 +376,12 @@ async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
         assert_eq!(r.unwrap_err().code, ErrorCode::Closed)
     };
     closed(store.load(USER, WORKSPACE).await.map(|_| ()));
-    closed(store.merge(USER, WORKSPACE, "{}", None).await.map(|_| ()));
+    closed(
+        store
+            .merge(USER, WORKSPACE, "{}", None, true)
+            .await
+            .map(|_| ()),
+    );
     closed(store.save(USER, WORKSPACE).await.map(|_| ()));
     closed(store.delete(USER, WORKSPACE).await.map(|_| ()));
     closed(store.list().await.map(|_| ()));
@@ -383,11 +401,18 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
             WORKSPACE,
             r#"{"memory":{"goal":"ship"}}"#,
             Some("tab-1"),
+            true,
         )
         .await
         .unwrap();
     store
-        .merge(USER, WORKSPACE, r#"{"universeFocus":"ceremony"}"#, None)
+        .merge(
+            USER,
+            WORKSPACE,
+            r#"{"universeFocus":"ceremony"}"#,
+            None,
+            true,
+        )
         .await
         .unwrap();
     {
@@ -409,7 +434,13 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
 
     assert!(store.remove_listener(id));
     store
-        .merge(USER, WORKSPACE, r#"{"memory":{"goal":"again"}}"#, None)
+        .merge(
+            USER,
+            WORKSPACE,
+            r#"{"memory":{"goal":"again"}}"#,
+            None,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -535,9 +566,10 @@ async fn a_corrupt_file_is_recovered_from_the_backup_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     merge(&store, json!({"memory": {"goal": "v1"}})).await;
-    store.save(USER, WORKSPACE).await.unwrap();
+    store.close().await.unwrap(); // close folds the journal into a snapshot
+    let store = open(dir.path()).await;
     merge(&store, json!({"memory": {"goal": "v2"}})).await;
-    store.close().await.unwrap();
+    store.close().await.unwrap(); // and the v1 snapshot becomes the backup
     fs::write(session_file(dir.path()), b"\0\0\0\0").unwrap(); // a crash left garbage
 
     let store = open(dir.path()).await;

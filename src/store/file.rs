@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `S.json` | the session |
 //! | `S.json.bak` | the version before the last write: the previous good copy |
+//! | `S.journal` | updates merged since `S.json` was written (see [`crate::journal`]) |
 //! | `S.lock` | the cross-process lock for read-merge-write |
 //! | `S.json.corrupt-<ms>` | a file that did not parse, moved aside and kept for the operator |
 //! | `.S.<pid>.<n>.tmp` | a write in progress; stale ones are removed by cleanup |
@@ -30,6 +31,7 @@ use crate::paths::{is_file_stem, SessionKey};
 const SESSION_EXT: &str = ".json";
 const BACKUP_EXT: &str = ".json.bak";
 const LOCK_EXT: &str = ".lock";
+const JOURNAL_EXT: &str = ".journal";
 const TEMP_EXT: &str = ".tmp";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -80,6 +82,20 @@ pub struct FileStamp {
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
+}
+
+impl FileStamp {
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The complete records of a journal from some offset, and where they end.
+#[derive(Debug, Default)]
+pub struct JournalRead {
+    pub patches: Vec<crate::merge::SessionPatch>,
+    /// The offset after the last complete record: where the next append goes.
+    pub end: u64,
 }
 
 enum Parsed {
@@ -223,12 +239,74 @@ impl FileBackend {
             .join(format!(".{stem}.{}.{n}{TEMP_EXT}", std::process::id()))
     }
 
+    /// The journal's length, 0 when there is none.
+    pub fn journal_len(&self, stem: &str) -> u64 {
+        fs::metadata(self.path(stem, JOURNAL_EXT)).map_or(0, |m| m.len())
+    }
+
+    /// Reads the journal's complete records from `from` on. A torn or damaged tail (a crash during an
+    /// append) is cut off, so the next append starts on a record boundary.
+    pub fn read_journal(&self, stem: &str, from: u64, _lock: &SessionLock) -> Result<JournalRead> {
+        let path = self.path(stem, JOURNAL_EXT);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(JournalRead::default()),
+            Err(e) => return Err(StoreError::io("cannot read", &path, e)),
+        };
+        let start = (from as usize).min(bytes.len());
+        let (patches, used) = crate::journal::decode(&bytes[start..]);
+        let end = (start + used) as u64;
+        if end < bytes.len() as u64 {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(end).and_then(|()| f.sync_all()))
+                .map_err(|e| StoreError::io("cannot cut the torn tail of", &path, e))?;
+        }
+        Ok(JournalRead { patches, end })
+    }
+
+    /// Appends framed records to the journal and makes them durable. Returns the new length.
+    pub fn append_journal(&self, stem: &str, records: &[u8], _lock: &SessionLock) -> Result<u64> {
+        let path = self.path(stem, JOURNAL_EXT);
+        let created = !path.exists();
+        let mut file = private_file_options()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("cannot open", &path, e))?;
+        file.write_all(records)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StoreError::io("cannot append to", &path, e))?;
+        if created {
+            sync_dir(&self.dir)?;
+        }
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io("cannot stat", &path, e))
+    }
+
+    /// Removes the journal once a snapshot holds everything in it.
+    pub fn remove_journal(&self, stem: &str, _lock: &SessionLock) -> Result<()> {
+        let path = self.path(stem, JOURNAL_EXT);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot remove", &path, e)),
+        }
+    }
+
     /// Removes a session's files (quarantined copies are kept). Returns whether it existed.
     pub fn delete(&self, stem: &str, lock: SessionLock) -> Result<bool> {
         let main = self.path(stem, SESSION_EXT);
         let existed = main.exists();
         // Backup first: a crash between the two must not bring a deleted session back from it.
-        for path in [self.path(stem, BACKUP_EXT), main, self.path(stem, LOCK_EXT)] {
+        for path in [
+            self.path(stem, JOURNAL_EXT),
+            self.path(stem, BACKUP_EXT),
+            main,
+            self.path(stem, LOCK_EXT),
+        ] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -284,11 +362,14 @@ impl FileBackend {
         })
     }
 
-    /// When the session's file was last written, or None when it is gone.
+    /// When the session (its file or its journal) was last written, or None when it is gone.
     pub fn modified(&self, stem: &str) -> Option<SystemTime> {
-        fs::metadata(self.path(stem, SESSION_EXT))
-            .and_then(|m| m.modified())
-            .ok()
+        let of = |ext| {
+            fs::metadata(self.path(stem, ext))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        of(SESSION_EXT).max(of(JOURNAL_EXT))
     }
 
     /// Marks a session as alive for other processes' cleanup (which skips recently modified files).

@@ -25,11 +25,12 @@ use tokio::sync::watch;
 use crate::cleanup::{self, CleanupReport};
 use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
-use crate::merge::{apply_patch, normalize, SessionPatch};
+use crate::journal;
+use crate::merge::{apply_patch, normalize, settle_update, SessionPatch};
 use crate::model::{check_id, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
-use file::{FileBackend, FileStamp};
+use file::{FileBackend, FileStamp, JournalRead};
 
 pub const DEFAULT_TTL_DAYS: f64 = 30.0;
 pub const DEFAULT_AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -98,7 +99,7 @@ pub struct LoadOutcome {
 
 #[derive(Clone, Debug)]
 pub struct MergeOutcome {
-    pub session_json: String,
+    pub session_json: Option<String>,
     /// The path of every value that changed (`"memory.goal"`, `"conversationHistory.e1"`).
     pub changes: Vec<String>,
 }
@@ -166,12 +167,95 @@ struct Slot {
 
 struct Live {
     session: NarrativeSession,
-    dirty: bool,
+    /// Journal records of merges not yet on disk.
+    pending: Vec<u8>,
+    /// The files lack something this session holds: the next save writes a snapshot.
+    needs_snapshot: bool,
     /// The size of the session as JSON, estimated from what was read, written and merged.
     approx_bytes: usize,
-    /// The file as this store last read or wrote it: a watcher event for a file that still looks
-    /// like this is the store's own write.
-    disk_stamp: Option<FileStamp>,
+    /// The files as this store last read or wrote them: a change that leaves them looking like
+    /// this is the store's own write.
+    disk: DiskView,
+}
+
+impl Live {
+    fn new(session: NarrativeSession) -> Live {
+        Live {
+            session,
+            pending: Vec::new(),
+            needs_snapshot: false,
+            approx_bytes: 0,
+            disk: DiskView::default(),
+        }
+    }
+
+    fn is_dirty(&self) -> bool {
+        !self.pending.is_empty() || self.needs_snapshot
+    }
+}
+
+/// A session's files as a store last saw them: the snapshot's stamp and the journal's length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct DiskView {
+    snapshot: Option<FileStamp>,
+    journal_len: u64,
+}
+
+/// What changed in a session's files since a store last saw them.
+enum DiskChange {
+    Unchanged,
+    /// Records were appended to the journal.
+    Tail(JournalRead),
+    /// The snapshot was rewritten (or the journal replaced): everything is read again.
+    Full {
+        session: Option<Box<NarrativeSession>>,
+        journal: JournalRead,
+        snapshot: Option<FileStamp>,
+    },
+}
+
+fn read_disk_changes(
+    backend: &FileBackend,
+    stem: &str,
+    key: &SessionKey,
+    known: DiskView,
+    lock: &file::SessionLock,
+) -> Result<DiskChange> {
+    let snapshot = backend.stamp(stem);
+    let journal_len = backend.journal_len(stem);
+    if snapshot == known.snapshot {
+        if journal_len == known.journal_len {
+            return Ok(DiskChange::Unchanged);
+        }
+        if journal_len > known.journal_len {
+            let tail = backend.read_journal(stem, known.journal_len, lock)?;
+            return Ok(DiskChange::Tail(tail));
+        }
+    }
+    let read = backend.read(stem, Some(key), lock)?;
+    let journal = backend.read_journal(stem, 0, lock)?;
+    Ok(DiskChange::Full {
+        session: read.session.map(Box::new),
+        journal,
+        snapshot: backend.stamp(stem),
+    })
+}
+
+/// Writes a full snapshot and drops the journal it now contains. (A crash between the two leaves a
+/// journal whose records the snapshot already holds: replaying joins twice changes nothing.)
+fn write_snapshot(
+    backend: &FileBackend,
+    stem: &str,
+    bytes: &[u8],
+    lock: &file::SessionLock,
+) -> Result<DiskView> {
+    backend.write(stem, bytes, lock)?;
+    backend.remove_journal(stem, lock)?;
+    // Stamped under the lock, so it is this write's stamp and no one else's.
+    Ok(DiskView {
+        snapshot: backend.stamp(stem),
+        journal_len: 0,
+    })
 }
 
 impl SessionStore {
@@ -225,13 +309,15 @@ impl SessionStore {
     }
 
     /// Merges a client's update (JSON text of any subset of a session's fields) into the session.
-    /// Nothing changes when the update is refused.
+    /// Nothing changes when the update is refused. The merged session comes back as JSON only when
+    /// `with_session` asks for it: serialising a large session costs far more than the merge.
     pub async fn merge(
         &self,
         user_id: &str,
         workspace_id: &str,
         update_json: &str,
         origin: Option<&str>,
+        with_session: bool,
     ) -> Result<MergeOutcome> {
         self.check_open()?;
         let key = SessionKey::new(user_id, workspace_id)?;
@@ -247,7 +333,11 @@ impl SessionStore {
         let mut state = slot.state.lock().await;
         self.ensure_loaded(&slot.key, &mut state).await?;
         let live = loaded(&mut state)?;
-        let patch = update.into_patch(&mut lock(&self.inner.clock))?;
+        // The update as the join it amounts to: what is applied here is what the journal replays.
+        let mut patch = settle_update(
+            &live.session,
+            update.into_patch(&mut lock(&self.inner.clock))?,
+        )?;
         // Near the limit, merge into a copy, so a refused update leaves the session as it was.
         // (Clocks and defaults make a merged update larger than its text; the margin covers that.)
         let near_limit = live.approx_bytes + MERGE_GROWTH * update_json.len() + 64 * 1024 > max;
@@ -257,18 +347,32 @@ impl SessionStore {
         if changes.touched {
             let stamp = patch.clock.to_rfc3339();
             if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&target.updated_at) {
-                target.updated_at = stamp;
+                target.updated_at = stamp.clone();
             }
+            patch.updated_at = Some(stamp);
         }
-        let session_json = to_json(target)?;
-        if near_limit && session_json.len() > max {
-            return Err(too_large("session", session_json.len(), max));
+        if near_limit {
+            let size = serde_json::to_vec(target).map_err(internal)?.len();
+            if size > max {
+                return Err(too_large("session", size, max));
+            }
+            live.approx_bytes = size;
         }
         if let Some(merged) = copy {
             live.session = merged;
         }
-        live.dirty |= changes.touched;
-        live.approx_bytes = session_json.len();
+        if changes.touched {
+            let record = journal::encode(&patch)?;
+            if !near_limit {
+                live.approx_bytes += record.len();
+            }
+            live.pending.extend_from_slice(&record);
+        }
+        let session_json = if with_session {
+            Some(to_json(&live.session)?)
+        } else {
+            None
+        };
         drop(state);
         self.emit(&slot.key, origin, &changes.paths);
         Ok(MergeOutcome {
@@ -286,8 +390,8 @@ impl SessionStore {
         };
         let mut state = slot.state.lock().await;
         match state.as_mut() {
-            Some(live) if live.dirty => {
-                self.persist(&slot.key, live).await?;
+            Some(live) if live.is_dirty() => {
+                self.persist(&slot.key, live, false).await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -355,7 +459,7 @@ impl SessionStore {
                         summary.charts = l.session.active_charts.len();
                         summary.beats = l.session.story_beats.len();
                         summary.entries = l.session.conversation_history.len();
-                        summary.dirty = l.dirty;
+                        summary.dirty = l.is_dirty();
                     }
                 }
             }
@@ -414,19 +518,25 @@ impl SessionStore {
         for task in tasks {
             let _ = task.await;
         }
-        self.flush_dirty().await.map(|_| ())
+        self.flush(true).await.map(|_| ())
     }
 
     /// Writes every dirty session. Returns how many were written; on failures, the first error
     /// (the failed sessions stay dirty and are tried again next time).
     pub async fn flush_dirty(&self) -> Result<usize> {
+        self.flush(false).await
+    }
+
+    /// Writes every dirty session; with `compact`, also folds every journal into its snapshot.
+    async fn flush(&self, compact: bool) -> Result<usize> {
         let slots: Vec<Arc<Slot>> = lock(&self.inner.live).values().cloned().collect();
         let mut written = 0;
         let mut first_error = None;
         for slot in slots {
             let mut state = slot.state.lock().await;
-            if let Some(live) = state.as_mut().filter(|l| l.dirty) {
-                match self.persist(&slot.key, live).await {
+            let due = |l: &Live| l.is_dirty() || (compact && l.disk.journal_len > 0);
+            if let Some(live) = state.as_mut().filter(|l| due(l)) {
+                match self.persist(&slot.key, live, compact).await {
                     Ok(()) => written += 1,
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -457,7 +567,8 @@ impl SessionStore {
             .clone()
     }
 
-    /// Loads the session into `state` when it is not there yet. Returns (created, recovered).
+    /// Loads the session into `state` when it is not there yet: the snapshot, then its journal.
+    /// Returns (created, recovered).
     async fn ensure_loaded(
         &self,
         key: &SessionKey,
@@ -474,7 +585,7 @@ impl SessionStore {
             let lock = backend.lock(&stem)?;
             let read = backend.read(&stem, Some(&key), &lock)?;
             let created = read.session.is_none();
-            let session = match &read.session {
+            let mut session = match &read.session {
                 Some(stored) => normalize(stored)?,
                 None => normalize(&NarrativeSession::new(
                     key.session_id(),
@@ -483,19 +594,24 @@ impl SessionStore {
                     now,
                 ))?,
             };
-            let mut approx_bytes = read.bytes as usize;
+            // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
+            let journal = backend.read_journal(&stem, 0, &lock)?;
+            for patch in &journal.patches {
+                apply_patch(&mut session, patch)?;
+            }
+            let mut live = Live::new(session);
             // A new session is persisted at once; a recovered one is written back over the bad file.
             if created || read.recovered {
-                let bytes = serde_json::to_vec(&session).map_err(internal)?;
-                backend.write(&stem, &bytes, &lock)?;
-                approx_bytes = bytes.len();
+                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+                live.disk = write_snapshot(&backend, &stem, &bytes, &lock)?;
+                live.approx_bytes = bytes.len();
+            } else {
+                live.disk = DiskView {
+                    snapshot: backend.stamp(&stem),
+                    journal_len: journal.end,
+                };
+                live.approx_bytes = (read.bytes + journal.end) as usize;
             }
-            let live = Live {
-                session,
-                dirty: false,
-                approx_bytes,
-                disk_stamp: backend.stamp(&stem),
-            };
             Ok((live, created, read.recovered))
         })
         .await?;
@@ -503,40 +619,95 @@ impl SessionStore {
         Ok((created, recovered))
     }
 
-    /// Read-merge-write under the session's cross-process lock.
-    async fn persist(&self, key: &SessionKey, live: &mut Live) -> Result<()> {
+    /// Read-merge-write under the session's cross-process lock: take in what others wrote since
+    /// this store last looked, then append this store's pending records to the journal, or, when
+    /// the journal would outgrow the snapshot (or `compact` asks), write a new snapshot instead.
+    async fn persist(&self, key: &SessionKey, live: &mut Live, compact: bool) -> Result<()> {
         let backend = self.inner.backend.clone();
         let stem = key.file_stem();
-        let (file_lock, on_disk) = {
-            let (backend, stem, key) = (backend.clone(), stem.clone(), key.clone());
+        let (file_lock, change) = {
+            let (backend, stem, key, known) =
+                (backend.clone(), stem.clone(), key.clone(), live.disk);
             blocking(move || {
                 let lock = backend.lock(&stem)?;
-                let read = backend.read(&stem, Some(&key), &lock)?;
-                Ok((lock, read.session))
+                let change = read_disk_changes(&backend, &stem, &key, known, &lock)?;
+                Ok((lock, change))
             })
             .await?
         };
-        if let Some(stored) = on_disk {
-            let changes = apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?;
-            self.emit(key, EXTERNAL_ORIGIN, &changes.paths);
+        self.absorb(key, live, change)?;
+        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
+        let journal_after = live.disk.journal_len + live.pending.len() as u64;
+        if compact || live.needs_snapshot || journal_after > snapshot_len {
+            let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+            let written = bytes.len();
+            live.disk =
+                blocking(move || write_snapshot(&backend, &stem, &bytes, &file_lock)).await?;
+            live.approx_bytes = written;
+        } else if !live.pending.is_empty() {
+            // A copy: if the append fails, the records stay pending and are tried again.
+            let records = live.pending.clone();
+            live.disk.journal_len =
+                blocking(move || backend.append_journal(&stem, &records, &file_lock)).await?;
         }
-        let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
-        let written = bytes.len();
-        let stamp = blocking(move || {
-            backend.write(&stem, &bytes, &file_lock)?;
-            // Stamped under the lock, so it is this write's stamp and no one else's.
-            Ok(backend.stamp(&stem))
-        })
-        .await?;
-        live.dirty = false;
-        live.approx_bytes = written;
-        live.disk_stamp = stamp;
+        live.pending.clear();
+        live.needs_snapshot = false;
         Ok(())
     }
 
-    /// Merges a session file that changed on disk into the live session, if it is loaded here and
-    /// the change is not this store's own write. Listeners hear of it with origin `"external"`.
+    /// Merges what changed on disk into the live session. Listeners hear of it with origin
+    /// `"external"`.
+    fn absorb(&self, key: &SessionKey, live: &mut Live, change: DiskChange) -> Result<()> {
+        let mut paths = Vec::new();
+        match change {
+            DiskChange::Unchanged => return Ok(()),
+            DiskChange::Tail(journal) => {
+                for patch in &journal.patches {
+                    paths.extend(apply_patch(&mut live.session, patch)?.paths);
+                }
+                live.disk.journal_len = journal.end;
+            }
+            DiskChange::Full {
+                session,
+                journal,
+                snapshot,
+            } => {
+                let mut on_disk = match session {
+                    Some(stored) => {
+                        paths.extend(
+                            apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?
+                                .paths,
+                        );
+                        *stored
+                    }
+                    None => live.session.clone(),
+                };
+                for patch in &journal.patches {
+                    paths.extend(apply_patch(&mut live.session, patch)?.paths);
+                    apply_patch(&mut on_disk, patch)?;
+                }
+                live.disk = DiskView {
+                    snapshot,
+                    journal_len: journal.end,
+                };
+                // Someone rewrote the files (another store compacted, or an operator restored an old
+                // copy). If they lack anything this store holds, the next save writes a snapshot;
+                // only then, or two stores would rewrite each other's files forever.
+                let lacking =
+                    apply_patch(&mut on_disk, &SessionPatch::from_session(&live.session))?;
+                live.needs_snapshot |= lacking.touched;
+            }
+        }
+        self.emit(key, EXTERNAL_ORIGIN, &paths);
+        Ok(())
+    }
+
+    /// Merges a session's files that changed on disk into the live session, if it is loaded here
+    /// and the change is not this store's own write.
     async fn refresh_from_disk(&self, stem: &str) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
             return Ok(());
         };
@@ -545,31 +716,18 @@ impl SessionStore {
             return Ok(());
         };
         let backend = self.inner.backend.clone();
-        let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk_stamp);
-        let changed = blocking(move || {
-            if backend.stamp(&stem) == known {
-                return Ok(None);
+        let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
+        let change = blocking(move || {
+            if backend.stamp(&stem) == known.snapshot
+                && backend.journal_len(&stem) == known.journal_len
+            {
+                return Ok(DiskChange::Unchanged);
             }
             let lock = backend.lock(&stem)?;
-            let read = backend.read(&stem, Some(&key), &lock)?;
-            Ok(read.session.map(|session| (session, backend.stamp(&stem))))
+            read_disk_changes(&backend, &stem, &key, known, &lock)
         })
         .await?;
-        let Some((stored, stamp)) = changed else {
-            return Ok(());
-        };
-        let changes = apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?;
-        live.disk_stamp = stamp;
-        // The file may lack what this store holds (an operator restored an old copy): write it back.
-        // Only then, or two stores would rewrite each other's files forever.
-        if !live.dirty {
-            let mut probe = stored;
-            live.dirty =
-                apply_patch(&mut probe, &SessionPatch::from_session(&live.session))?.touched;
-        }
-        drop(state);
-        self.emit(&slot.key, EXTERNAL_ORIGIN, &changes.paths);
-        Ok(())
+        self.absorb(&slot.key, live, change)
     }
 
     fn start_watching(&self) {

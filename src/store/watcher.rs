@@ -34,9 +34,13 @@ pub fn watch_sessions(dir: &Path, changed: UnboundedSender<String>) -> Result<Re
     Ok(watcher)
 }
 
-/// The stem of a session file (`<stem>.json`), or None for any other file.
+/// The stem of a session's snapshot (`<stem>.json`) or journal (`<stem>.journal`), or None for
+/// any other file.
 fn session_stem(path: &Path) -> Option<&str> {
-    let stem = path.file_name()?.to_str()?.strip_suffix(".json")?;
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".json")
+        .or_else(|| name.strip_suffix(".journal"))?;
     is_file_stem(stem).then_some(stem)
 }
 

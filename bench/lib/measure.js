@@ -1,0 +1,106 @@
+'use strict'
+// Measuring one repetition: wall time, main-thread blocking, CPU, bytes written.
+//
+// - Blocking: perf_hooks.monitorEventLoopDelay at 1 ms resolution. Its histogram records each
+//   timer interval (≈ 1 ms when the loop is free), so the longest stretch the main thread was
+//   blocked is `max − 1 ms`, floored at 0; p99 likewise. Node skips the first interval after
+//   `enable()`, so the monitor is primed for a few ms before the operation starts, and the loop is
+//   let run for a few ms after it ends, so that a block at the very end is seen.
+// - Main-thread busy time: event-loop utilisation over the operation (active ms), i.e. all the
+//   time the main thread spent running JavaScript or native callbacks, however it was split up.
+// - CPU: process.cpuUsage() delta, user + system, all threads of the process (tokio, libuv pool).
+// - Bytes written: /proc/self/io `write_bytes` delta (bytes the process caused to be sent to the
+//   storage layer, page-granular, all threads), and `wchar` (bytes passed to write syscalls).
+
+const fs = require('node:fs')
+const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
+
+const RESOLUTION_MS = 1
+const histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS })
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+let ioAvailable
+function readIo() {
+  if (ioAvailable === false) return null
+  try {
+    const text = fs.readFileSync('/proc/self/io', 'utf8')
+    const out = {}
+    for (const line of text.trim().split('\n')) {
+      const [key, value] = line.split(':')
+      out[key.trim()] = Number(value)
+    }
+    ioAvailable = true
+    return out
+  } catch {
+    ioAvailable = false
+    return null
+  }
+}
+
+const gc = typeof global.gc === 'function' ? global.gc : () => {}
+
+/** Runs `fn` once and measures it. `fn` may be sync or async. */
+async function measure(fn) {
+  gc()
+  histogram.reset()
+  histogram.enable()
+  await sleep(4)
+  const io0 = readIo()
+  const cpu0 = process.cpuUsage()
+  const elu0 = performance.eventLoopUtilization()
+  const t0 = performance.now()
+  const value = await fn()
+  const wallMs = performance.now() - t0
+  const elu = performance.eventLoopUtilization(elu0)
+  const cpu = process.cpuUsage(cpu0)
+  const io1 = readIo()
+  await sleep(4)
+  histogram.disable()
+  const blocked = (ns) => Math.max(0, ns / 1e6 - RESOLUTION_MS)
+  return {
+    value,
+    sample: {
+      wallMs,
+      blockMaxMs: blocked(histogram.max),
+      blockP99Ms: blocked(histogram.percentile(99)),
+      busyMs: elu.active,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      writeBytes: io0 && io1 ? io1.write_bytes - io0.write_bytes : null,
+      wcharBytes: io0 && io1 ? io1.wchar - io0.wchar : null,
+    },
+  }
+}
+
+/** The loop's own noise on this machine: blocking seen while doing nothing for `ms`. */
+async function idleNoise(ms = 300) {
+  histogram.reset()
+  histogram.enable()
+  await sleep(ms)
+  histogram.disable()
+  return {
+    blockMaxMs: Math.max(0, histogram.max / 1e6 - RESOLUTION_MS),
+    blockP99Ms: Math.max(0, histogram.percentile(99) / 1e6 - RESOLUTION_MS),
+  }
+}
+
+function median(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (!v.length) return null
+  const mid = v.length >> 1
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
+}
+
+const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'cpuMs', 'writeBytes', 'wcharBytes']
+
+function summarize(samples) {
+  const med = {}
+  const max = {}
+  for (const m of METRICS) {
+    med[m] = median(samples.map((s) => s[m]))
+    const vals = samples.map((s) => s[m]).filter((x) => typeof x === 'number')
+    max[m] = vals.length ? Math.max(...vals) : null
+  }
+  return { median: med, max }
+}
+
+module.exports = { measure, idleNoise, median, summarize, sleep, readIo, METRICS, RESOLUTION_MS }
