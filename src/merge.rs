@@ -542,13 +542,18 @@ fn fill_times<T: ListEntry>(
         return;
     }
     let now = clock.to_rfc3339();
-    let known: HashMap<&str, &str> = target.iter().map(|item| (item.id(), item.time())).collect();
+    let known: Option<HashMap<&str, &str>> = (incoming.len() > SCAN_LIMIT)
+        .then(|| target.iter().map(|item| (item.id(), item.time())).collect());
     for item in incoming.iter_mut() {
         if item.time().is_empty() {
-            let filled = known
-                .get(item.id())
-                .map_or_else(|| now.clone(), |t| t.to_string());
-            *time(item) = filled;
+            let existing = match &known {
+                Some(known) => known.get(item.id()).copied(),
+                None => target
+                    .iter()
+                    .rfind(|e| e.id() == item.id())
+                    .map(|e| e.time()),
+            };
+            *time(item) = existing.map_or_else(|| now.clone(), str::to_string);
         }
     }
 }
@@ -660,6 +665,9 @@ pub fn settle_update(target: &NarrativeSession, mut patch: SessionPatch) -> Resu
 
 /// Beats and conversation entries: a union by id. Two different copies of one id resolve to the one
 /// with the larger JSON text, so every replica picks the same one.
+/// Up to this many incoming entries, `union_by_id` scans instead of building an index.
+const SCAN_LIMIT: usize = 8;
+
 fn union_by_id<T>(
     target: &mut Vec<T>,
     incoming: &[T],
@@ -675,14 +683,22 @@ where
     let mut replaced: Vec<(usize, &T)> = Vec::new();
     let mut appended: Vec<&T> = Vec::new();
     {
-        let index: HashMap<&str, usize> = target
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id(), i))
-            .collect();
+        // A few new entries (the usual update) are looked up by scanning from the end, where they
+        // most likely are; building an index of a long history would cost more than the whole merge.
+        let index: Option<HashMap<&str, usize>> = (incoming.len() > SCAN_LIMIT).then(|| {
+            target
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.id(), i))
+                .collect()
+        });
+        let position = |id: &str| match &index {
+            Some(index) => index.get(id).copied(),
+            None => target.iter().rposition(|e| e.id() == id),
+        };
         let mut fresh: HashMap<&str, usize> = HashMap::new();
         for item in incoming {
-            match index.get(item.id()) {
+            match position(item.id()).as_ref() {
                 Some(&i) => {
                     if target[i] != *item && json_text(item) > json_text(&target[i]) {
                         replaced.push((i, item));

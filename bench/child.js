@@ -1,0 +1,433 @@
+'use strict'
+// One workload × system × variant, in its own process: `node --expose-gc bench/child.js '<job JSON>'`.
+// Sets up (untimed), warms up, measures `reps` repetitions, checks the result once, then reports
+// { samples, maxRSSKB, verify, features } to the parent over IPC. run.js is the entry point.
+
+const fs = require('node:fs')
+const fsp = require('node:fs/promises')
+const path = require('node:path')
+const http = require('node:http')
+const { spawn } = require('node:child_process')
+
+const { measure, idleNoise, sleep } = require('./lib/measure')
+const gen = require('./generate')
+
+const job = JSON.parse(process.argv[2])
+const manifest = JSON.parse(fs.readFileSync(job.manifest, 'utf8'))
+const dataDir = path.join(job.workDir, 'data')
+fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+
+const features = {}
+let addon
+function ours() {
+  if (!addon) addon = require('..')
+  return addon
+}
+
+async function openStore(dir = dataDir) {
+  return ours().NarrativeSessionStore.open({ dataDir: dir, autosaveIntervalMs: 0, cleanupIntervalMs: 0 })
+}
+
+function baselineStore(system, dir = dataDir) {
+  if (system === 'naive') return new (require('./baselines/naive').NaiveStore)(dir)
+  if (system === 'atomic') return new (require('./baselines/atomic').AtomicStore)(dir)
+  throw new Error(`no baseline store ${system}`)
+}
+
+function copyFixture(file, stem, dir = dataDir) {
+  fs.copyFileSync(file, path.join(dir, `${stem}.json`))
+}
+
+/**
+ * `store.merge` with `returnSession: false` when the addon takes it. The first call finds out: an
+ * addon without the option refuses unknown options with EINVALID, and the call is made again without.
+ */
+async function mergeLean(store, userId, workspaceId, update) {
+  if (features.returnSession === undefined) {
+    try {
+      const result = await store.merge(userId, workspaceId, update, { origin: 'bench', returnSession: false })
+      features.returnSession = !('session' in result)
+      return result
+    } catch (err) {
+      if (err.code !== 'EINVALID') throw err
+      features.returnSession = false
+      features.returnSessionError = err.message
+      return store.merge(userId, workspaceId, update, { origin: 'bench' })
+    }
+  }
+  return features.returnSession
+    ? store.merge(userId, workspaceId, update, { origin: 'bench', returnSession: false })
+    : store.merge(userId, workspaceId, update, { origin: 'bench' })
+}
+
+async function run(body) {
+  const samples = []
+  const { setup, rep, prepare, verify, warmup = 1, reps } = body
+  const state = setup ? await setup() : {}
+  const noise = await idleNoise(300)
+  // Warm-up repetitions are numbered -warmup … -1, so that their updates come before the measured ones.
+  for (let i = -warmup; i < 0; i++) {
+    if (prepare) await prepare(state, i)
+    await rep(state, i)
+  }
+  for (let i = 0; i < reps; i++) {
+    if (prepare) await prepare(state, i)
+    const { sample, value } = await measure(() => rep(state, i))
+    if (body.check) sample.check = body.check(value, i)
+    samples.push(sample)
+  }
+  const maxRSSKB = process.resourceUsage().maxRSS
+  const verification = verify ? await verify(state) : { ok: true }
+  if (body.teardown) await body.teardown(state)
+  return { samples, maxRSSKB, noise, verify: verification }
+}
+
+// ---------------------------------------------------------------- W1: restore on connect
+
+function w1() {
+  const fixture = manifest.sizes[job.size]
+  const { userId, workspaceId, stem } = fixture
+  const cold = job.mode === 'cold'
+  let server, wss, socket, client
+  const acks = []
+  const waiting = []
+  const nextAck = () =>
+    new Promise((resolve) => {
+      if (acks.length) resolve(acks.shift())
+      else waiting.push(resolve)
+    })
+
+  const envelope = (session, created, recovered) =>
+    JSON.stringify({
+      type: 'session-event',
+      channel: 'session',
+      payload: { event: 'restored', created, recovered, session },
+      timestamp: new Date().toISOString(),
+    })
+
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      copyFixture(fixture.file, stem)
+      const { WebSocketServer } = require('ws')
+      server = http.createServer()
+      wss = new WebSocketServer({ server })
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+      const connected = new Promise((resolve) => wss.once('connection', resolve))
+      client = spawn(process.execPath, [path.join(__dirname, 'lib', 'ws-client.js'), `ws://127.0.0.1:${server.address().port}/`], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      })
+      socket = await connected
+      socket.on('message', (data) => {
+        const ack = JSON.parse(data.toString())
+        if (waiting.length) waiting.shift()(ack)
+        else acks.push(ack)
+      })
+      const state = { firstAck: undefined, bytes: [] }
+      if (job.system === 'ours') {
+        state.store = await openStore()
+        features.loadRaw = typeof state.store.loadRaw === 'function'
+        if (!cold) await state.store.load(userId, workspaceId)
+      } else {
+        state.store = baselineStore('naive')
+        if (!cold) state.session = await state.store.load(stem)
+      }
+      return state
+    },
+    async prepare(state) {
+      // Cold: a new store instance, which has nothing loaded. (The file is in the page cache.)
+      if (cold && job.system === 'ours') {
+        await state.store.close()
+        state.store = await openStore()
+      }
+    },
+    async rep(state) {
+      if (job.system === 'ours') {
+        const store = state.store
+        if (features.loadRaw) {
+          const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
+          // The session's JSON text goes out as it came from Rust, framed by the envelope, unparsed.
+          const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
+          const tail = `},"timestamp":"${new Date().toISOString()}"}`
+          socket.send(head, { binary: false, fin: false })
+          socket.send(sessionJson, { binary: false, fin: false })
+          socket.send(tail, { binary: false, fin: true })
+        } else {
+          const { session, created, recovered } = await store.load(userId, workspaceId)
+          socket.send(envelope(session, created, recovered))
+        }
+      } else {
+        const session = cold ? await state.store.load(stem) : state.session
+        socket.send(envelope(session, false, false))
+      }
+      const ack = await nextAck()
+      if (state.firstAck === undefined) state.firstAck = ack
+      state.bytes.push(ack.bytes)
+      return ack.bytes
+    },
+    async verify(state) {
+      const a = state.firstAck
+      const ok =
+        a.type === 'session-event' &&
+        a.event === 'restored' &&
+        a.sessionId === fixture.id &&
+        a.entries === fixture.entries &&
+        a.binary === false &&
+        state.bytes.every((b) => b >= fixture.bytes)
+      return { ok, firstAck: a, messageBytes: state.bytes[state.bytes.length - 1], fixtureBytes: fixture.bytes }
+    },
+    async teardown(state) {
+      if (job.system === 'ours') await state.store.close()
+      socket.close()
+      await new Promise((resolve) => client.once('exit', resolve))
+      wss.close()
+      server.close()
+    },
+  }
+}
+
+// ---------------------------------------------------------------- W2: append one entry, persist
+
+function w2() {
+  const fixture = manifest.sizes[job.size]
+  const { userId, workspaceId, stem } = fixture
+  const updateOf = (i) => gen.makeUpdate(1000 + job.reps, i + 100, fixture.lastTimeMs)
+  let appended = 0
+  let lastId
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      copyFixture(fixture.file, stem)
+      if (job.system === 'ours') {
+        const store = await openStore()
+        await store.load(userId, workspaceId)
+        return { store }
+      }
+      const store = baselineStore(job.system)
+      return { store, session: await store.load(stem) }
+    },
+    async rep(state, i) {
+      const update = updateOf(i)
+      lastId = update.conversationHistory[0].id
+      appended++
+      if (job.system === 'ours') {
+        await mergeLean(state.store, userId, workspaceId, update)
+        return state.store.save(userId, workspaceId)
+      }
+      const entry = update.conversationHistory[0]
+      state.session.conversationHistory.push(entry)
+      state.session.updatedAt = entry.timestamp
+      await state.store.save(stem, state.session)
+      return true
+    },
+    check: (wrote) => wrote === true,
+    async verify(state) {
+      let session
+      if (job.system === 'ours') {
+        await state.store.close()
+        const store = await openStore()
+        session = (await store.load(userId, workspaceId)).session
+        await store.close()
+      } else {
+        session = JSON.parse(await fsp.readFile(path.join(dataDir, `${stem}.json`), 'utf8'))
+      }
+      const h = session.conversationHistory
+      const ok = h.length === fixture.entries + appended && h.some((e) => e.id === lastId)
+      return { ok, entries: h.length, expected: fixture.entries + appended }
+    },
+  }
+}
+
+// ---------------------------------------------------------------- W3: autosave tick, 1,000 open, 10% dirty
+
+function w3() {
+  const { sessions, lastTimeMs, dir } = manifest.w3
+  const dirtyPerTick = Math.round(sessions.length * 0.1)
+  const dirtyAt = (rep) => {
+    const r = gen.rng(7000 + rep + 100)
+    const chosen = new Set()
+    while (chosen.size < dirtyPerTick) chosen.add(r.int(0, sessions.length - 1))
+    return [...chosen]
+  }
+  let lastDirty = []
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      for (const s of sessions) copyFixture(path.join(dir, `${s.stem}.json`), s.stem)
+      if (job.system === 'ours') {
+        const store = await openStore()
+        for (let i = 0; i < sessions.length; i += 50) {
+          await Promise.all(sessions.slice(i, i + 50).map((s) => store.load(s.userId, s.workspaceId)))
+        }
+        return { store }
+      }
+      const store = baselineStore(job.system)
+      const live = new Map()
+      for (const s of sessions) live.set(s.stem, await store.load(s.stem))
+      return { store, live, dirty: new Set() }
+    },
+    // Between ticks: 10% of the sessions get one new entry each (untimed).
+    async prepare(state, rep) {
+      lastDirty = dirtyAt(rep).map((i) => ({ index: i, update: gen.makeUpdate(7000 + i, rep + 100, lastTimeMs) }))
+      if (job.system === 'ours') {
+        await Promise.all(lastDirty.map(({ index, update }) => mergeLean(state.store, sessions[index].userId, sessions[index].workspaceId, update)))
+      } else {
+        for (const { index, update } of lastDirty) {
+          const session = state.live.get(sessions[index].stem)
+          const entry = update.conversationHistory[0]
+          session.conversationHistory.push(entry)
+          session.updatedAt = entry.timestamp
+          state.dirty.add(sessions[index].stem)
+        }
+      }
+    },
+    // The tick. Ours: the host asks the store to save every open session (the store writes the
+    // dirty ones); the baselines write the sessions they marked dirty.
+    async rep(state) {
+      if (job.system === 'ours') {
+        const wrote = await Promise.all(sessions.map((s) => state.store.save(s.userId, s.workspaceId)))
+        return wrote.filter(Boolean).length
+      }
+      const dirty = [...state.dirty]
+      state.dirty.clear()
+      await Promise.all(dirty.map((stem) => state.store.save(stem, state.live.get(stem))))
+      return dirty.length
+    },
+    check: (written) => written === dirtyPerTick,
+    async verify(state) {
+      const { index, update } = lastDirty[0]
+      const s = sessions[index]
+      let session
+      if (job.system === 'ours') {
+        await state.store.close()
+        const store = await openStore()
+        session = (await store.load(s.userId, s.workspaceId)).session
+        await store.close()
+      } else {
+        session = JSON.parse(await fsp.readFile(path.join(dataDir, `${s.stem}.json`), 'utf8'))
+      }
+      const id = update.conversationHistory[0].id
+      return { ok: session.conversationHistory.some((e) => e.id === id), dirtyPerTick, open: sessions.length }
+    },
+  }
+}
+
+// ---------------------------------------------------------------- W4: merge two diverged sessions
+
+function w4() {
+  let result
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      const a = JSON.parse(fs.readFileSync(manifest.w4.a, 'utf8'))
+      const b = JSON.parse(fs.readFileSync(manifest.w4.b, 'utf8'))
+      const merge = job.system === 'ours' ? ours().mergeSessions : require('./baselines/js-merge').mergeSessions
+      return { a, b, merge }
+    },
+    rep(state) {
+      result = state.merge(state.a, state.b)
+      return result.conversationHistory.length
+    },
+    check: (n) => n === manifest.w4.expectedEntries,
+    async verify() {
+      const { canonicalText } = require('./baselines/js-merge')
+      const text = canonicalText(result)
+      const digest = require('node:crypto').createHash('sha256').update(text).digest('hex')
+      // The parent compares the two systems' results field by field.
+      const out = path.join(job.workDir, '..', `w4-${job.system}.json`)
+      fs.writeFileSync(out, text)
+      return {
+        ok: result.conversationHistory.length === manifest.w4.expectedEntries,
+        entries: result.conversationHistory.length,
+        beats: result.storyBeats.length,
+        charts: result.activeCharts.length,
+        versions: Object.keys(result.versions || {}).length,
+        sha256: digest,
+        resultFile: out,
+      }
+    },
+  }
+}
+
+// ---------------------------------------------------------------- W5: TTL sweep
+
+function w5() {
+  const { master, count, now, ttlDays, expired } = manifest.w5
+  const sweepDir = path.join(job.workDir, 'sweep')
+  const warmDir = path.join(job.workDir, 'warm')
+  const names = fs.readdirSync(master).filter((n) => n.endsWith('.json'))
+  if (names.length !== count) throw new Error(`W5 fixture has ${names.length} files, expected ${count}`)
+  const link = (dir, list) => {
+    let n = 0
+    for (const name of list) {
+      try {
+        fs.linkSync(path.join(master, name), path.join(dir, name))
+        n++
+      } catch (err) {
+        if (err.code !== 'EEXIST') throw err
+      }
+    }
+    return n
+  }
+  const reports = []
+  return {
+    reps: job.reps,
+    warmup: 0,
+    async setup() {
+      fs.mkdirSync(sweepDir, { mode: 0o700 })
+      fs.mkdirSync(warmDir, { mode: 0o700 })
+      // Warm-up on a small copy, so code paths are hot without touching the measured directory.
+      link(warmDir, names.slice(0, 200))
+      if (job.system === 'ours') {
+        const store = await openStore(warmDir)
+        await store.cleanup({ ttlDays, now })
+        await store.close()
+      } else {
+        await require('./baselines/js-sweep').sweep(warmDir, { ttlDays, now })
+      }
+      return {}
+    },
+    // Before each sweep (untimed): every file back in place, hard-linked from the master copy, so
+    // that half of them are expired again; ours gets a fresh store on the directory.
+    async prepare(state) {
+      state.linked = link(sweepDir, names)
+      if (job.system === 'ours') {
+        state.store = await openStore(sweepDir)
+        await sleep(20)
+      }
+    },
+    async rep(state) {
+      const report =
+        job.system === 'ours'
+          ? await state.store.cleanup({ ttlDays, now })
+          : await require('./baselines/js-sweep').sweep(sweepDir, { ttlDays, now })
+      if (state.store) {
+        await state.store.close()
+        state.store = undefined
+      }
+      reports.push({ scanned: report.scanned, removed: report.removed, kept: report.kept, errors: report.errors.length })
+      return report
+    },
+    check: (report) => report.removed === expired && report.scanned === count && report.errors.length === 0,
+    async verify() {
+      const left = fs.readdirSync(sweepDir).filter((n) => n.endsWith('.json')).length
+      const ok = left === count - expired && reports.every((r) => r.removed === expired && r.scanned === count)
+      return { ok, filesLeft: left, expectedLeft: count - expired, reports }
+    },
+  }
+}
+
+const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 }
+
+run(WORKLOADS[job.workload]())
+  .then((result) => {
+    result.features = features
+    process.send({ ok: true, result }, () => process.exit(0))
+  })
+  .catch((err) => {
+    process.send({ ok: false, error: String((err && err.stack) || err), code: err && err.code }, () => process.exit(1))
+  })

@@ -1,0 +1,457 @@
+'use strict'
+// The benchmark suite of issue 4: `npm run bench` (node bench/run.js).
+//
+// Generates the fixtures (bench/generate.js) in a temp dir, then runs every workload × system ×
+// variant in its own child process (bench/child.js), one after another, and prints a table, writes
+// bench/results/latest.json (every sample, medians, ratios, machine) and bench/results/w2.svg.
+//
+// Environment:
+//   BENCH_QUICK=1       fewer repetitions and a 10,000-file W5 (about a minute)
+//   BENCH_ONLY=W2,W4    run only these workloads
+//   BENCH_W5_FILES=N    W5 directory size (default 100000, quick 10000)
+//   BENCH_KEEP=1        keep the temp dir (its path is printed)
+//   BENCH_OUT=DIR       where results go (default bench/results)
+
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const crypto = require('node:crypto')
+const { fork, execFileSync } = require('node:child_process')
+
+const gen = require('./generate')
+const { drawW2 } = require('./lib/svg')
+
+const QUICK = process.env.BENCH_QUICK === '1'
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.toUpperCase().split(',')) : null
+const W5_FILES = Number(process.env.BENCH_W5_FILES || (QUICK ? 10_000 : 100_000))
+const OUT = path.resolve(process.env.BENCH_OUT || path.join(__dirname, 'results'))
+const ROOT = path.resolve(__dirname, '..')
+
+const SIZE_KEYS = Object.keys(gen.SIZES)
+// Repetitions (measured) and warm-ups per size.
+const REPS = QUICK
+  ? { '10KB': [10, 2], '1MB': [6, 2], '10MB': [3, 1], W3: [3, 1], W4: [3, 1], W5: [2, 0] }
+  : { '10KB': [30, 3], '1MB': [20, 3], '10MB': [10, 2], W3: [10, 1], W4: [7, 1], W5: [3, 0] }
+
+/** The baselines each workload is compared with. */
+const BASELINES = { W1: ['naive'], W2: ['naive', 'atomic'], W3: ['naive', 'atomic'], W4: ['js-merge'], W5: ['js-sweep'] }
+const TITLES = {
+  W1: 'W1 restore on connect (load, send to a ws client)',
+  W2: 'W2 append one entry, then persist',
+  W3: 'W3 autosave tick: 1,000 open sessions (~10 KB), 10% dirty',
+  W4: 'W4 merge two sessions diverged by 10,000 entries each',
+  W5: `W5 TTL sweep: ${W5_FILES.toLocaleString('en-US')} session files, half expired`,
+}
+
+const log = (...args) => process.stderr.write(args.join(' ') + '\n')
+
+// ---------------------------------------------------------------- fixtures
+
+function writeFixtures(dir) {
+  const started = Date.now()
+  const manifest = { sizes: {}, generatedIn: dir }
+  fs.mkdirSync(path.join(dir, 'sizes'), { recursive: true })
+  SIZE_KEYS.forEach((size, i) => {
+    const userId = 'dev-alice'
+    const workspaceId = `/home/alice/projects/mia-app-${size.toLowerCase()}`
+    const session = gen.generateSession({ seed: 1 + i, size, userId, workspaceId })
+    const text = JSON.stringify(session)
+    const file = path.join(dir, 'sizes', `${size}.json`)
+    fs.writeFileSync(file, text)
+    manifest.sizes[size] = {
+      file,
+      userId,
+      workspaceId,
+      id: session.id,
+      stem: gen.sessionFileStem(userId, workspaceId),
+      bytes: Buffer.byteLength(text),
+      entries: session.conversationHistory.length,
+      charts: session.activeCharts.length,
+      beats: session.storyBeats.length,
+      lastTimeMs: gen.lastTime(session),
+    }
+  })
+
+  if (!ONLY || ONLY.has('W3')) {
+    const w3dir = path.join(dir, 'w3')
+    fs.mkdirSync(w3dir)
+    const sessions = []
+    let lastTimeMs = 0
+    let bytes = 0
+    for (let i = 0; i < 1000; i++) {
+      const userId = `user-${String(i).padStart(4, '0')}`
+      const workspaceId = `/home/${userId}/project`
+      const session = gen.generateSession({ seed: 10_000 + i, size: '10KB', userId, workspaceId })
+      const stem = gen.sessionFileStem(userId, workspaceId)
+      const text = JSON.stringify(session)
+      bytes += text.length
+      fs.writeFileSync(path.join(w3dir, `${stem}.json`), text)
+      sessions.push({ userId, workspaceId, stem })
+      lastTimeMs = Math.max(lastTimeMs, gen.lastTime(session))
+    }
+    manifest.w3 = { dir: w3dir, sessions, lastTimeMs, meanBytes: Math.round(bytes / 1000) }
+  }
+
+  if (!ONLY || ONLY.has('W4')) {
+    const { base, a, b } = gen.generateDivergedPair({ seed: 4, size: '1MB', diverged: 10_000 })
+    const ids = new Set([...a.conversationHistory, ...b.conversationHistory].map((e) => e.id))
+    manifest.w4 = {
+      a: path.join(dir, 'w4-a.json'),
+      b: path.join(dir, 'w4-b.json'),
+      baseEntries: base.conversationHistory.length,
+      diverged: 10_000,
+      entriesEach: a.conversationHistory.length,
+      bytesEach: Buffer.byteLength(JSON.stringify(a)),
+      expectedEntries: ids.size,
+    }
+    fs.writeFileSync(manifest.w4.a, JSON.stringify(a))
+    fs.writeFileSync(manifest.w4.b, JSON.stringify(b))
+  }
+
+  if (!ONLY || ONLY.has('W5')) {
+    // Small session files, each with its mtime at its updatedAt as if it had been written then.
+    // Odd ones are past the TTL. `now` is fixed, so the data is the same on every run.
+    const master = path.join(dir, 'w5')
+    fs.mkdirSync(master)
+    const now = Date.UTC(2026, 9, 1)
+    const r = gen.rng(5)
+    let expired = 0
+    for (let i = 0; i < W5_FILES; i++) {
+      const old = i % 2 === 1
+      if (old) expired++
+      const ms = now - (old ? r.int(31, 400) : r.int(1, 28)) * 86_400_000 - r.int(0, 86_399_999)
+      const { stem, text } = gen.smallSessionText(i, ms)
+      const file = path.join(master, `${stem}.json`)
+      fs.writeFileSync(file, text)
+      fs.utimesSync(file, ms / 1000, ms / 1000)
+    }
+    manifest.w5 = { master, count: W5_FILES, expired, now, ttlDays: 30 }
+  }
+  manifest.seconds = (Date.now() - started) / 1000
+  const file = path.join(dir, 'manifest.json')
+  fs.writeFileSync(file, JSON.stringify(manifest))
+  return { manifest, file }
+}
+
+// ---------------------------------------------------------------- jobs
+
+function plan() {
+  const jobs = []
+  const add = (job) => {
+    if (!ONLY || ONLY.has(job.workload)) jobs.push(job)
+  }
+  for (const size of SIZE_KEYS) {
+    const [reps, warmup] = REPS[size]
+    for (const mode of ['cold', 'warm']) {
+      for (const system of ['ours', 'naive']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
+    }
+  }
+  for (const size of SIZE_KEYS) {
+    const [reps, warmup] = REPS[size]
+    for (const system of ['ours', 'naive', 'atomic']) add({ workload: 'W2', variant: size, size, system, reps, warmup })
+  }
+  for (const system of ['ours', 'naive', 'atomic']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
+  for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: '2 × 15,000 entries', system, reps: REPS.W4[0], warmup: REPS.W4[1] })
+  for (const system of ['ours', 'js-sweep']) add({ workload: 'W5', variant: `${W5_FILES} files`, system, reps: REPS.W5[0], warmup: REPS.W5[1] })
+  return jobs
+}
+
+function runChild(job) {
+  return new Promise((resolve) => {
+    const child = fork(path.join(__dirname, 'child.js'), [JSON.stringify(job)], {
+      execArgv: ['--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
+    let message
+    child.on('message', (m) => (message = m))
+    child.on('exit', (code, signal) => {
+      if (message && message.ok) resolve(message.result)
+      else resolve({ error: message ? message.error : `child exited with ${signal || code}` })
+    })
+  })
+}
+
+// ---------------------------------------------------------------- reporting
+
+const { summarize } = require('./lib/measure')
+
+function ratio(base, ours) {
+  if (base == null || ours == null) return null
+  if (ours === 0) return base === 0 ? 1 : Infinity
+  return base / ours
+}
+
+function fmtMs(v) {
+  if (v == null) return '—'
+  if (v >= 1000) return `${(v / 1000).toFixed(2)} s`
+  if (v >= 100) return v.toFixed(0)
+  if (v >= 10) return v.toFixed(1)
+  return v.toFixed(2)
+}
+
+function fmtBytes(v) {
+  if (v == null) return '—'
+  if (v >= 1e9) return `${(v / 1e9).toFixed(2)} GB`
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)} MB`
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} KB`
+  return `${v} B`
+}
+
+function fmtRatio(v) {
+  if (v == null) return '—'
+  if (v === Infinity) return '∞'
+  if (v >= 100) return `${v.toFixed(0)}×`
+  if (v >= 10) return `${v.toFixed(1)}×`
+  return `${v.toFixed(2)}×`
+}
+
+function pad(cells, widths) {
+  return cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ')
+}
+
+const RATIO_METRICS = [
+  ['wallMs', 'wall'],
+  ['blockMaxMs', 'block'],
+  ['busyMs', 'busy'],
+  ['cpuMs', 'cpu'],
+  ['writeBytes', 'written'],
+  ['maxRSSKB', 'rss'],
+]
+
+function table(groups) {
+  const lines = []
+  const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'busy ms', 'cpu ms', 'written', 'rss MB']
+  const widths = [9, 3, 9, 9, 9, 9, 9, 9, 7]
+  let workload
+  for (const g of groups) {
+    if (g.workload !== workload) {
+      workload = g.workload
+      lines.push('', `== ${TITLES[workload]}`)
+    }
+    lines.push('', `-- ${g.workload} ${g.variant}`, pad(head, widths))
+    for (const r of g.rows) {
+      if (r.error) {
+        lines.push(pad([r.system, '', 'ERROR'], widths.slice(0, 3)) + '  ' + r.error.split('\n')[0])
+        continue
+      }
+      const m = r.median
+      const rowCells = [
+        r.system + (r.verify && r.verify.ok === false ? '!' : ''),
+        r.samples.length,
+        fmtMs(m.wallMs),
+        fmtMs(m.blockMaxMs),
+        fmtMs(m.blockP99Ms),
+        fmtMs(m.busyMs),
+        fmtMs(m.cpuMs),
+        fmtBytes(m.writeBytes),
+        (r.maxRSSKB / 1024).toFixed(0),
+      ]
+      lines.push(pad(rowCells, widths))
+    }
+    for (const [baseline, ratios] of Object.entries(g.ratios)) {
+      const parts = RATIO_METRICS.map(([k, name]) => `${name} ${fmtRatio(ratios[k])}`)
+      lines.push(`   ${baseline} ÷ ours: ${parts.join(', ')}`)
+    }
+    const bad = g.rows.filter((r) => r.verify && r.verify.ok === false)
+    if (bad.length) lines.push(`   VERIFICATION FAILED: ${bad.map((r) => r.system).join(', ')}`)
+    const failedChecks = g.rows.filter((r) => r.samples && r.samples.some((s) => s.check === false))
+    if (failedChecks.length) lines.push(`   per-rep check failed: ${failedChecks.map((r) => r.system).join(', ')}`)
+  }
+  return lines.join('\n')
+}
+
+function machine(tmp) {
+  const cpus = os.cpus()
+  const sh = (cmd, args, cwd) => {
+    try {
+      return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return null
+    }
+  }
+  const addonFile = fs.readdirSync(ROOT).find((n) => n.endsWith('.node'))
+  let addon = null
+  if (addonFile) {
+    const full = path.join(ROOT, addonFile)
+    addon = {
+      file: addonFile,
+      sha256: crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex'),
+      mtime: fs.statSync(full).mtime.toISOString(),
+    }
+  }
+  const version = (name) => {
+    try {
+      return require(`${name}/package.json`).version
+    } catch {
+      return null
+    }
+  }
+  return {
+    cpu: cpus[0] && cpus[0].model,
+    cores: cpus.length,
+    memoryGB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    tmpDir: tmp,
+    tmpFs: sh('stat', ['-f', '-c', '%T', tmp]),
+    gitCommit: sh('git', ['rev-parse', 'HEAD'], ROOT),
+    gitDirty: sh('git', ['status', '--porcelain', '--', 'src', 'lib', 'index.js'], ROOT) ? true : false,
+    addon,
+    packages: { ws: version('ws'), 'write-file-atomic': version('write-file-atomic') },
+  }
+}
+
+/** W4: where the two systems' results differ, top-level field by field. */
+function compareW4(files) {
+  const [x, y] = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')))
+  const { canonicalText } = require('./baselines/js-merge')
+  const keys = [...new Set([...Object.keys(x), ...Object.keys(y)])]
+  return keys.filter((k) => canonicalText(x[k]) !== canonicalText(y[k]))
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const started = Date.now()
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mia-bench-'))
+  log(`mia-narrative-session benchmarks${QUICK ? ' (BENCH_QUICK)' : ''}; temp dir ${tmp}`)
+  const cleanup = () => {
+    if (process.env.BENCH_KEEP !== '1') fs.rmSync(tmp, { recursive: true, force: true })
+  }
+  process.on('SIGINT', () => {
+    cleanup()
+    process.exit(130)
+  })
+  try {
+    log('generating fixtures …')
+    const { manifest, file: manifestFile } = writeFixtures(path.join(tmp, 'fixtures'))
+    log(`  done in ${manifest.seconds.toFixed(1)} s: ${SIZE_KEYS.map((s) => `${s} = ${manifest.sizes[s].bytes} B / ${manifest.sizes[s].entries} entries`).join(', ')}`)
+
+    const results = []
+    const jobs = plan()
+    for (const [i, job] of jobs.entries()) {
+      const workDir = path.join(tmp, 'work', `${i}`)
+      fs.mkdirSync(workDir, { recursive: true })
+      const t = Date.now()
+      const result = await runChild({ ...job, manifest: manifestFile, workDir })
+      fs.rmSync(workDir, { recursive: true, force: true })
+      const row = { ...job, ...result }
+      if (!result.error) Object.assign(row, summarize(result.samples))
+      results.push(row)
+      const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)} ms${result.verify.ok ? '' : ' VERIFY FAILED'}`
+      log(`  [${i + 1}/${jobs.length}] ${job.workload} ${job.variant} ${job.system}: ${status} (${((Date.now() - t) / 1000).toFixed(1)} s)`)
+    }
+
+    // Group by workload + variant; ratios are baseline ÷ ours, from medians of this run.
+    const groups = []
+    for (const row of results) {
+      let g = groups.find((x) => x.workload === row.workload && x.variant === row.variant)
+      if (!g) groups.push((g = { workload: row.workload, variant: row.variant, size: row.size, rows: [], ratios: {} }))
+      g.rows.push(row)
+    }
+    for (const g of groups) {
+      const mine = g.rows.find((r) => r.system === 'ours' && !r.error)
+      for (const name of BASELINES[g.workload]) {
+        const base = g.rows.find((r) => r.system === name && !r.error)
+        if (!mine || !base) continue
+        g.ratios[name] = {}
+        for (const [k] of RATIO_METRICS) {
+          g.ratios[name][k] = k === 'maxRSSKB' ? ratio(base.maxRSSKB, mine.maxRSSKB) : ratio(base.median[k], mine.median[k])
+        }
+      }
+      if (g.workload === 'W4') {
+        const files = g.rows.filter((r) => r.verify && r.verify.resultFile).map((r) => r.verify.resultFile)
+        if (files.length === 2) {
+          const differs = compareW4(files)
+          g.agreement = { sameResult: differs.length === 0, fieldsThatDiffer: differs }
+        }
+        for (const r of g.rows) if (r.verify) delete r.verify.resultFile
+      }
+    }
+
+    const features = Object.assign({}, ...results.filter((r) => r.features && r.system === 'ours').map((r) => r.features))
+    const info = machine(tmp)
+    const output = {
+      generatedAt: new Date().toISOString(),
+      command: 'npm run bench',
+      quick: QUICK,
+      durationSeconds: (Date.now() - started) / 1000,
+      machine: info,
+      features,
+      notes: [
+        'All figures are medians over the measured repetitions, after warm-ups; every job ran in its own process, one at a time.',
+        'blockMaxMs / blockP99Ms: monitorEventLoopDelay (1 ms resolution) max / p99 minus the 1 ms resolution: the longest stretch the main thread was blocked. noise: the same, measured idle in each process.',
+        'busyMs: event-loop utilisation (active time) of the main thread during the operation.',
+        'cpuMs: process.cpuUsage() delta, user + system, all threads. writeBytes: /proc/self/io write_bytes delta (page-granular, all threads); wcharBytes: bytes passed to write syscalls (sockets included).',
+        'maxRSSKB: process.resourceUsage().maxRSS of the job process, taken before verification.',
+        'ratios: baseline ÷ ours (above 1: ours uses less).',
+        'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
+        'W3 ours: the host calls store.save() for all 1,000 open sessions; the store writes the 100 dirty ones. Baselines write the 100 sessions they marked dirty.',
+        'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
+        'W5: files carry mtime = updatedAt. The baseline reads every file; the store skips reading files modified after the cutoff.',
+      ],
+      fixtures: {
+        sizes: manifest.sizes,
+        w3: manifest.w3 && { sessions: manifest.w3.sessions.length, meanBytes: manifest.w3.meanBytes },
+        w4: manifest.w4 && { baseEntries: manifest.w4.baseEntries, diverged: manifest.w4.diverged, entriesEach: manifest.w4.entriesEach, bytesEach: manifest.w4.bytesEach, expectedEntries: manifest.w4.expectedEntries },
+        w5: manifest.w5 && { count: manifest.w5.count, expired: manifest.w5.expired, now: new Date(manifest.w5.now).toISOString(), ttlDays: manifest.w5.ttlDays },
+        generationSeconds: manifest.seconds,
+      },
+      groups: groups.map((g) => ({
+        workload: g.workload,
+        title: TITLES[g.workload],
+        variant: g.variant,
+        sessionBytes: g.size ? manifest.sizes[g.size].bytes : undefined,
+        ratios: g.ratios,
+        agreement: g.agreement,
+        systems: g.rows.map((r) => ({
+          system: r.system,
+          error: r.error,
+          reps: r.reps,
+          warmup: r.warmup,
+          median: r.median,
+          max: r.max,
+          maxRSSKB: r.maxRSSKB,
+          noise: r.noise,
+          verify: r.verify,
+          features: r.features,
+          samples: r.samples,
+        })),
+      })),
+    }
+
+    fs.mkdirSync(OUT, { recursive: true })
+    const write = (name, text) => {
+      const file = path.join(OUT, name)
+      fs.writeFileSync(`${file}.tmp`, text)
+      fs.renameSync(`${file}.tmp`, file)
+      return file
+    }
+    const jsonFile = write('latest.json', JSON.stringify(output, null, 2) + '\n')
+    const w2 = groups.filter((g) => g.workload === 'W2')
+    let svgFile
+    if (w2.length) {
+      svgFile = write('w2.svg', drawW2(w2.map((g) => ({ bytes: manifest.sizes[g.size].bytes, label: gen.SIZES[g.size].label, rows: g.rows })), { quick: QUICK, machine: info }))
+    }
+
+    console.log(`mia-narrative-session benchmark — ${info.cpu}, ${info.cores} cores, ${info.os}, Node ${info.node}, ${info.tmpFs}${QUICK ? ' — BENCH_QUICK' : ''}`)
+    console.log(`addon features: loadRaw ${features.loadRaw ? 'yes' : 'no'}, merge returnSession:false ${features.returnSession ? 'yes' : 'no'}`)
+    console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; written = /proc/self/io write_bytes')
+    console.log(table(groups))
+    for (const g of groups.filter((x) => x.agreement)) {
+      console.log(`\nW4 results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
+    }
+    const noise = results.filter((r) => r.noise).map((r) => r.noise.blockMaxMs)
+    if (noise.length) console.log(`idle event-loop noise (block max while idle, per process): median ${fmtMs(noise.sort((a, b) => a - b)[noise.length >> 1])} ms, worst ${fmtMs(Math.max(...noise))} ms`)
+    console.log(`\nwrote ${path.relative(process.cwd(), jsonFile)}${svgFile ? ` and ${path.relative(process.cwd(), svgFile)}` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+    if (results.some((r) => r.error || (r.verify && r.verify.ok === false))) process.exitCode = 1
+  } finally {
+    cleanup()
+    if (process.env.BENCH_KEEP === '1') log(`kept ${tmp}`)
+  }
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
