@@ -1,13 +1,30 @@
 'use strict';
 // What is on disk: several server processes on one data dir, corrupt files, autosave.
+//
+// A session on disk is a snapshot (`<stem>.json`) plus a journal (`<stem>.journal`) of updates saved
+// since; a saved change may be in either. So "on disk" is checked as a user would see it: a fresh
+// store (here, or in another process: `loadInChild`) finds it. A snapshot (and so a new backup) is
+// written on creation, on recovery, when the journal would outgrow the snapshot, and on close().
 
 const fs = require('fs');
 const path = require('path');
 const { fork } = require('child_process');
 
-const { sandbox, filesIn, storedSession, pollUntil, sleep } = require('./helpers/env');
+const {
+  sandbox,
+  filesIn,
+  storedSession,
+  journalOf,
+  readJournal,
+  fileStamp,
+  loadInChild,
+  runNode,
+  pollUntil,
+  sleep,
+} = require('./helpers/env');
 
 const WORKER = path.join(__dirname, 'helpers', 'merge-worker.js');
+const ACK_WRITER = path.join(__dirname, 'helpers', 'ack-writer.js');
 
 let box;
 beforeEach(() => {
@@ -110,15 +127,20 @@ describe('two server processes on one data dir', () => {
 
 describe('a corrupt session file', () => {
   test('is moved aside and the previous good version (the backup) is loaded', async () => {
+    // Two snapshots in a row (close() writes one): the first becomes the backup of the second.
     const dataDir = newDataDir();
     const first = await box.open(dataDir);
     await first.merge('alice', '/proj', { memory: { saved: 'first' }, conversationHistory: [{ id: 'e1', role: 'user', content: 'one' }] });
     await first.save('alice', '/proj');
-    await first.merge('alice', '/proj', { memory: { later: 'second' } });
-    await first.save('alice', '/proj');
     await first.close();
+    const later = await box.open(dataDir);
+    await later.merge('alice', '/proj', { memory: { later: 'second' } });
+    await later.save('alice', '/proj');
+    await later.close();
 
-    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const { file, session: current } = storedSession(dataDir, 'alice', '/proj');
+    expect(current.memory).toEqual({ saved: 'first', later: 'second' });
+    expect(fs.existsSync(journalOf(file))).toBe(false); // close() compacted it
     const backupFile = `${file}.bak`;
     expect(fs.existsSync(backupFile)).toBe(true);
     const backup = JSON.parse(fs.readFileSync(backupFile, 'utf8'));
@@ -179,15 +201,72 @@ describe('a corrupt session file', () => {
     const first = await box.open(dataDir);
     await first.merge('alice', '/proj', { memory: { v: 1 } });
     await first.save('alice', '/proj');
-    await first.merge('alice', '/proj', { memory: { v: 2 } });
-    await first.close();
+    await first.close(); // snapshot v1
+    const second = await box.open(dataDir);
+    await second.merge('alice', '/proj', { memory: { v: 2 } });
+    await second.close(); // snapshot v2, backup v1
     const { file } = storedSession(dataDir, 'alice', '/proj');
+    expect(JSON.parse(fs.readFileSync(`${file}.bak`, 'utf8')).memory).toEqual({ v: 1 });
     fs.truncateSync(file, 0);
 
-    const second = await box.open(dataDir);
-    const loaded = await second.load('alice', '/proj');
+    const third = await box.open(dataDir);
+    const loaded = await third.load('alice', '/proj');
     expect(loaded.recovered).toBe(true);
     expect(loaded.session.memory).toEqual({ v: 1 });
+  });
+
+  test('with a journal beside it, the backup is loaded and the journal replayed onto it', async () => {
+    // Records are joins, so they apply to an older snapshot as well as to the one they were written
+    // beside. What lived only in the corrupt snapshot is gone; everything journaled since is not.
+    const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', {
+      memory: { a: 1 },
+      // Enough to make the snapshot larger than the journal below, so the saves append to it.
+      conversationHistory: Array.from({ length: 30 }, (_, i) => ({ id: `seed-${i}`, role: 'user', content: `seed ${i} ${'s'.repeat(100)}` })),
+    });
+    await first.close(); // snapshot A
+    const second = await box.open(dataDir);
+    await second.merge('alice', '/proj', { memory: { b: 2 } });
+    await second.close(); // snapshot A+B, backup A
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const snapshotBefore = fileStamp(file);
+
+    // Another server process saves two updates (journal appends) and dies without closing.
+    const run = await runNode([ACK_WRITER, dataDir, 'alice', '/proj', 'c', '2', 'exit'], { killAfterMs: 15000 });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const acked = run.stdout.trim().split('\n');
+    expect(acked).toEqual(['c-000000', 'c-000001']);
+    expect(fileStamp(file)).toEqual(snapshotBefore);
+    const journal = readJournal(journalOf(file));
+    expect(journal.records).toHaveLength(2);
+    expect(journal.end).toBe(journal.size);
+
+    const garbage = Buffer.from('{"id": "torn snapshot \u0000', 'latin1');
+    fs.writeFileSync(file, garbage);
+
+    const third = await box.open(dataDir);
+    const loaded = await third.load('alice', '/proj');
+    expect(loaded).toMatchObject({ created: false, recovered: true });
+    expect(loaded.session.memory).toEqual({ a: 1, 'last-c': 1 });
+    const ids = loaded.session.conversationHistory.map((e) => e.id);
+    expect(ids).toHaveLength(32);
+    expect(ids).toEqual(expect.arrayContaining(['seed-0', 'seed-29', ...acked]));
+
+    // The corrupt snapshot is kept aside; the recovered session is written back as a snapshot that
+    // holds the replayed journal, so the journal is gone.
+    const stem = path.basename(file, '.json');
+    const aside = filesIn(dataDir).filter((f) => f.startsWith(`${stem}.json.corrupt-`));
+    expect(aside).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dataDir, aside[0]))).toEqual(garbage);
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(loaded.session);
+    expect(fs.existsSync(journalOf(file))).toBe(false);
+
+    // Another process sees the same session, as an ordinary (not recovered) load.
+    const seen = await loadInChild(dataDir, 'alice', '/proj');
+    expect(seen).toMatchObject({ created: false, recovered: false });
+    expect(seen.session).toEqual(loaded.session);
   });
 
   test('when both the file and its backup are corrupt, both are kept aside', async () => {
@@ -234,32 +313,56 @@ describe('files on disk', () => {
   test('every file the store writes is private (0600) in a private dir (0700)', async () => {
     const parent = box.tempDir();
     const dataDir = path.join(parent, 'deep', 'er', 'sessions');
-    const store = await box.open(dataDir);
+    const first = await box.open(dataDir);
     for (const user of ['alice', 'bob']) {
-      await store.merge(user, '/proj', { memory: { v: 1 } });
-      await store.save(user, '/proj');
-      await store.merge(user, '/proj', { memory: { v: 2 } });
-      await store.save(user, '/proj');
+      await first.merge(user, '/proj', { memory: { v: 1 } });
+      await first.save(user, '/proj');
+    }
+    await first.close(); // a second snapshot each: the first becomes the backup
+    const second = await box.open(dataDir);
+    for (const user of ['alice', 'bob']) {
+      await second.merge(user, '/proj', { memory: { v: 2 } });
+      await second.save(user, '/proj'); // appended to the journal
     }
     expect(fs.statSync(dataDir).mode & 0o777).toBe(0o700);
     const files = filesIn(dataDir);
-    expect(files.length).toBe(6); // .json, .json.bak and .lock for each
+    expect(files.length).toBe(8); // .json, .json.bak, .journal and .lock for each
     for (const f of files) {
-      expect(f).toMatch(/^[0-9a-f]{64}\.(json|json\.bak|lock)$/);
+      expect(f).toMatch(/^[0-9a-f]{64}\.(json|json\.bak|journal|lock)$/);
       expect(fs.statSync(path.join(dataDir, f)).mode & 0o777).toBe(0o600);
+    }
+    for (const ext of ['.json', '.json.bak', '.journal', '.lock']) {
+      expect(files.filter((f) => f.endsWith(ext))).toHaveLength(2);
     }
   });
 
-  test('the backup holds the version before the last write', async () => {
+  test('the backup holds the snapshot before the last snapshot write; journal appends leave both alone', async () => {
     const dataDir = newDataDir();
-    const store = await box.open(dataDir);
     for (let v = 1; v <= 3; v++) {
+      const store = await box.open(dataDir);
       await store.merge('alice', '/proj', { memory: { v } });
       await store.save('alice', '/proj');
+      await store.close(); // writes a snapshot
     }
     const { file, session } = storedSession(dataDir, 'alice', '/proj');
     expect(session.memory).toEqual({ v: 3 });
     expect(JSON.parse(fs.readFileSync(`${file}.bak`, 'utf8')).memory).toEqual({ v: 2 });
+
+    // A save that appends to the journal writes no snapshot, so the backup stays what it was.
+    const snapshot = fileStamp(file);
+    const backup = fileStamp(`${file}.bak`);
+    const store = await box.open(dataDir);
+    await store.merge('alice', '/proj', { memory: { v: 4 } });
+    expect(await store.save('alice', '/proj')).toBe(true);
+    expect(readJournal(journalOf(file)).records).toHaveLength(1);
+    expect(fileStamp(file)).toEqual(snapshot);
+    expect(fileStamp(`${file}.bak`)).toEqual(backup);
+    expect((await loadInChild(dataDir, 'alice', '/proj')).session.memory).toEqual({ v: 4 });
+
+    // The next snapshot (close) makes v3 the backup.
+    await store.close();
+    expect(storedSession(dataDir, 'alice', '/proj').session.memory).toEqual({ v: 4 });
+    expect(JSON.parse(fs.readFileSync(`${file}.bak`, 'utf8')).memory).toEqual({ v: 3 });
   });
 });
 
@@ -290,15 +393,23 @@ describe('autosave', () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir, { autosaveIntervalMs: 200 });
     await store.load('alice', '/proj');
+    const { file } = storedSession(dataDir, 'alice', '/proj');
+    const snapshot = fileStamp(file);
     await store.merge('alice', '/proj', { memory: { unsaved: 'but autosaved' } });
-    const stored = await pollUntil(
+    // Autosave appends the change to the journal (fsynced) ...
+    const journal = await pollUntil(
       () => {
-        const s = storedSession(dataDir, 'alice', '/proj');
-        return s && s.session.memory.unsaved === 'but autosaved' && s;
+        const j = readJournal(journalOf(file));
+        return j.records.length > 0 && j;
       },
-      { timeoutMs: 2500, what: 'the autosaved change on disk' },
+      { timeoutMs: 2500, intervalMs: 20, what: 'the autosaved change in the journal' },
     );
-    expect(stored.session.memory).toEqual({ unsaved: 'but autosaved' });
+    expect(journal.records).toHaveLength(1);
+    expect(journal.end).toBe(journal.size);
+    expect(fileStamp(file)).toEqual(snapshot);
+    // ... where another process finds it.
+    const seen = await loadInChild(dataDir, 'alice', '/proj');
+    expect(seen.session.memory).toEqual({ unsaved: 'but autosaved' });
     await pollUntil(async () => (await store.list())[0].dirty === false, { what: 'the session to be clean' });
     // Nothing was left to write.
     expect(await store.save('alice', '/proj')).toBe(false);
@@ -310,15 +421,18 @@ describe('autosave', () => {
     await store.merge('alice', '/proj', { memory: { k: 1 } });
     await store.save('alice', '/proj');
     const { file } = storedSession(dataDir, 'alice', '/proj');
-    const before = fs.statSync(file);
+    const before = fileStamp(file);
     const bytes = fs.readFileSync(file);
+    const journalBefore = fileStamp(journalOf(file));
+    expect(journalBefore).not.toBeNull(); // the save appended to it
+    const journalBytes = fs.readFileSync(journalOf(file));
     const filesBefore = filesIn(dataDir);
 
     await sleep(700); // seven autosave ticks
-    const after = fs.statSync(file);
-    expect(after.ino).toBe(before.ino);
-    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(fileStamp(file)).toEqual(before);
     expect(fs.readFileSync(file)).toEqual(bytes);
+    expect(fileStamp(journalOf(file))).toEqual(journalBefore);
+    expect(fs.readFileSync(journalOf(file))).toEqual(journalBytes);
     expect(filesIn(dataDir)).toEqual(filesBefore);
   });
 
@@ -331,13 +445,13 @@ describe('autosave', () => {
     await serverA.merge('alice', '/proj', { memory: { fromA: 1 } });
     await serverB.merge('alice', '/proj', { memory: { fromB: 2 } });
 
-    // Both changes reach the file, and both stores hold both.
+    // Both changes reach the disk, and both stores hold both.
     await pollUntil(
-      () => {
-        const s = storedSession(dataDir, 'alice', '/proj');
-        return s && s.session.memory.fromA === 1 && s.session.memory.fromB === 2;
+      async () => {
+        const seen = await loadInChild(dataDir, 'alice', '/proj');
+        return seen && seen.session.memory.fromA === 1 && seen.session.memory.fromB === 2;
       },
-      { what: 'both changes on disk' },
+      { intervalMs: 50, what: 'both changes on disk' },
     );
     await pollUntil(
       async () => {
@@ -346,14 +460,20 @@ describe('autosave', () => {
       },
       { what: 'both stores clean' },
     );
-    // Quiet now: several intervals pass without a write.
+    for (const server of [serverA, serverB]) {
+      expect((await server.load('alice', '/proj')).session.memory).toEqual({ fromA: 1, fromB: 2 });
+    }
+    // Quiet now: several intervals pass without a write, to the snapshot, its backup or the journal.
     await sleep(300);
     const { file } = storedSession(dataDir, 'alice', '/proj');
-    const settled = fs.statSync(file);
+    const files = [file, `${file}.bak`, journalOf(file)];
+    const settled = files.map(fileStamp);
+    const contents = files.map((f) => (fs.existsSync(f) ? fs.readFileSync(f) : null));
+    const listing = filesIn(dataDir);
     await sleep(600);
-    const later = fs.statSync(file);
-    expect(later.ino).toBe(settled.ino);
-    expect(later.mtimeMs).toBe(settled.mtimeMs);
+    expect(files.map(fileStamp)).toEqual(settled);
+    expect(files.map((f) => (fs.existsSync(f) ? fs.readFileSync(f) : null))).toEqual(contents);
+    expect(filesIn(dataDir)).toEqual(listing);
   });
 
   test('stops at close(): nothing is written after it', async () => {
@@ -361,11 +481,13 @@ describe('autosave', () => {
     const store = await box.open(dataDir, { autosaveIntervalMs: 50 });
     await store.merge('alice', '/proj', { memory: { k: 1 } });
     await store.close();
-    const { file } = storedSession(dataDir, 'alice', '/proj');
-    const before = fs.statSync(file);
+    const { file, session } = storedSession(dataDir, 'alice', '/proj');
+    expect(session.memory).toEqual({ k: 1 }); // close() wrote it into the snapshot
+    const before = fileStamp(file);
+    const listing = filesIn(dataDir);
+    expect(listing.some((f) => f.endsWith('.journal'))).toBe(false);
     await sleep(300);
-    const after = fs.statSync(file);
-    expect(after.ino).toBe(before.ino);
-    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(fileStamp(file)).toEqual(before);
+    expect(filesIn(dataDir)).toEqual(listing);
   });
 });

@@ -3,9 +3,11 @@
 // that hands `/api/ws/narrative` upgrades to `attachNarrativeSession`, backed by a real store on
 // a temporary directory. See docs/protocol.md. No mocks.
 
+const fs = require('fs');
+
 const { NarrativeSessionStore } = require('../index');
 const { SESSION_MESSAGE_TYPES } = require('../lib/handler');
-const { sandbox, storedSession, sessionFiles, pollUntil, runNode, INDEX } = require('./helpers/env');
+const { sandbox, storedSession, sessionFiles, journalOf, loadInChild, pollUntil, runNode, INDEX } = require('./helpers/env');
 const { startNarrativeServer, clientPool } = require('./helpers/ws-server');
 
 const WORKSPACE = '/home/me/proj';
@@ -453,19 +455,19 @@ describe('durability', () => {
     const { client } = await open({ user: 'alice', workspace: WORKSPACE });
     const ack = await client.updateAndAck({ memory: { durable: { yes: true } }, universeFocus: 'story' });
     expect(ack.changes).toContain('memory.durable');
-    // Autosave is off: until the socket closes, the change lives in memory only.
+    // Autosave is off: until the socket closes, the change lives in memory only. Neither the
+    // snapshot nor a journal holds it, and another process does not see it.
+    const { file } = storedSession(dataDir, 'alice', WORKSPACE);
     expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({});
+    expect(fs.existsSync(journalOf(file))).toBe(false);
+    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({});
 
     const connection = server.connectionOf(client.tag);
     await client.close();
     await pollUntil(() => connection.saved, { what: 'the server to see the close' });
-    await pollUntil(
-      () => {
-        const stored = storedSession(dataDir, 'alice', WORKSPACE);
-        return stored && stored.session.memory.durable;
-      },
-      { timeoutMs: 3000, what: 'the change on disk' },
-    );
+    await connection.saved;
+    // The save appended the change to the journal beside the snapshot.
+    expect(fs.existsSync(journalOf(file))).toBe(true);
 
     // Another process opens its own store on the directory (the server's store stays open).
     const script = `
@@ -493,8 +495,8 @@ describe('durability', () => {
     await client.close();
     await pollUntil(() => connection.saved, { what: 'the server to see the close' });
     await connection.saved;
-    const stored = storedSession(dataDir, 'alice', WORKSPACE);
-    expect(stored.session.conversationHistory.map((e) => e.id)).toEqual(['last-0', 'last-1', 'last-2', 'last-3', 'last-4']);
+    const seen = await loadInChild(dataDir, 'alice', WORKSPACE);
+    expect(seen.session.conversationHistory.map((e) => e.id)).toEqual(['last-0', 'last-1', 'last-2', 'last-3', 'last-4']);
   });
 
   test('closing one tab saves while the other tab keeps working on the loaded session', async () => {
@@ -505,7 +507,7 @@ describe('durability', () => {
     await a.client.close();
     await pollUntil(() => connection.saved, { what: 'the server to see the close' });
     await connection.saved;
-    expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({ fromA: 1 });
+    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ fromA: 1 });
 
     const ack = await b.client.updateAndAck({ memory: { fromB: 2 } });
     expect(ack.session.memory).toEqual({ fromA: 1, fromB: 2 });

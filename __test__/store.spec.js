@@ -6,7 +6,19 @@ const fs = require('fs');
 const path = require('path');
 
 const { NarrativeSessionStore, mergeSessions, defaultDataDir } = require('../index');
-const { INDEX, sandbox, filesIn, storedSession, pollUntil, runNode, sleep } = require('./helpers/env');
+const {
+  INDEX,
+  sandbox,
+  filesIn,
+  storedSession,
+  journalOf,
+  readJournal,
+  fileStamp,
+  loadInChild,
+  pollUntil,
+  runNode,
+  sleep,
+} = require('./helpers/env');
 
 const LISTENER_CHILD = path.join(__dirname, 'helpers', 'listener-child.js');
 
@@ -553,11 +565,18 @@ describe('save, delete and list', () => {
     await store.load('alice', '/proj');
     expect(await store.save('alice', '/proj')).toBe(false); // created and persisted already
 
+    const { file } = storedSession(dataDir, 'alice', '/proj');
     await store.merge('alice', '/proj', { memory: { k: 1 } });
     expect((await store.list())[0].dirty).toBe(true);
+    expect((await loadInChild(dataDir, 'alice', '/proj')).session.memory).toEqual({}); // not yet
     expect(await store.save('alice', '/proj')).toBe(true);
-    expect(storedSession(dataDir, 'alice', '/proj').session.memory).toEqual({ k: 1 });
+    expect(readJournal(journalOf(file)).records).toHaveLength(1);
+    expect((await loadInChild(dataDir, 'alice', '/proj')).session.memory).toEqual({ k: 1 });
+    const journal = fileStamp(journalOf(file));
+    const snapshot = fileStamp(file);
     expect(await store.save('alice', '/proj')).toBe(false);
+    expect(fileStamp(journalOf(file))).toEqual(journal); // nothing written
+    expect(fileStamp(file)).toEqual(snapshot);
 
     // A merge that changes nothing leaves it clean.
     await store.merge('alice', '/proj', { memory: { k: 1 } });
@@ -566,14 +585,18 @@ describe('save, delete and list', () => {
 
   test('delete() removes the session and its files; the next load creates it anew', async () => {
     const dataDir = newDataDir();
+    const first = await box.open(dataDir);
+    await first.merge('alice', '/proj', { memory: { secret: 'x' } });
+    await first.save('alice', '/proj');
+    await first.close(); // a second snapshot: the first is now the backup
     const store = await box.open(dataDir);
-    await store.merge('alice', '/proj', { memory: { secret: 'x' } });
-    await store.save('alice', '/proj');
     await store.merge('alice', '/proj', { memory: { more: 'y' } });
-    await store.save('alice', '/proj'); // now .json, .json.bak and .lock exist
+    await store.save('alice', '/proj'); // appended to the journal
     await store.load('bob', '/proj');
     const stem = path.basename(storedSession(dataDir, 'alice', '/proj').file, '.json');
-    expect(filesIn(dataDir)).toEqual(expect.arrayContaining([`${stem}.json`, `${stem}.json.bak`, `${stem}.lock`]));
+    expect(filesIn(dataDir)).toEqual(
+      expect.arrayContaining([`${stem}.json`, `${stem}.json.bak`, `${stem}.journal`, `${stem}.lock`]),
+    );
 
     expect(await store.delete('alice', '/proj')).toBe(true);
     expect(filesIn(dataDir).filter((f) => f.includes(stem))).toEqual([]);

@@ -252,12 +252,13 @@ function w3() {
     return [...chosen]
   }
   let lastDirty = []
+  const isOurs = job.system === 'ours' || job.system === 'ours-all'
   return {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
       for (const s of sessions) copyFixture(path.join(dir, `${s.stem}.json`), s.stem)
-      if (job.system === 'ours') {
+      if (isOurs) {
         const store = await openStore()
         for (let i = 0; i < sessions.length; i += 50) {
           await Promise.all(sessions.slice(i, i + 50).map((s) => store.load(s.userId, s.workspaceId)))
@@ -272,7 +273,7 @@ function w3() {
     // Between ticks: 10% of the sessions get one new entry each (untimed).
     async prepare(state, rep) {
       lastDirty = dirtyAt(rep).map((i) => ({ index: i, update: gen.makeUpdate(7000 + i, rep + 100, lastTimeMs) }))
-      if (job.system === 'ours') {
+      if (isOurs) {
         await Promise.all(lastDirty.map(({ index, update }) => mergeLean(state.store, sessions[index].userId, sessions[index].workspaceId, update)))
       } else {
         for (const { index, update } of lastDirty) {
@@ -284,11 +285,12 @@ function w3() {
         }
       }
     },
-    // The tick. Ours: the host asks the store to save every open session (the store writes the
-    // dirty ones); the baselines write the sessions they marked dirty.
+    // The tick. Baselines and `ours`: the host saves the sessions it changed since the last tick.
+    // `ours-all`: the host calls save() on every open session and the store writes the dirty ones.
     async rep(state) {
-      if (job.system === 'ours') {
-        const wrote = await Promise.all(sessions.map((s) => state.store.save(s.userId, s.workspaceId)))
+      if (isOurs) {
+        const targets = job.system === 'ours-all' ? sessions : lastDirty.map(({ index }) => sessions[index])
+        const wrote = await Promise.all(targets.map((s) => state.store.save(s.userId, s.workspaceId)))
         return wrote.filter(Boolean).length
       }
       const dirty = [...state.dirty]
@@ -301,7 +303,7 @@ function w3() {
       const { index, update } = lastDirty[0]
       const s = sessions[index]
       let session
-      if (job.system === 'ours') {
+      if (isOurs) {
         await state.store.close()
         const store = await openStore()
         session = (await store.load(s.userId, s.workspaceId)).session

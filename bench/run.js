@@ -31,7 +31,7 @@ const SIZE_KEYS = Object.keys(gen.SIZES)
 // Repetitions (measured) and warm-ups per size.
 const REPS = QUICK
   ? { '10KB': [10, 2], '1MB': [6, 2], '10MB': [3, 1], W3: [3, 1], W4: [3, 1], W5: [2, 0] }
-  : { '10KB': [30, 3], '1MB': [20, 3], '10MB': [10, 2], W3: [10, 1], W4: [7, 1], W5: [3, 0] }
+  : { '10KB': [50, 5], '1MB': [30, 3], '10MB': [15, 2], W3: [15, 1], W4: [11, 1], W5: [3, 0] }
 
 /** The baselines each workload is compared with. */
 const BASELINES = { W1: ['naive'], W2: ['naive', 'atomic'], W3: ['naive', 'atomic'], W4: ['js-merge'], W5: ['js-sweep'] }
@@ -150,7 +150,7 @@ function plan() {
     const [reps, warmup] = REPS[size]
     for (const system of ['ours', 'naive', 'atomic']) add({ workload: 'W2', variant: size, size, system, reps, warmup })
   }
-  for (const system of ['ours', 'naive', 'atomic']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
+  for (const system of ['ours', 'ours-all', 'naive', 'atomic']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
   for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: '2 × 15,000 entries', system, reps: REPS.W4[0], warmup: REPS.W4[1] })
   for (const system of ['ours', 'js-sweep']) add({ workload: 'W5', variant: `${W5_FILES} files`, system, reps: REPS.W5[0], warmup: REPS.W5[1] })
   return jobs
@@ -269,16 +269,7 @@ function machine(tmp) {
       return null
     }
   }
-  const addonFile = fs.readdirSync(ROOT).find((n) => n.endsWith('.node'))
-  let addon = null
-  if (addonFile) {
-    const full = path.join(ROOT, addonFile)
-    addon = {
-      file: addonFile,
-      sha256: crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex'),
-      mtime: fs.statSync(full).mtime.toISOString(),
-    }
-  }
+  const addon = addonIdentity()
   const version = (name) => {
     try {
       return require(`${name}/package.json`).version
@@ -293,11 +284,39 @@ function machine(tmp) {
     os: `${os.type()} ${os.release()} ${os.arch()}`,
     node: process.version,
     tmpDir: tmp,
-    tmpFs: sh('stat', ['-f', '-c', '%T', tmp]),
+    tmpFs: fsTypeOf(tmp),
     gitCommit: sh('git', ['rev-parse', 'HEAD'], ROOT),
     gitDirty: sh('git', ['status', '--porcelain', '--', 'src', 'lib', 'index.js'], ROOT) ? true : false,
     addon,
     packages: { ws: version('ws'), 'write-file-atomic': version('write-file-atomic') },
+  }
+}
+
+/** Which addon binary is in place (it must not change during a run). */
+function addonIdentity() {
+  const file = fs.readdirSync(ROOT).find((n) => n.endsWith('.node'))
+  if (!file) return null
+  const full = path.join(ROOT, file)
+  return {
+    file,
+    sha256: crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex'),
+    mtime: fs.statSync(full).mtime.toISOString(),
+  }
+}
+
+/** The file system type of the mount holding `dir`, from /proc/mounts (Linux). */
+function fsTypeOf(dir) {
+  try {
+    let best = null
+    for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, mount, type] = line.split(' ')
+      if (!mount) continue
+      const m = mount.replace(/\\040/g, ' ')
+      if ((dir === m || dir.startsWith(m.endsWith('/') ? m : m + '/')) && (!best || m.length > best.m.length)) best = { m, type }
+    }
+    return best && best.type
+  } catch {
+    return null
   }
 }
 
@@ -327,18 +346,21 @@ async function main() {
     const { manifest, file: manifestFile } = writeFixtures(path.join(tmp, 'fixtures'))
     log(`  done in ${manifest.seconds.toFixed(1)} s: ${SIZE_KEYS.map((s) => `${s} = ${manifest.sizes[s].bytes} B / ${manifest.sizes[s].entries} entries`).join(', ')}`)
 
+    const addonAtStart = addonIdentity()
     const results = []
     const jobs = plan()
     for (const [i, job] of jobs.entries()) {
       const workDir = path.join(tmp, 'work', `${i}`)
       fs.mkdirSync(workDir, { recursive: true })
       const t = Date.now()
+      const loadBefore = os.loadavg()[0]
       const result = await runChild({ ...job, manifest: manifestFile, workDir })
+      result.loadavg = { before: +loadBefore.toFixed(2), after: +os.loadavg()[0].toFixed(2) }
       fs.rmSync(workDir, { recursive: true, force: true })
       const row = { ...job, ...result }
       if (!result.error) Object.assign(row, summarize(result.samples))
       results.push(row)
-      const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)} ms${result.verify.ok ? '' : ' VERIFY FAILED'}`
+      const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)}${row.median.wallMs >= 1000 ? '' : ' ms'}${result.verify.ok ? '' : ' VERIFY FAILED'}`
       log(`  [${i + 1}/${jobs.length}] ${job.workload} ${job.variant} ${job.system}: ${status} (${((Date.now() - t) / 1000).toFixed(1)} s)`)
     }
 
@@ -369,8 +391,10 @@ async function main() {
       }
     }
 
-    const features = Object.assign({}, ...results.filter((r) => r.features && r.system === 'ours').map((r) => r.features))
+    const features = Object.assign({}, ...results.filter((r) => r.features && r.system.startsWith('ours')).map((r) => r.features))
     const info = machine(tmp)
+    info.addonChangedDuringRun = !!(addonAtStart && info.addon && addonAtStart.sha256 !== info.addon.sha256)
+    if (info.addonChangedDuringRun) info.addonAtStart = addonAtStart
     const output = {
       generatedAt: new Date().toISOString(),
       command: 'npm run bench',
@@ -385,8 +409,9 @@ async function main() {
         'cpuMs: process.cpuUsage() delta, user + system, all threads. writeBytes: /proc/self/io write_bytes delta (page-granular, all threads); wcharBytes: bytes passed to write syscalls (sockets included).',
         'maxRSSKB: process.resourceUsage().maxRSS of the job process, taken before verification.',
         'ratios: baseline ÷ ours (above 1: ours uses less).',
+        'Event-loop delay also counts time the main thread was runnable but not scheduled (2 cores shared with tokio threads, the ws client and anything else running); busyMs does not. loadavg: the 1-minute load average before and after each job.',
         'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
-        'W3 ours: the host calls store.save() for all 1,000 open sessions; the store writes the 100 dirty ones. Baselines write the 100 sessions they marked dirty.',
+        'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones.',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
         'W5: files carry mtime = updatedAt. The baseline reads every file; the store skips reading files modified after the cutoff.',
       ],
@@ -413,6 +438,7 @@ async function main() {
           max: r.max,
           maxRSSKB: r.maxRSSKB,
           noise: r.noise,
+          loadavg: r.loadavg,
           verify: r.verify,
           features: r.features,
           samples: r.samples,
@@ -435,12 +461,16 @@ async function main() {
     }
 
     console.log(`mia-narrative-session benchmark — ${info.cpu}, ${info.cores} cores, ${info.os}, Node ${info.node}, ${info.tmpFs}${QUICK ? ' — BENCH_QUICK' : ''}`)
-    console.log(`addon features: loadRaw ${features.loadRaw ? 'yes' : 'no'}, merge returnSession:false ${features.returnSession ? 'yes' : 'no'}`)
+    const yesNo = (v) => (v === undefined ? 'not exercised' : v ? 'yes' : 'no')
+    console.log(`addon features used: store.loadRaw ${yesNo(features.loadRaw)}; merge { returnSession: false } ${yesNo(features.returnSession)}`)
     console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; written = /proc/self/io write_bytes')
     console.log(table(groups))
     for (const g of groups.filter((x) => x.agreement)) {
       console.log(`\nW4 results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
     }
+    const load = Math.max(...results.map((r) => (r.loadavg ? Math.max(r.loadavg.before, r.loadavg.after) : 0)))
+    console.log(`\nhighest 1-minute load average seen at a job boundary: ${load.toFixed(2)} on ${os.cpus().length} cores${load > os.cpus().length ? ' (other work was running: blocking figures include preemption)' : ''}`)
+    if (info.addonChangedDuringRun) console.log('\nWARNING: the addon binary changed during the run; figures mix two builds. Run again.')
     const noise = results.filter((r) => r.noise).map((r) => r.noise.blockMaxMs)
     if (noise.length) console.log(`idle event-loop noise (block max while idle, per process): median ${fmtMs(noise.sort((a, b) => a - b)[noise.length >> 1])} ms, worst ${fmtMs(Math.max(...noise))} ms`)
     console.log(`\nwrote ${path.relative(process.cwd(), jsonFile)}${svgFile ? ` and ${path.relative(process.cwd(), svgFile)}` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s`)

@@ -594,3 +594,31 @@ async fn a_corrupt_file_is_recovered_from_the_backup_on_load() {
     assert_eq!(fs::read(aside[0].path()).unwrap(), b"\0\0\0\0");
     store.close().await.unwrap();
 }
+
+/// `list` counts what a save appended to the journal, not only what the snapshot holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_reflects_the_journal_of_a_session_not_loaded_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = open(dir.path()).await;
+    // A snapshot large enough that three small appends do not outgrow it.
+    merge(&writer, json!({"memory": {"notes": "n".repeat(4000)}})).await;
+    writer.close().await.unwrap();
+    let writer = open(dir.path()).await;
+    for n in 0..3 {
+        merge(
+            &writer,
+            json!({"conversationHistory": [{"id": format!("e{n}"), "role": "user", "content": "hi"}]}),
+        )
+        .await;
+    }
+    writer.save(USER, WORKSPACE).await.unwrap();
+    assert!(session_file(dir.path()).with_extension("journal").exists());
+
+    let reader = open(dir.path()).await;
+    let listed = reader.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].entries, 3);
+    assert!(!listed[0].loaded);
+    writer.close().await.unwrap();
+    reader.close().await.unwrap();
+}

@@ -73,13 +73,100 @@ function sessionFiles(dir) {
     .map((f) => path.join(dir, f));
 }
 
-/** The stored session (parsed main file) of one user and workspace, or undefined. */
+/**
+ * The stored snapshot (parsed `<stem>.json`) of one user and workspace, or undefined. Since the
+ * journal, a saved change may be in `<stem>.journal` rather than here: to check what is on disk,
+ * use `loadInChild` (a fresh store's view), or `readJournal` for the journal itself.
+ */
 function storedSession(dir, userId, workspaceId) {
   for (const file of sessionFiles(dir)) {
     const session = JSON.parse(fs.readFileSync(file, 'utf8'));
     if (session.userId === userId && session.workspaceId === workspaceId) return { file, session };
   }
   return undefined;
+}
+
+/** The journal file beside a snapshot file: `<stem>.json` → `<stem>.journal`. */
+function journalOf(snapshotFile) {
+  return snapshotFile.replace(/\.json$/, '.journal');
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (IEEE 802.3, as zlib and crc32fast compute it). */
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * Reads a journal as the format defines it (docs: src/journal.rs): frames of u32 LE payload length,
+ * u32 LE CRC-32 of the payload, JSON payload. Reading stops at the first frame that is cut short,
+ * fails its checksum or does not parse. Returns `{ exists, size, end, records, frames }`: `end` is
+ * the offset after the last complete record, `records` their parsed payloads, `frames` their
+ * `{ offset, length }` (whole frame, header included).
+ */
+function readJournal(file) {
+  if (!fs.existsSync(file)) return { exists: false, size: 0, end: 0, records: [], frames: [] };
+  const bytes = fs.readFileSync(file);
+  const records = [];
+  const frames = [];
+  let at = 0;
+  while (at + 8 <= bytes.length) {
+    const length = bytes.readUInt32LE(at);
+    const crc = bytes.readUInt32LE(at + 4);
+    if (at + 8 + length > bytes.length) break;
+    const payload = bytes.subarray(at + 8, at + 8 + length);
+    if (crc32(payload) !== crc) break;
+    let record;
+    try {
+      record = JSON.parse(payload.toString('utf8'));
+    } catch {
+      break;
+    }
+    records.push(record);
+    frames.push({ offset: at, length: 8 + length });
+    at += 8 + length;
+  }
+  return { exists: true, size: bytes.length, end: at, records, frames };
+}
+
+/** What a file looks like on disk (`{ ino, size, mtimeMs }`), or null when it is missing. */
+function fileStamp(file) {
+  try {
+    const { ino, size, mtimeMs } = fs.statSync(file);
+    return { ino, size, mtimeMs };
+  } catch (err) {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+const READ_SESSION = path.join(__dirname, 'read-session.js');
+
+/**
+ * The session as a fresh store in another process finds it on disk (snapshot plus journal): a
+ * child Node process opens its own store on `dataDir`, loads the session and exits without
+ * closing (a close would compact the journal and so change what is on disk). Resolves with
+ * `{ created, recovered, session }`, or undefined when no such session is stored (nothing is
+ * created then).
+ */
+async function loadInChild(dataDir, userId, workspaceId) {
+  const run = await runNode([READ_SESSION, dataDir, userId, workspaceId], { killAfterMs: 15000 });
+  if (run.code !== 0 || run.stderr !== '') {
+    throw new Error(`read-session failed (code ${run.code}, signal ${run.signal}): ${run.stderr}`);
+  }
+  const result = JSON.parse(run.stdout);
+  return result.found ? { created: result.created, recovered: result.recovered, session: result.session } : undefined;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -135,6 +222,11 @@ module.exports = {
   filesIn,
   sessionFiles,
   storedSession,
+  journalOf,
+  crc32,
+  readJournal,
+  fileStamp,
+  loadInChild,
   sleep,
   pollUntil,
   runNode,

@@ -59,21 +59,49 @@ pub struct ReadOutcome {
     pub quarantined: Vec<PathBuf>,
 }
 
-/// The few fields `list` and cleanup need, read without building the whole session.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The few fields `list` and cleanup need.
+#[derive(Debug)]
 pub struct StoredSummary {
     pub id: String,
     pub user_id: String,
     pub workspace_id: String,
     pub created_at: String,
     pub updated_at: String,
+    pub charts: usize,
+    pub beats: usize,
+    pub entries: usize,
+}
+
+impl StoredSummary {
+    pub fn of(session: &NarrativeSession) -> StoredSummary {
+        StoredSummary {
+            id: session.id.clone(),
+            user_id: session.user_id.clone(),
+            workspace_id: session.workspace_id.clone(),
+            created_at: session.created_at.clone(),
+            updated_at: session.updated_at.clone(),
+            charts: session.active_charts.len(),
+            beats: session.story_beats.len(),
+            entries: session.conversation_history.len(),
+        }
+    }
+}
+
+/// A snapshot's summary fields, read without building the whole session.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotHead {
+    id: String,
+    user_id: String,
+    workspace_id: String,
+    created_at: String,
+    updated_at: String,
     #[serde(default)]
-    pub active_charts: Vec<IgnoredAny>,
+    active_charts: Vec<IgnoredAny>,
     #[serde(default)]
-    pub story_beats: Vec<IgnoredAny>,
+    story_beats: Vec<IgnoredAny>,
     #[serde(default)]
-    pub conversation_history: Vec<IgnoredAny>,
+    conversation_history: Vec<IgnoredAny>,
 }
 
 /// What a session file looked like on disk: a new write (a rename) always changes it.
@@ -342,10 +370,31 @@ impl FileBackend {
     }
 
     /// The summary fields of a stored session and the file's size, or None when unreadable.
+    /// Without a journal only the summary fields are read; with one, the session is built and the
+    /// journal's complete records replayed (without the lock: a record being appended is ignored).
     pub fn summary(&self, stem: &str) -> Option<(StoredSummary, u64)> {
         let bytes = fs::read(self.path(stem, SESSION_EXT)).ok()?;
-        let summary = serde_json::from_slice(&bytes).ok()?;
-        Some((summary, bytes.len() as u64))
+        let journal = fs::read(self.path(stem, JOURNAL_EXT)).unwrap_or_default();
+        let size = (bytes.len() + journal.len()) as u64;
+        if journal.is_empty() {
+            let head: SnapshotHead = serde_json::from_slice(&bytes).ok()?;
+            let summary = StoredSummary {
+                id: head.id,
+                user_id: head.user_id,
+                workspace_id: head.workspace_id,
+                created_at: head.created_at,
+                updated_at: head.updated_at,
+                charts: head.active_charts.len(),
+                beats: head.story_beats.len(),
+                entries: head.conversation_history.len(),
+            };
+            return Some((summary, size));
+        }
+        let mut session: NarrativeSession = serde_json::from_slice(&bytes).ok()?;
+        for patch in &crate::journal::decode(&journal).0 {
+            crate::merge::apply_patch(&mut session, patch).ok()?;
+        }
+        Some((StoredSummary::of(&session), size))
     }
 
     /// The stamp of the session's file now, or None when it is gone.

@@ -444,9 +444,9 @@ impl SessionStore {
                 created_at: s.created_at,
                 updated_at: s.updated_at,
                 bytes,
-                charts: s.active_charts.len(),
-                beats: s.story_beats.len(),
-                entries: s.conversation_history.len(),
+                charts: s.charts,
+                beats: s.beats,
+                entries: s.entries,
                 loaded: false,
                 dirty: false,
             };

@@ -1,0 +1,122 @@
+'use strict'
+// The W2 chart, as hand-written SVG: median wall time of "append one entry, then persist" against
+// session size, both axes logarithmic, one line per system.
+
+const COLORS = { ours: '#1565c0', naive: '#c62828', atomic: '#ef6c00' }
+const NAMES = { ours: 'ours (mia-narrative-session)', naive: 'naive: JSON + fs writeFile', atomic: 'atomic: write-file-atomic + JSON' }
+
+const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+function fmtMs(v) {
+  if (v >= 1000) return `${+(v / 1000).toPrecision(3)} s`
+  if (v >= 1) return `${+v.toPrecision(3)} ms`
+  return `${+v.toPrecision(2)} ms`
+}
+
+function fmtSize(bytes) {
+  if (bytes >= 1e6) return `${+(bytes / 1e6).toPrecision(3)} MB`
+  if (bytes >= 1e3) return `${+(bytes / 1e3).toPrecision(3)} KB`
+  return `${bytes} B`
+}
+
+/**
+ * points: [{ bytes, label, rows: [{ system, median: { wallMs }, error }] }], one per session size.
+ */
+function drawW2(points, { quick = false, machine = {} } = {}) {
+  const W = 760
+  const H = 480
+  const m = { left: 78, right: 36, top: 64, bottom: 78 }
+  const pw = W - m.left - m.right
+  const ph = H - m.top - m.bottom
+
+  const series = {}
+  for (const p of points) {
+    for (const r of p.rows) {
+      if (r.error || !r.median || !(r.median.wallMs > 0)) continue
+      ;(series[r.system] ||= []).push({ x: p.bytes, y: r.median.wallMs, label: p.label })
+    }
+  }
+  const xs = points.map((p) => p.bytes)
+  const ys = Object.values(series).flat().map((p) => p.y)
+  if (!xs.length || !ys.length) return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="80"><text x="10" y="40">no W2 data</text></svg>\n`
+  const x0 = Math.log10(Math.min(...xs)) - 0.35
+  const x1 = Math.log10(Math.max(...xs)) + 0.35
+  const y0 = Math.floor(Math.log10(Math.min(...ys)))
+  const y1 = Math.ceil(Math.log10(Math.max(...ys)))
+  const sx = (v) => m.left + ((Math.log10(v) - x0) / (x1 - x0)) * pw
+  const sy = (v) => m.top + ph - ((Math.log10(v) - y0) / Math.max(1, y1 - y0)) * ph
+
+  const out = []
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
+  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`)
+  out.push(`<text x="${m.left}" y="26" font-size="16" font-weight="bold">W2: append one conversation entry, then persist</text>`)
+  const sub = `median wall time per save against session size, both axes logarithmic${quick ? ' (BENCH_QUICK run)' : ''}`
+  out.push(`<text x="${m.left}" y="46" fill="#555">${esc(sub)}</text>`)
+
+  // Grid: decades of time (labelled) with minor ticks; decades of size (light, unlabelled).
+  for (let e = y0; e <= y1; e++) {
+    const y = sy(10 ** e)
+    out.push(`<line x1="${m.left}" y1="${y.toFixed(1)}" x2="${m.left + pw}" y2="${y.toFixed(1)}" stroke="#ddd"/>`)
+    out.push(`<text x="${m.left - 8}" y="${(y + 4).toFixed(1)}" text-anchor="end" fill="#333">${esc(fmtMs(10 ** e))}</text>`)
+    if (e < y1) {
+      for (let k = 2; k < 10; k++) {
+        const yy = sy(k * 10 ** e)
+        out.push(`<line x1="${m.left}" y1="${yy.toFixed(1)}" x2="${m.left + 5}" y2="${yy.toFixed(1)}" stroke="#999"/>`)
+      }
+    }
+  }
+  for (let e = Math.ceil(x0); e <= Math.floor(x1); e++) {
+    const x = sx(10 ** e)
+    out.push(`<line x1="${x.toFixed(1)}" y1="${m.top}" x2="${x.toFixed(1)}" y2="${m.top + ph}" stroke="#f0f0f0"/>`)
+  }
+  // The measured sizes on the x axis.
+  for (const p of points) {
+    const x = sx(p.bytes)
+    out.push(`<line x1="${x.toFixed(1)}" y1="${m.top + ph}" x2="${x.toFixed(1)}" y2="${m.top + ph + 6}" stroke="#333"/>`)
+    out.push(`<text x="${x.toFixed(1)}" y="${m.top + ph + 20}" text-anchor="middle" fill="#222" font-weight="bold">${esc(p.label)}</text>`)
+    out.push(`<text x="${x.toFixed(1)}" y="${m.top + ph + 34}" text-anchor="middle" fill="#777" font-size="10">${esc(`${fmtSize(p.bytes)} of JSON`)}</text>`)
+  }
+  out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`)
+  out.push(`<text x="${m.left + pw / 2}" y="${H - 14}" text-anchor="middle" fill="#333">session size</text>`)
+  out.push(`<text transform="translate(20 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#333">median wall time per save</text>`)
+
+  // Lines and points.
+  const names = ['ours', 'naive', 'atomic', ...Object.keys(series).filter((s) => !COLORS[s])].filter((n) => series[n])
+  for (const name of [...names].reverse()) {
+    const pts = series[name].sort((a, b) => a.x - b.x)
+    const color = COLORS[name] || '#555'
+    out.push(`<polyline fill="none" stroke="${color}" stroke-width="2.5" points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`)
+    for (const p of pts) {
+      out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="4" fill="${color}"><title>${esc(`${name}, ${p.label}: ${fmtMs(p.y)}`)}</title></circle>`)
+    }
+  }
+  // Value labels right of each point, pushed apart where they would overlap.
+  for (const p of points) {
+    const labels = names
+      .map((name) => ({ name, pt: series[name].find((q) => q.x === p.bytes) }))
+      .filter((l) => l.pt)
+      .map((l) => ({ ...l, y: sy(l.pt.y) + 4 }))
+      .sort((a, b) => a.y - b.y)
+    for (let i = 1; i < labels.length; i++) labels[i].y = Math.max(labels[i].y, labels[i - 1].y + 13)
+    for (const l of labels) {
+      out.push(`<text x="${(sx(p.bytes) + 8).toFixed(1)}" y="${l.y.toFixed(1)}" fill="${COLORS[l.name] || '#555'}" font-size="11" stroke="#fff" stroke-width="3" paint-order="stroke">${esc(fmtMs(l.pt.y))}</text>`)
+    }
+  }
+
+  // Legend, top left inside the plot.
+  const lx = m.left + 14
+  let ly = m.top + 18
+  out.push(`<rect x="${lx - 8}" y="${ly - 12}" width="252" height="${names.length * 20 + 6}" fill="#fff" fill-opacity="0.9" stroke="#ccc"/>`)
+  for (const name of names) {
+    const color = COLORS[name] || '#555'
+    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2.5"/><circle cx="${lx + 11}" cy="${ly}" r="4" fill="${color}"/>`)
+    out.push(`<text x="${lx + 30}" y="${ly + 4}" fill="#222">${esc(NAMES[name] || name)}</text>`)
+    ly += 20
+  }
+  const foot = [machine.cpu && `${machine.cpu}, ${machine.cores} cores`, machine.node && `Node ${machine.node}`, machine.tmpFs].filter(Boolean).join(' · ')
+  out.push(`<text x="${W - m.right}" y="${H - 14}" text-anchor="end" fill="#888" font-size="10">${esc(foot)}</text>`)
+  out.push('</svg>')
+  return out.join('\n') + '\n'
+}
+
+module.exports = { drawW2 }
