@@ -153,6 +153,11 @@ export interface MergeOptions {
    * are needed: serialising a large session costs far more than merging an update into it.
    */
   returnSession?: boolean
+  /**
+   * Save before resolving (one journal append and fsync), so the update is durable once
+   * acknowledged. Default false: the update waits for `save()`, autosave or `close()`.
+   */
+  durable?: boolean
 }
 
 export interface CleanupOptions {

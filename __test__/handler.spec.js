@@ -451,20 +451,20 @@ describe('users are isolated', () => {
 });
 
 describe('durability', () => {
-  test('a disconnect flushes the session to disk, where a new store in another process finds it', async () => {
+  test('an acked update is already on disk, and a disconnect leaves it there for a new store in another process', async () => {
     const { client } = await open({ user: 'alice', workspace: WORKSPACE });
     const ack = await client.updateAndAck({ memory: { durable: { yes: true } }, universeFocus: 'story' });
     expect(ack.changes).toContain('memory.durable');
-    // Autosave is off: until the socket closes, the change lives in memory only. Neither the
-    // snapshot nor a journal holds it, and another process does not see it.
+    // Autosave is off, yet the ack means durable: the change was appended to the journal beside the
+    // snapshot before the ack was sent, and another process already sees it.
     const { file } = storedSession(dataDir, 'alice', WORKSPACE);
     expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({});
-    expect(fs.existsSync(journalOf(file))).toBe(false);
-    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({});
+    expect(fs.existsSync(journalOf(file))).toBe(true);
+    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ durable: { yes: true } });
 
     const connection = server.connectionOf(client.tag);
     await client.close();
-    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
     await connection.saved;
     // The save appended the change to the journal beside the snapshot.
     expect(fs.existsSync(journalOf(file))).toBe(true);
@@ -493,7 +493,7 @@ describe('durability', () => {
     const connection = server.connectionOf(client.tag);
     for (let i = 0; i < 5; i++) client.update({ conversationHistory: [{ id: `last-${i}`, role: 'user', content: `bye ${i}` }] });
     await client.close();
-    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
     await connection.saved;
     const seen = await loadInChild(dataDir, 'alice', WORKSPACE);
     expect(seen.session.conversationHistory.map((e) => e.id)).toEqual(['last-0', 'last-1', 'last-2', 'last-3', 'last-4']);
@@ -505,7 +505,7 @@ describe('durability', () => {
     await a.client.updateAndAck({ memory: { fromA: 1 } });
     const connection = server.connectionOf(a.client.tag);
     await a.client.close();
-    await pollUntil(() => connection.saved, { what: 'the server to see the close' });
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
     await connection.saved;
     expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ fromA: 1 });
 

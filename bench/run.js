@@ -462,7 +462,7 @@ async function main() {
 
     console.log(`mia-narrative-session benchmark — ${info.cpu}, ${info.cores} cores, ${info.os}, Node ${info.node}, ${info.tmpFs}${QUICK ? ' — BENCH_QUICK' : ''}`)
     const yesNo = (v) => (v === undefined ? 'not exercised' : v ? 'yes' : 'no')
-    console.log(`addon features used: store.loadRaw ${yesNo(features.loadRaw)}; merge { returnSession: false } ${yesNo(features.returnSession)}`)
+    console.log(`addon features used: store.loadRaw ${yesNo(features.loadRaw)}; merge { returnSession: false, durable: true }`)
     console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; written = /proc/self/io write_bytes')
     console.log(table(groups))
     for (const g of groups.filter((x) => x.agreement)) {

@@ -131,6 +131,8 @@ function attachNarrativeSession(ws, req, options) {
       const { changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
         origin: connection.id,
         returnSession: false,
+        // The ack tells the client its change is safe: it is on disk before the ack is sent.
+        durable: true,
       })
       postWithSession({ event: 'ack', changes }, traceId)
     } catch (err) {

@@ -23,8 +23,8 @@ use crate::merge::merge_sessions;
 use crate::model::{validate_session, NarrativeSession};
 use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::{
-    MergeEvent, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL, DEFAULT_CLEANUP_INTERVAL,
-    DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
+    MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
 };
 
 type Outcome<T> = std::result::Result<T, StoreError>;
@@ -224,15 +224,12 @@ impl NarrativeSessionStore {
         promise(env, async move {
             let (user, workspace) = ids?;
             let options = options?;
-            let with_session = options.return_session.unwrap_or(true);
+            let mode = MergeMode {
+                with_session: options.return_session.unwrap_or(true),
+                durable: options.durable.unwrap_or(false),
+            };
             let merged = store
-                .merge(
-                    &user,
-                    &workspace,
-                    &update?,
-                    options.origin.as_deref(),
-                    with_session,
-                )
+                .merge(&user, &workspace, &update?, options.origin.as_deref(), mode)
                 .await?;
             let changes = serde_json::to_string(&merged.changes).map_err(internal)?;
             Ok(JsonText(match merged.session_json {
@@ -534,6 +531,7 @@ fn duration_ms(
 struct MergeOptionsJson {
     origin: Option<String>,
     return_session: Option<bool>,
+    durable: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::parse_rfc3339_millis;
 use crate::error::Result;
-use crate::store::file::FileBackend;
+use crate::store::file::{FileBackend, FileStamp};
 
 /// Temp files older than this are leftovers of an interrupted write.
 pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
@@ -54,18 +54,24 @@ pub fn sweep(
             continue;
         }
         // A file written after the cutoff holds a session updated after it: no need to read it.
-        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time)
-            || !is_expired(backend, &stem, cutoff_millis)
-        {
+        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time) {
+            report.kept += 1;
+            continue;
+        }
+        let seen = backend.stamp(&stem);
+        if !is_expired(backend, &stem, cutoff_millis) {
             report.kept += 1;
             continue;
         }
         before_delete(&stem);
-        match delete_if_still_expired(backend, &stem, cutoff_millis, in_use) {
+        match delete_if_still_expired(backend, &stem, cutoff_millis, seen, in_use) {
             Ok(true) => report.removed += 1,
             Ok(false) => report.kept += 1,
             Err(e) => report.errors.push(e.to_string()),
         }
+    }
+    if report.removed > 0 {
+        backend.sync()?;
     }
     report.temp_files_removed = backend.remove_stale_temp_files(STALE_TEMP_AGE)?;
     Ok(report)
@@ -82,13 +88,20 @@ fn delete_if_still_expired(
     backend: &FileBackend,
     stem: &str,
     cutoff_millis: i64,
+    seen: Option<FileStamp>,
     in_use: &dyn Fn(&str) -> bool,
 ) -> Result<bool> {
     let lock = backend.lock(stem)?;
-    if in_use(stem) || !is_expired(backend, stem, cutoff_millis) {
+    if in_use(stem) {
         return Ok(false);
     }
-    backend.delete(stem, lock)
+    // Unchanged files (same snapshot stamp, no journal) hold what was judged expired; anything
+    // else is read again under the lock.
+    let unchanged = seen.is_some() && backend.stamp(stem) == seen && backend.journal_len(stem) == 0;
+    if !unchanged && !is_expired(backend, stem, cutoff_millis) {
+        return Ok(false);
+    }
+    backend.unlink(stem, lock)
 }
 
 /// Milliseconds since the epoch, `ttl_days` before `now_millis`.

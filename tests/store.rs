@@ -53,7 +53,13 @@ fn parse(json: &str) -> NarrativeSession {
 
 async fn merge(store: &SessionStore, update: Value) -> Vec<String> {
     store
-        .merge(USER, WORKSPACE, &update.to_string(), None, true)
+        .merge(
+            USER,
+            WORKSPACE,
+            &update.to_string(),
+            None,
+            Default::default(),
+        )
         .await
         .unwrap()
         .changes
@@ -304,7 +310,7 @@ async fn an_invalid_update_is_refused_with_einvalid_and_changes_nothing() {
         "{ torn",
     ] {
         let err = store
-            .merge(USER, WORKSPACE, bad, None, true)
+            .merge(USER, WORKSPACE, bad, None, Default::default())
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::Invalid, "{bad}: {err}");
@@ -332,14 +338,14 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
 
     // An update larger than the limit on its own.
     let err = store
-        .merge(USER, WORKSPACE, &big(5000), None, true)
+        .merge(USER, WORKSPACE, &big(5000), None, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::TooLarge);
 
     // Updates that fit alone but not together.
     store
-        .merge(USER, WORKSPACE, &big(1800), None, true)
+        .merge(USER, WORKSPACE, &big(1800), None, Default::default())
         .await
         .unwrap();
     let before = current(&store).await;
@@ -350,7 +356,7 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
             WORKSPACE,
             &json!({"memory": {"more": "y".repeat(3000)}}).to_string(),
             None,
-            true,
+            Default::default(),
         )
         .await
         .unwrap_err();
@@ -378,7 +384,7 @@ async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
     closed(store.load(USER, WORKSPACE).await.map(|_| ()));
     closed(
         store
-            .merge(USER, WORKSPACE, "{}", None, true)
+            .merge(USER, WORKSPACE, "{}", None, Default::default())
             .await
             .map(|_| ()),
     );
@@ -401,7 +407,7 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
             WORKSPACE,
             r#"{"memory":{"goal":"ship"}}"#,
             Some("tab-1"),
-            true,
+            Default::default(),
         )
         .await
         .unwrap();
@@ -411,7 +417,7 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
             WORKSPACE,
             r#"{"universeFocus":"ceremony"}"#,
             None,
-            true,
+            Default::default(),
         )
         .await
         .unwrap();
@@ -439,7 +445,7 @@ async fn listeners_hear_each_merge_with_its_origin_and_changes() {
             WORKSPACE,
             r#"{"memory":{"goal":"again"}}"#,
             None,
-            true,
+            Default::default(),
         )
         .await
         .unwrap();

@@ -8,9 +8,11 @@ const NAMES = { ours: 'ours (mia-narrative-session)', naive: 'naive: JSON + fs w
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
 function fmtMs(v) {
-  if (v >= 1000) return `${+(v / 1000).toPrecision(3)} s`
-  if (v >= 1) return `${+v.toPrecision(3)} ms`
-  return `${+v.toPrecision(2)} ms`
+  if (v >= 1000) return `${(v / 1000).toPrecision(3)} s`
+  if (v >= 100) return `${v.toFixed(0)} ms`
+  if (v >= 10) return `${v.toFixed(1)} ms`
+  if (v >= 0.1 || v === 0) return `${v.toFixed(2)} ms`
+  return `${v.toPrecision(2)} ms`
 }
 
 function fmtSize(bytes) {
@@ -57,7 +59,7 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   for (let e = y0; e <= y1; e++) {
     const y = sy(10 ** e)
     out.push(`<line x1="${m.left}" y1="${y.toFixed(1)}" x2="${m.left + pw}" y2="${y.toFixed(1)}" stroke="#ddd"/>`)
-    out.push(`<text x="${m.left - 8}" y="${(y + 4).toFixed(1)}" text-anchor="end" fill="#333">${esc(fmtMs(10 ** e))}</text>`)
+    out.push(`<text x="${m.left - 8}" y="${(y + 4).toFixed(1)}" text-anchor="end" fill="#333">${esc(e >= 3 ? `${10 ** (e - 3)} s` : `${e >= 0 ? 10 ** e : (10 ** e).toFixed(-e)} ms`)}</text>`)
     if (e < y1) {
       for (let k = 2; k < 10; k++) {
         const yy = sy(k * 10 ** e)

@@ -326,6 +326,14 @@ impl FileBackend {
 
     /// Removes a session's files (quarantined copies are kept). Returns whether it existed.
     pub fn delete(&self, stem: &str, lock: SessionLock) -> Result<bool> {
+        let existed = self.unlink(stem, lock)?;
+        self.sync()?;
+        Ok(existed)
+    }
+
+    /// `delete` without the directory fsync, for a sweep that removes many sessions and makes the
+    /// directory durable once at the end with [`FileBackend::sync`].
+    pub fn unlink(&self, stem: &str, lock: SessionLock) -> Result<bool> {
         let main = self.path(stem, SESSION_EXT);
         let existed = main.exists();
         // Backup first: a crash between the two must not bring a deleted session back from it.
@@ -342,8 +350,12 @@ impl FileBackend {
             }
         }
         drop(lock);
-        sync_dir(&self.dir)?;
         Ok(existed)
+    }
+
+    /// Makes every rename and removal in the directory durable.
+    pub fn sync(&self) -> Result<()> {
+        sync_dir(&self.dir)
     }
 
     /// The stems of every stored session.

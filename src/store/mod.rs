@@ -10,6 +10,7 @@
 //! parallel. Blocking file work runs on tokio's blocking pool.
 
 pub mod file;
+pub mod redis;
 pub mod watcher;
 
 use std::collections::HashMap;
@@ -95,6 +96,24 @@ pub struct LoadOutcome {
     pub created: bool,
     /// The stored file was unusable: the session came from the backup (or, with `created`, was lost).
     pub recovered: bool,
+}
+
+/// How `merge` reports and persists.
+#[derive(Clone, Copy, Debug)]
+pub struct MergeMode {
+    /// Return the merged session as JSON. Serialising a large session costs far more than the merge.
+    pub with_session: bool,
+    /// Save before returning (one journal append): the merge is durable once acknowledged.
+    pub durable: bool,
+}
+
+impl Default for MergeMode {
+    fn default() -> Self {
+        MergeMode {
+            with_session: true,
+            durable: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -309,15 +328,15 @@ impl SessionStore {
     }
 
     /// Merges a client's update (JSON text of any subset of a session's fields) into the session.
-    /// Nothing changes when the update is refused. The merged session comes back as JSON only when
-    /// `with_session` asks for it: serialising a large session costs far more than the merge.
+    /// Nothing changes when the update is refused. See [`MergeMode`] for what comes back and when
+    /// the change is durable.
     pub async fn merge(
         &self,
         user_id: &str,
         workspace_id: &str,
         update_json: &str,
         origin: Option<&str>,
-        with_session: bool,
+        options: MergeMode,
     ) -> Result<MergeOutcome> {
         self.check_open()?;
         let key = SessionKey::new(user_id, workspace_id)?;
@@ -368,7 +387,10 @@ impl SessionStore {
             }
             live.pending.extend_from_slice(&record);
         }
-        let session_json = if with_session {
+        if options.durable && live.is_dirty() {
+            self.persist(&slot.key, live, false).await?;
+        }
+        let session_json = if options.with_session {
             Some(to_json(&live.session)?)
         } else {
             None
