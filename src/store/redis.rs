@@ -325,6 +325,18 @@ impl RedisBackend {
         self.key_name(stem, "events")
     }
 
+    /// A session's snapshot, log, version and generation, read in one transaction.
+    async fn read_raw(&self, keys: &Keys) -> Result<RawSession> {
+        let raw = self
+            .with_retry("cannot read a session from", || {
+                let mut manager = self.manager.clone();
+                let pipe = read_pipeline(keys, true);
+                async move { pipe.query_async::<Vec<Value>>(&mut manager).await }
+            })
+            .await?;
+        raw_from(raw)
+    }
+
     fn keys(&self, stem: &str) -> Result<Keys> {
         if !is_file_stem(stem) {
             return Err(StoreError::invalid(format!(
@@ -346,14 +358,7 @@ impl RedisBackend {
     pub async fn load(&self, stem: &str, key: &SessionKey) -> Result<Loaded> {
         let keys = self.keys(stem)?;
         check_stem_of(stem, key)?;
-        let raw = self
-            .with_retry("cannot read a session from", || {
-                let mut manager = self.manager.clone();
-                let pipe = read_pipeline(&keys, true);
-                async move { pipe.query_async::<Vec<Value>>(&mut manager).await }
-            })
-            .await?;
-        let parsed = parse_session(&keys, raw_from(raw)?, key);
+        let parsed = parse_session(&keys, self.read_raw(&keys).await?, key);
         if parsed.is_clean() {
             return Ok(parsed.loaded);
         }
@@ -744,14 +749,7 @@ impl RedisBackend {
     /// has no valid snapshot. Reads without moving anything aside: bad log elements are skipped.
     pub async fn summary(&self, stem: &str) -> Result<Option<(StoredSummary, u64)>> {
         let keys = self.keys(stem)?;
-        let raw = self
-            .with_retry("cannot read a session from", || {
-                let mut manager = self.manager.clone();
-                let pipe = read_pipeline(&keys, true);
-                async move { pipe.query_async::<Vec<Value>>(&mut manager).await }
-            })
-            .await?;
-        let raw = raw_from(raw)?;
+        let raw = self.read_raw(&keys).await?;
         let Value::BulkString(snapshot) = raw.snap else {
             return Ok(None);
         };
