@@ -182,9 +182,28 @@ fn blank_like(session: &NarrativeSession) -> NarrativeSession {
 
 /// Merge `patch` into `target`, returning what changed.
 pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Result<Changes> {
+    apply(target, patch, None)
+}
+
+/// `apply_patch` for a session that lives on, with its [`SessionIndex`]: adding to a long history
+/// then costs the same as adding to a short one. Every change to `target` must go through here for
+/// the index to stay true (a change of a list's length alone is noticed and repaired).
+pub fn apply_patch_indexed(
+    target: &mut NarrativeSession,
+    patch: &SessionPatch,
+    index: &mut SessionIndex,
+) -> Result<Changes> {
+    apply(target, patch, Some(index))
+}
+
+fn apply(
+    target: &mut NarrativeSession,
+    patch: &SessionPatch,
+    mut index: Option<&mut SessionIndex>,
+) -> Result<Changes> {
     if patch.mode == PatchMode::Update {
         let settled = settle_update(target, patch.clone())?;
-        return apply_patch(target, &settled);
+        return apply(target, &settled, index);
     }
     let mut changes = Changes::default();
     // A field of the target with no clock of its own takes the target's updatedAt.
@@ -222,12 +241,14 @@ pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Resul
     }
     union_by_id(
         &mut target.story_beats,
+        index.as_deref_mut().map(|i| &mut i.beats),
         &patch.beats,
         BEATS,
         registers.changes,
     )?;
     union_by_id(
         &mut target.conversation_history,
+        index.map(|i| &mut i.entries),
         &patch.entries,
         ENTRIES,
         registers.changes,
@@ -670,6 +691,7 @@ const SCAN_LIMIT: usize = 8;
 
 fn union_by_id<T>(
     target: &mut Vec<T>,
+    mut kept_index: Option<&mut ListIndex>,
     incoming: &[T],
     name: &str,
     changes: &mut Changes,
@@ -685,16 +707,22 @@ where
     {
         // A few new entries (the usual update) are looked up by scanning from the end, where they
         // most likely are; building an index of a long history would cost more than the whole merge.
-        let index: Option<HashMap<&str, usize>> = (incoming.len() > SCAN_LIMIT).then(|| {
-            target
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.id(), i))
-                .collect()
-        });
-        let position = |id: &str| match &index {
-            Some(index) => index.get(id).copied(),
-            None => target.iter().rposition(|e| e.id() == id),
+        if let Some(kept) = kept_index.as_deref_mut() {
+            kept.sync(target);
+        }
+        let kept = kept_index.as_deref();
+        let index: Option<HashMap<&str, usize>> = (kept.is_none() && incoming.len() > SCAN_LIMIT)
+            .then(|| {
+                target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.id(), i))
+                    .collect()
+            });
+        let position = |id: &str| match (kept, &index) {
+            (Some(kept), _) => kept.positions.get(id).copied(),
+            (None, Some(index)) => index.get(id).copied(),
+            (None, None) => target.iter().rposition(|e| e.id() == id),
         };
         let mut fresh: HashMap<&str, usize> = HashMap::new();
         for item in incoming {
@@ -732,13 +760,49 @@ where
         needs_sort |= target
             .last()
             .is_some_and(|last| compare_order(last, item) == Ordering::Greater);
+        if let Some(kept) = kept_index.as_deref_mut() {
+            kept.positions.insert(item.id().to_string(), target.len());
+        }
         target.push(item.clone());
         changes.value(format!("{name}.{}", segment(item.id())));
     }
     if needs_sort {
         sort_by_time_then_id(target);
+        if let Some(kept) = kept_index {
+            kept.rebuild(target);
+        }
     }
     Ok(())
+}
+
+/// Where each id of a list sits, kept beside a live session.
+#[derive(Clone, Debug, Default)]
+pub struct ListIndex {
+    positions: HashMap<String, usize>,
+}
+
+impl ListIndex {
+    /// Rebuilds the index when it plainly disagrees with the list (a change made without it).
+    fn sync<T: ListEntry>(&mut self, list: &[T]) {
+        if self.positions.len() != list.len() {
+            self.rebuild(list);
+        }
+    }
+
+    fn rebuild<T: ListEntry>(&mut self, list: &[T]) {
+        self.positions = list
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id().to_string(), i))
+            .collect();
+    }
+}
+
+/// The indexes of a live session's long lists: beats and conversation entries.
+#[derive(Clone, Debug, Default)]
+pub struct SessionIndex {
+    beats: ListIndex,
+    entries: ListIndex,
 }
 
 type OrderKey<'a> = (Option<i64>, &'a str, &'a str);

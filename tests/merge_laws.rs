@@ -884,3 +884,26 @@ fn a_partial_chart_update_never_erases_the_fields_it_left_out() {
         assert!(chart.actions[0].completed);
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The index a live session keeps beside its lists changes nothing about the result: merging
+    /// any sequence of sessions with it gives exactly what merging them without it gives.
+    #[test]
+    fn merging_with_the_list_index_gives_what_merging_without_it_gives(
+        sessions in vec(session(), 1..6)
+    ) {
+        use mia_narrative_session::merge::{apply_patch, apply_patch_indexed, SessionIndex, SessionPatch};
+        let mut plain = base();
+        let mut indexed = base();
+        let mut index = SessionIndex::default();
+        for s in &sessions {
+            let patch = SessionPatch::from_session(s);
+            let expected = apply_patch(&mut plain, &patch).unwrap();
+            let got = apply_patch_indexed(&mut indexed, &patch, &mut index).unwrap();
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(&indexed, &plain);
+        }
+    }
+}

@@ -27,7 +27,9 @@ use crate::cleanup::{self, CleanupReport};
 use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
-use crate::merge::{apply_patch, normalize, settle_update, SessionPatch};
+use crate::merge::{
+    apply_patch, apply_patch_indexed, normalize, settle_update, SessionIndex, SessionPatch,
+};
 use crate::model::{check_id, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
@@ -192,6 +194,9 @@ struct Live {
     needs_snapshot: bool,
     /// The size of the session as JSON, estimated from what was read, written and merged.
     approx_bytes: usize,
+    /// Where each beat and entry sits, so that appending to a long history costs what appending to a
+    /// short one does. Every change to `session` goes through `apply_patch_indexed`.
+    index: SessionIndex,
     /// The files as this store last read or wrote them: a change that leaves them looking like
     /// this is the store's own write.
     disk: DiskView,
@@ -204,6 +209,7 @@ impl Live {
             pending: Vec::new(),
             needs_snapshot: false,
             approx_bytes: 0,
+            index: SessionIndex::default(),
             disk: DiskView::default(),
         }
     }
@@ -218,6 +224,13 @@ impl Live {
 struct DiskView {
     snapshot: Option<FileStamp>,
     journal_len: u64,
+}
+
+/// The first trip of a save to the blocking pool: either it appended already (the journal's new
+/// length), or it looked and holds the lock for the rest of the save.
+enum FirstTrip {
+    Appended(u64),
+    Looked(file::SessionLock, DiskChange),
 }
 
 /// What changed in a session's files since a store last saw them.
@@ -361,8 +374,11 @@ impl SessionStore {
         // (Clocks and defaults make a merged update larger than its text; the margin covers that.)
         let near_limit = live.approx_bytes + MERGE_GROWTH * update_json.len() + 64 * 1024 > max;
         let mut copy = near_limit.then(|| live.session.clone());
+        let changes = match copy.as_mut() {
+            Some(copy) => apply_patch(copy, &patch)?,
+            None => apply_patch_indexed(&mut live.session, &patch, &mut live.index)?,
+        };
         let target = copy.as_mut().unwrap_or(&mut live.session);
-        let changes = apply_patch(target, &patch)?;
         if changes.touched {
             let stamp = patch.clock.to_rfc3339();
             if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&target.updated_at) {
@@ -379,6 +395,7 @@ impl SessionStore {
         }
         if let Some(merged) = copy {
             live.session = merged;
+            live.index = SessionIndex::default();
         }
         if changes.touched {
             let record = journal::encode(&patch)?;
@@ -647,15 +664,40 @@ impl SessionStore {
     async fn persist(&self, key: &SessionKey, live: &mut Live, compact: bool) -> Result<()> {
         let backend = self.inner.backend.clone();
         let stem = key.file_stem();
+        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
+        let journal_after = live.disk.journal_len + live.pending.len() as u64;
+        // The usual save: nobody else wrote, and the records fit in the journal. Then it is one trip
+        // to the blocking pool: lock, check, append. (A copy of the records: if the append fails,
+        // they stay pending and are tried again.)
+        let append_now = (!compact && !live.needs_snapshot && journal_after <= snapshot_len)
+            .then(|| live.pending.clone());
         let (file_lock, change) = {
             let (backend, stem, key, known) =
                 (backend.clone(), stem.clone(), key.clone(), live.disk);
-            blocking(move || {
+            let outcome = blocking(move || {
                 let lock = backend.lock(&stem)?;
                 let change = read_disk_changes(&backend, &stem, &key, known, &lock)?;
-                Ok((lock, change))
+                match (change, append_now) {
+                    (DiskChange::Unchanged, Some(records)) => {
+                        let len = if records.is_empty() {
+                            known.journal_len
+                        } else {
+                            backend.append_journal(&stem, &records, &lock)?
+                        };
+                        Ok(FirstTrip::Appended(len))
+                    }
+                    (change, _) => Ok(FirstTrip::Looked(lock, change)),
+                }
             })
-            .await?
+            .await?;
+            match outcome {
+                FirstTrip::Looked(lock, change) => (lock, change),
+                FirstTrip::Appended(journal_len) => {
+                    live.disk.journal_len = journal_len;
+                    live.pending.clear();
+                    return Ok(());
+                }
+            }
         };
         self.absorb(key, live, change)?;
         let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
@@ -667,7 +709,6 @@ impl SessionStore {
                 blocking(move || write_snapshot(&backend, &stem, &bytes, &file_lock)).await?;
             live.approx_bytes = written;
         } else if !live.pending.is_empty() {
-            // A copy: if the append fails, the records stay pending and are tried again.
             let records = live.pending.clone();
             live.disk.journal_len =
                 blocking(move || backend.append_journal(&stem, &records, &file_lock)).await?;
@@ -685,7 +726,9 @@ impl SessionStore {
             DiskChange::Unchanged => return Ok(()),
             DiskChange::Tail(journal) => {
                 for patch in &journal.patches {
-                    paths.extend(apply_patch(&mut live.session, patch)?.paths);
+                    paths.extend(
+                        apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths,
+                    );
                 }
                 live.disk.journal_len = journal.end;
             }
@@ -697,15 +740,21 @@ impl SessionStore {
                 let mut on_disk = match session {
                     Some(stored) => {
                         paths.extend(
-                            apply_patch(&mut live.session, &SessionPatch::from_session(&stored))?
-                                .paths,
+                            apply_patch_indexed(
+                                &mut live.session,
+                                &SessionPatch::from_session(&stored),
+                                &mut live.index,
+                            )?
+                            .paths,
                         );
                         *stored
                     }
                     None => live.session.clone(),
                 };
                 for patch in &journal.patches {
-                    paths.extend(apply_patch(&mut live.session, patch)?.paths);
+                    paths.extend(
+                        apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths,
+                    );
                     apply_patch(&mut on_disk, patch)?;
                 }
                 live.disk = DiskView {
