@@ -1,7 +1,8 @@
 'use strict'
 // The reference server: serves the narrative web client and the narrative session WebSocket.
 //
-//   node server/index.js [--data-dir <dir>] [--trusted-user-header <name>]   (PORT env, default 8787)
+//   node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--redis <url>]
+//   (PORT env, default 8787; MIA_SESSION_REDIS_URL env as --redis)
 //
 // HTTP GET / serves server/public/ (a fixed whitelist of files); the WebSocket at /api/ws/narrative
 // is handled by lib/handler.js (docs/protocol.md). Every other upgrade is refused.
@@ -85,9 +86,10 @@ function serveStatic(req, res) {
  * @returns {Promise<{ server: http.Server, store: NarrativeSessionStore, wss: WebSocketServer, url: string, port: number, close(): Promise<void> }>}
  */
 async function createServer(options = {}) {
-  const { dataDir, port = 8787, host = '127.0.0.1', trustedUserHeader, autosaveIntervalMs } = options
+  const { dataDir, port = 8787, host = '127.0.0.1', trustedUserHeader, autosaveIntervalMs, redisUrl } = options
   const openOptions = {}
   if (dataDir !== undefined) openOptions.dataDir = dataDir
+  if (redisUrl) Object.assign(openOptions, { backend: 'redis', redisUrl })
   if (autosaveIntervalMs !== undefined) openOptions.autosaveIntervalMs = autosaveIntervalMs
   const store = await NarrativeSessionStore.open(openOptions)
 
@@ -209,6 +211,9 @@ function parseArgs(argv) {
       case '--host':
         out.host = value()
         break
+      case '--redis':
+        out.redisUrl = value()
+        break
       case '-h':
       case '--help':
         out.help = true
@@ -225,11 +230,11 @@ async function main() {
   try {
     args = parseArgs(process.argv.slice(2))
   } catch (err) {
-    console.error(`${err.message}\nusage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>]  (PORT env)`)
+    console.error(`${err.message}\nusage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>] [--redis <url>]  (PORT, MIA_SESSION_REDIS_URL env)`)
     process.exit(2)
   }
   if (args.help) {
-    console.log('usage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>]  (PORT env, default 8787)')
+    console.log('usage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>] [--redis <url>]  (PORT env, default 8787; MIA_SESSION_REDIS_URL)')
     return
   }
   const port = process.env.PORT !== undefined && process.env.PORT !== '' ? Number(process.env.PORT) : 8787
@@ -237,9 +242,10 @@ async function main() {
     console.error(`invalid PORT: ${process.env.PORT}`)
     process.exit(2)
   }
-  const running = await createServer({ ...args, port })
+  const redisUrl = args.redisUrl || process.env.MIA_SESSION_REDIS_URL || undefined
+  const running = await createServer({ ...args, redisUrl, port })
   console.log(`mia-narrative-session server listening on ${running.url}`)
-  console.log(`sessions stored in ${running.store.dataDir}`)
+  console.log(redisUrl ? 'sessions stored in Redis' : `sessions stored in ${running.store.dataDir}`)
 
   let stopping = false
   const stop = async (signal) => {

@@ -23,8 +23,8 @@ use crate::merge::merge_sessions;
 use crate::model::{validate_session, NarrativeSession};
 use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::{
-    MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
-    DEFAULT_CLEANUP_INTERVAL, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
+    BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
 };
 
 type Outcome<T> = std::result::Result<T, StoreError>;
@@ -468,6 +468,9 @@ fn ids(user_id: Unknown, workspace_id: Unknown) -> Outcome<(String, String)> {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OpenOptionsJson {
+    backend: Option<String>,
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
     data_dir: Option<String>,
     ttl_days: Option<f64>,
     autosave_interval_ms: Option<f64>,
@@ -487,6 +490,26 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
         None => default_data_dir(),
     };
     let mut options = StoreOptions::new(data_dir);
+    options.backend = match (input.backend.as_deref(), input.redis_url) {
+        (None | Some("file"), None) => BackendChoice::File,
+        (Some("redis"), Some(url)) => BackendChoice::Redis {
+            url,
+            key_prefix: input
+                .key_prefix
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string()),
+        },
+        (Some("redis"), None) => {
+            return Err(StoreError::invalid("backend 'redis' needs a redisUrl"))
+        }
+        (None | Some("file"), Some(_)) => {
+            return Err(StoreError::invalid("redisUrl needs backend: 'redis'"))
+        }
+        (Some(other), _) => {
+            return Err(StoreError::invalid(format!(
+                "backend must be 'file' or 'redis', not {other:?}"
+            )))
+        }
+    };
     options.ttl_days = input.ttl_days.unwrap_or(DEFAULT_TTL_DAYS);
     options.autosave_interval = duration_ms(
         "autosaveIntervalMs",

@@ -15,6 +15,9 @@ pub enum ErrorCode {
     Io,
     /// The store was closed.
     Closed,
+    /// The Redis backend cannot reach Redis. Nothing acknowledged is lost: unsaved changes stay in
+    /// memory and are written once Redis is back.
+    Unavailable,
     /// A bug: an internal invariant broke (or a panic was caught). Nothing was changed.
     Internal,
 }
@@ -27,6 +30,7 @@ impl ErrorCode {
             ErrorCode::Corrupt => "ECORRUPT",
             ErrorCode::Io => "EIO",
             ErrorCode::Closed => "ECLOSED",
+            ErrorCode::Unavailable => "EUNAVAILABLE",
             ErrorCode::Internal => "EINTERNAL",
         }
     }

@@ -86,6 +86,21 @@ pub fn decode(bytes: &[u8]) -> (Vec<SessionPatch>, usize) {
     (patches, offset)
 }
 
+/// Framed records, concatenated, split into one frame each (as the Redis backend stores them).
+pub fn split_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = bytes.get(offset..offset + HEADER_BYTES) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(frame) = bytes.get(offset..offset + HEADER_BYTES + len) else {
+            break;
+        };
+        frames.push(frame.to_vec());
+        offset += HEADER_BYTES + len;
+    }
+    frames
+}
+
 fn decode_one(bytes: &[u8]) -> Option<(SessionPatch, usize)> {
     let header = bytes.get(..HEADER_BYTES)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;

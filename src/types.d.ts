@@ -133,9 +133,24 @@ export interface SessionUpdate {
 }
 
 export interface OpenOptions {
+  /**
+   * Where sessions are kept: `'file'` (default; `dataDir`) or `'redis'` (`redisUrl`), which several
+   * instances share with the same merge guarantees.
+   */
+  backend?: 'file' | 'redis'
+  /**
+   * With `backend: 'redis'`: `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+   * Rejects with `EUNAVAILABLE` when Redis cannot be reached.
+   */
+  redisUrl?: string
+  /** With `backend: 'redis'`: the prefix of every key. Default `"mia:ns:"`. */
+  keyPrefix?: string
   /** Default: `defaultDataDir()`. Created with mode 0700 when missing. */
   dataDir?: string
-  /** Sessions not updated for this many days are removed by cleanup. Default 30. */
+  /**
+   * Sessions not updated for this many days are removed by cleanup (with Redis: expire through
+   * Redis's own TTL, renewed by every write and, for sessions loaded here, by cleanup). Default 30.
+   */
   ttlDays?: number
   /** How often dirty sessions are written. Default 30000; 0 turns autosave off. */
   autosaveIntervalMs?: number
@@ -224,9 +239,19 @@ export interface CleanupReport {
  * - `ECORRUPT`: a stored file is corrupt and could not be moved aside; it was left untouched.
  * - `EIO`: the file system failed; what was stored before is intact.
  * - `ECLOSED`: the store was closed.
+ * - `EUNAVAILABLE`: (Redis backend) Redis cannot be reached; unsaved changes stay in memory and
+ *   are written once it is back.
  * - `EINTERNAL`: a bug (an internal check failed, or a panic was caught); nothing was changed.
  */
-export type ErrorCode = 'EINVALID' | 'ETOOLARGE' | 'ECORRUPT' | 'EIO' | 'ECLOSED' | 'EINTERNAL'
+export type ErrorCode =
+  | 'EINVALID'
+  | 'ETOOLARGE'
+  | 'ECORRUPT'
+  | 'EIO'
+  | 'ECLOSED'
+  | 'EUNAVAILABLE'
+  | 'EAUTH'
+  | 'EINTERNAL'
 
 export interface NarrativeSessionError extends Error {
   code: ErrorCode

@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod redis;
+mod redis_sessions;
 pub mod watcher;
 
 use std::collections::HashMap;
@@ -49,8 +50,24 @@ const WATCH_DEBOUNCE: Duration = Duration::from_millis(50);
 /// The origin of merge events when the caller names none.
 pub const DEFAULT_ORIGIN: &str = "local";
 
+/// A stored session as `list` finds it: its stem, summary and size.
+type StoredRow = (String, file::StoredSummary, u64);
+
+/// Where a store keeps its sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Files in `data_dir`: one machine, one or several processes. The default.
+    File,
+    /// Redis, shared by several instances. Sessions expire through Redis's own TTL.
+    Redis { url: String, key_prefix: String },
+}
+
+/// The default prefix of the Redis backend's keys.
+pub const DEFAULT_KEY_PREFIX: &str = "mia:ns:";
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
+    pub backend: BackendChoice,
     pub data_dir: PathBuf,
     pub ttl_days: f64,
     /// How often dirty sessions are written. Zero turns autosave off.
@@ -63,6 +80,7 @@ pub struct StoreOptions {
 impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> StoreOptions {
         StoreOptions {
+            backend: BackendChoice::File,
             data_dir: data_dir.into(),
             ttl_days: DEFAULT_TTL_DAYS,
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
@@ -165,7 +183,7 @@ pub struct SessionStore {
 
 struct StoreInner {
     options: StoreOptions,
-    backend: Arc<FileBackend>,
+    backend: Backend,
     clock: Mutex<HybridClock>,
     /// Sessions loaded in this store, by file stem. A slot is present from the start of its load.
     live: Mutex<HashMap<String, Arc<Slot>>>,
@@ -178,6 +196,11 @@ struct StoreInner {
     /// Autosave, cleanup and watcher tasks; close waits for them, so nothing touches the
     /// directory once close has resolved.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+enum Backend {
+    File(Arc<FileBackend>),
+    Redis(Arc<redis::RedisBackend>),
 }
 
 struct Slot {
@@ -200,6 +223,8 @@ struct Live {
     /// The files as this store last read or wrote them: a change that leaves them looking like
     /// this is the store's own write.
     disk: DiskView,
+    /// The same for the Redis backend: the keys as this store last read or wrote them.
+    redis: redis::RedisView,
 }
 
 impl Live {
@@ -211,11 +236,17 @@ impl Live {
             approx_bytes: 0,
             index: SessionIndex::default(),
             disk: DiskView::default(),
+            redis: redis::RedisView::default(),
         }
     }
 
     fn is_dirty(&self) -> bool {
         !self.pending.is_empty() || self.needs_snapshot
+    }
+
+    /// Records wait in a journal (or Redis log) beside the snapshot.
+    fn has_journal(&self) -> bool {
+        self.disk.journal_len > 0 || self.redis.log_len > 0
     }
 }
 
@@ -295,14 +326,25 @@ impl SessionStore {
     /// cleanup on the current tokio runtime.
     pub async fn open(options: StoreOptions) -> Result<SessionStore> {
         options.check()?;
-        let dir = options.data_dir.clone();
-        let backend = blocking(move || FileBackend::open(&dir)).await?;
+        let node_id = new_node_id();
+        let backend = match &options.backend {
+            BackendChoice::File => {
+                let dir = options.data_dir.clone();
+                Backend::File(Arc::new(blocking(move || FileBackend::open(&dir)).await?))
+            }
+            BackendChoice::Redis { url, key_prefix } => {
+                let ttl = Duration::from_secs_f64((options.ttl_days * 86_400.0).min(1e12));
+                let redis =
+                    redis::RedisBackend::connect(url, key_prefix, ttl, node_id.clone()).await?;
+                Backend::Redis(Arc::new(redis))
+            }
+        };
         let (stop, _) = watch::channel(false);
         let store = SessionStore {
             inner: Arc::new(StoreInner {
                 options,
-                backend: Arc::new(backend),
-                clock: Mutex::new(HybridClock::new(new_node_id())),
+                backend,
+                clock: Mutex::new(HybridClock::new(node_id)),
                 live: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(Vec::new()),
                 next_listener: AtomicU64::new(1),
@@ -317,8 +359,24 @@ impl SessionStore {
         Ok(store)
     }
 
+    /// The sessions directory (with the Redis backend: the one it would use, unused).
     pub fn data_dir(&self) -> &std::path::Path {
-        self.inner.backend.dir()
+        &self.inner.options.data_dir
+    }
+
+    /// The file backend, or None with Redis.
+    fn files(&self) -> Option<Arc<FileBackend>> {
+        match &self.inner.backend {
+            Backend::File(files) => Some(files.clone()),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    fn redis(&self) -> Option<Arc<redis::RedisBackend>> {
+        match &self.inner.backend {
+            Backend::Redis(redis) => Some(redis.clone()),
+            Backend::File(_) => None,
+        }
     }
 
     /// This store's clock node id, which tags the versions of the writes it stamps.
@@ -451,7 +509,9 @@ impl SessionStore {
         if let Some(state) = guard.as_mut() {
             **state = None;
         }
-        let backend = self.inner.backend.clone();
+        let Some(backend) = self.files() else {
+            return self.redis_backend()?.delete(&stem).await;
+        };
         blocking(move || {
             let lock = backend.lock(&stem)?;
             backend.delete(&stem, lock)
@@ -462,17 +522,21 @@ impl SessionStore {
     /// A summary of every stored session.
     pub async fn list(&self) -> Result<Vec<SessionSummary>> {
         self.check_open()?;
-        let backend = self.inner.backend.clone();
-        let stored = blocking(move || {
-            let mut found = Vec::new();
-            for stem in backend.stems()? {
-                if let Some((summary, bytes)) = backend.summary(&stem) {
-                    found.push((stem, summary, bytes));
-                }
+        let stored = match self.files() {
+            Some(backend) => {
+                blocking(move || {
+                    let mut found = Vec::new();
+                    for stem in backend.stems()? {
+                        if let Some((summary, bytes)) = backend.summary(&stem) {
+                            found.push((stem, summary, bytes));
+                        }
+                    }
+                    Ok(found)
+                })
+                .await?
             }
-            Ok(found)
-        })
-        .await?;
+            None => self.stored_in_redis().await?,
+        };
         let live = lock(&self.inner.live).clone();
         let mut out = Vec::with_capacity(stored.len());
         for (stem, s, bytes) in stored {
@@ -523,10 +587,13 @@ impl SessionStore {
         let ttl = ttl_days.unwrap_or(self.inner.options.ttl_days);
         check_ttl(ttl)?;
         let cutoff = cleanup::cutoff(now_millis.unwrap_or_else(cleanup::now_millis), ttl);
+        let Some(backend) = self.files() else {
+            return self.keep_alive_in_redis().await;
+        };
         let inner = self.inner.clone();
         blocking(move || {
             let in_use = |stem: &str| lock(&inner.live).contains_key(stem);
-            cleanup::sweep(&inner.backend, cutoff, &in_use, &|_| {})
+            cleanup::sweep(&backend, cutoff, &in_use, &|_| {})
         })
         .await
     }
@@ -573,7 +640,7 @@ impl SessionStore {
         let mut first_error = None;
         for slot in slots {
             let mut state = slot.state.lock().await;
-            let due = |l: &Live| l.is_dirty() || (compact && l.disk.journal_len > 0);
+            let due = |l: &Live| l.is_dirty() || (compact && l.has_journal());
             if let Some(live) = state.as_mut().filter(|l| due(l)) {
                 match self.persist(&slot.key, live, compact).await {
                     Ok(()) => written += 1,
@@ -616,7 +683,11 @@ impl SessionStore {
         if state.is_some() {
             return Ok((false, false));
         }
-        let backend = self.inner.backend.clone();
+        let Some(backend) = self.files() else {
+            let (live, created, recovered) = self.load_from_redis(key).await?;
+            *state = Some(live);
+            return Ok((created, recovered));
+        };
         let key = key.clone();
         let now = lock(&self.inner.clock).now().to_rfc3339();
         let (live, created, recovered) = blocking(move || {
@@ -662,7 +733,9 @@ impl SessionStore {
     /// this store last looked, then append this store's pending records to the journal, or, when
     /// the journal would outgrow the snapshot (or `compact` asks), write a new snapshot instead.
     async fn persist(&self, key: &SessionKey, live: &mut Live, compact: bool) -> Result<()> {
-        let backend = self.inner.backend.clone();
+        let Some(backend) = self.files() else {
+            return self.persist_to_redis(key, live, compact).await;
+        };
         let stem = key.file_stem();
         let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
@@ -786,7 +859,9 @@ impl SessionStore {
         let Some(live) = state.as_mut() else {
             return Ok(());
         };
-        let backend = self.inner.backend.clone();
+        let Some(backend) = self.files() else {
+            return Ok(());
+        };
         let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
         let change = blocking(move || {
             if backend.stamp(&stem) == known.snapshot
@@ -802,6 +877,10 @@ impl SessionStore {
     }
 
     fn start_watching(&self) {
+        if let Some(redis) = self.redis() {
+            self.start_redis_subscription(redis);
+            return;
+        }
         let (changed, mut reports) = tokio::sync::mpsc::unbounded_channel();
         // Without a watcher (no inotify slots left, say) the store still works; it just learns of
         // other processes' changes at its next save instead.

@@ -37,7 +37,7 @@
 //! # Errors
 //!
 //! Redis unreachable, timing out, loading, or refusing credentials: [`ErrorCode::Io`] with a message
-//! starting with [`UNAVAILABLE_PREFIX`] (see [`is_unavailable`]); the store keeps its data dirty and
+//! with the code `EUNAVAILABLE` (see [`is_unavailable`]); the store keeps its data dirty and
 //! tries again. Other Redis errors: [`ErrorCode::Io`] with a message starting `redis:`. A bad URL
 //! (or one asking for what this build lacks, such as `rediss://...#insecure`), prefix, TTL or stem:
 //! [`ErrorCode::Invalid`].
@@ -63,10 +63,6 @@ use crate::journal;
 use crate::merge::{apply_patch, SessionPatch};
 use crate::model::{check_id, validate_session, NarrativeSession};
 use crate::paths::{is_file_stem, SessionKey};
-
-/// How every "Redis is not reachable now" error message starts. The error's code is `EIO` until the
-/// store has a dedicated `EUNAVAILABLE` code.
-pub const UNAVAILABLE_PREFIX: &str = "EUNAVAILABLE:";
 
 /// The longest key prefix accepted, in bytes.
 pub const MAX_PREFIX_BYTES: usize = 256;
@@ -257,7 +253,7 @@ impl RedisBackend {
     /// write sets their time to live to `ttl`. `instance_id` tags this instance's pub/sub messages,
     /// so that it can drop its own.
     ///
-    /// Redis unreachable: an `EIO` error whose message starts with [`UNAVAILABLE_PREFIX`].
+    /// Redis unreachable: an `EUNAVAILABLE` error.
     pub async fn connect(
         url: &str,
         key_prefix: &str,
@@ -1040,7 +1036,7 @@ impl Subscriber {
 
 /// Whether an error means "Redis is not reachable now": what the store reports as `EUNAVAILABLE`.
 pub fn is_unavailable(error: &StoreError) -> bool {
-    error.code == ErrorCode::Io && error.message.starts_with(UNAVAILABLE_PREFIX)
+    error.code == ErrorCode::Unavailable
 }
 
 fn unavailable(e: &RedisError) -> bool {
@@ -1068,8 +1064,8 @@ fn redis_error(what: &str, e: RedisError) -> StoreError {
     }
     if unavailable(&e) {
         StoreError::new(
-            ErrorCode::Io,
-            format!("{UNAVAILABLE_PREFIX} {what}: Redis is unavailable: {e}"),
+            ErrorCode::Unavailable,
+            format!("{what}: Redis is unavailable: {e}"),
         )
     } else {
         StoreError::new(ErrorCode::Io, format!("redis: {what}: {e}"))

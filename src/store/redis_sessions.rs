@@ -1,0 +1,224 @@
+//! The store's side of the Redis backend: loading, saving, hearing of other instances' writes, and
+//! keeping live sessions from expiring. The semantics are the file backend's: a save appends this
+//! store's records (joins) to the session's log, or writes a snapshot once the log outgrows it; a
+//! write that finds the keys changed since this store last looked merges what is there and tries
+//! again (optimistic concurrency: `WATCH`/`MULTI`/`EXEC` in [`super::redis`]).
+
+use std::sync::Arc;
+
+use super::redis::{RedisBackend, RedisChange, RedisEvent};
+use super::{internal, lock, DiskChange, JournalRead, Live, SessionStore, StoredRow};
+use crate::cleanup::CleanupReport;
+use crate::error::{ErrorCode, Result, StoreError};
+use crate::journal;
+use crate::merge::{apply_patch_indexed, normalize};
+use crate::model::NarrativeSession;
+use crate::paths::SessionKey;
+
+/// How often a save may find the keys changed under it before it gives up (the data stays dirty).
+const COMMIT_ATTEMPTS: usize = 16;
+
+impl SessionStore {
+    /// Loads a session: snapshot, then its log. Returns (live, created, recovered).
+    pub(super) async fn load_from_redis(&self, key: &SessionKey) -> Result<(Live, bool, bool)> {
+        let redis = self.redis_backend()?;
+        let stem = key.file_stem();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let loaded = redis.load(&stem, key).await?;
+            let recovered = !loaded.invalid.is_empty();
+            let created = loaded.snapshot.is_none() && loaded.patches.is_empty() && !recovered;
+            let now = lock(&self.inner.clock).now().to_rfc3339();
+            let session = match &loaded.snapshot {
+                Some(stored) => normalize(stored)?,
+                None => normalize(&NarrativeSession::new(
+                    key.session_id(),
+                    key.user_id.clone(),
+                    key.workspace_id.clone(),
+                    now,
+                ))?,
+            };
+            let mut live = Live::new(session);
+            for patch in &loaded.patches {
+                apply_patch_indexed(&mut live.session, patch, &mut live.index)?;
+            }
+            live.redis = loaded.view;
+            live.approx_bytes = (loaded.view.snapshot_bytes + loaded.view.log_bytes) as usize;
+            // A new session is persisted at once, and a recovered one rewritten whole.
+            if loaded.snapshot.is_none() {
+                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+                match redis.write_snapshot(&stem, &bytes, live.redis).await? {
+                    Some(view) => {
+                        live.redis = view;
+                        live.approx_bytes = bytes.len();
+                        let _ = redis.publish(&stem, view.version).await;
+                    }
+                    // Another instance wrote meanwhile: load what it wrote.
+                    None => continue,
+                }
+            }
+            return Ok((live, created, recovered));
+        }
+        Err(contended(&stem))
+    }
+
+    /// Writes this store's pending records (or a snapshot), merging what other instances wrote
+    /// first whenever they got there before. Tells other instances after a commit.
+    pub(super) async fn persist_to_redis(
+        &self,
+        key: &SessionKey,
+        live: &mut Live,
+        compact: bool,
+    ) -> Result<()> {
+        let redis = self.redis_backend()?;
+        let stem = key.file_stem();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let log_after = live.redis.log_bytes + live.pending.len() as u64;
+            let snapshot_due =
+                compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes;
+            let committed = if snapshot_due {
+                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+                let view = redis.write_snapshot(&stem, &bytes, live.redis).await?;
+                if view.is_some() {
+                    live.approx_bytes = bytes.len();
+                }
+                view
+            } else {
+                redis
+                    .append(&stem, &journal::split_frames(&live.pending), live.redis)
+                    .await?
+            };
+            match committed {
+                Some(view) => {
+                    let wrote = view != live.redis;
+                    live.redis = view;
+                    live.pending.clear();
+                    live.needs_snapshot = false;
+                    if wrote {
+                        // Best effort: an instance that misses it re-reads on its next save.
+                        let _ = redis.publish(&stem, view.version).await;
+                    }
+                    return Ok(());
+                }
+                None => {
+                    let change = redis.read_changes(&stem, key, live.redis).await?;
+                    self.absorb_redis(key, live, change)?;
+                }
+            }
+        }
+        Err(contended(&stem))
+    }
+
+    /// Merges what another instance wrote into the live session (listeners hear `"external"`).
+    fn absorb_redis(&self, key: &SessionKey, live: &mut Live, change: RedisChange) -> Result<()> {
+        match change {
+            RedisChange::Unchanged => Ok(()),
+            RedisChange::Tail(patches, view) => {
+                let end = live.disk.journal_len;
+                self.absorb(key, live, DiskChange::Tail(JournalRead { patches, end }))?;
+                live.redis = view;
+                Ok(())
+            }
+            RedisChange::Full(loaded) => {
+                let loaded = *loaded;
+                let view = loaded.view;
+                let change = DiskChange::Full {
+                    session: loaded.snapshot.map(Box::new),
+                    journal: JournalRead {
+                        patches: loaded.patches,
+                        end: 0,
+                    },
+                    snapshot: None,
+                };
+                self.absorb(key, live, change)?;
+                live.redis = view;
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-reads one live session after another instance announced a write to it.
+    async fn refresh_from_redis(&self, redis: &RedisBackend, stem: &str) -> Result<()> {
+        if self.check_open().is_err() {
+            return Ok(());
+        }
+        let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
+            return Ok(());
+        };
+        let mut state = slot.state.lock().await;
+        let Some(live) = state.as_mut() else {
+            return Ok(());
+        };
+        let change = redis.read_changes(stem, &slot.key, live.redis).await?;
+        self.absorb_redis(&slot.key, live, change)
+    }
+
+    /// Listens for other instances' writes. After a lost subscription comes back, every live
+    /// session is read again (messages sent meanwhile are lost) and dirty ones are written.
+    pub(super) fn start_redis_subscription(&self, redis: Arc<RedisBackend>) {
+        let store = self.clone();
+        let mut stop = self.inner.stop.subscribe();
+        self.spawn_task(async move {
+            let Ok(mut events) = redis.subscribe().await else {
+                return;
+            };
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => match event { Some(event) => event, None => break },
+                    _ = stop.changed() => break,
+                };
+                match event {
+                    RedisEvent::Changed { stem, .. } => {
+                        let _ = store.refresh_from_redis(&redis, &stem).await;
+                    }
+                    RedisEvent::Resync => {
+                        let stems: Vec<String> = lock(&store.inner.live).keys().cloned().collect();
+                        for stem in stems {
+                            let _ = store.refresh_from_redis(&redis, &stem).await;
+                        }
+                        let _ = store.flush_dirty().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every stored session's summary, found with `SCAN`.
+    pub(super) async fn stored_in_redis(&self) -> Result<Vec<StoredRow>> {
+        let redis = self.redis_backend()?;
+        let mut rows = Vec::new();
+        for stem in redis.stems().await? {
+            if let Some((summary, bytes)) = redis.summary(&stem).await? {
+                rows.push((stem, summary, bytes));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Cleanup with Redis: expiry is Redis's own (every write sets it), so nothing is removed here;
+    /// sessions loaded in this store are kept alive by renewing their expiry.
+    pub(super) async fn keep_alive_in_redis(&self) -> Result<CleanupReport> {
+        let redis = self.redis_backend()?;
+        let stems: Vec<String> = lock(&self.inner.live).keys().cloned().collect();
+        let mut report = CleanupReport::default();
+        for stem in stems {
+            report.scanned += 1;
+            match redis.touch(&stem).await {
+                Ok(_) => report.in_use += 1,
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        Ok(report)
+    }
+
+    pub(super) fn redis_backend(&self) -> Result<Arc<RedisBackend>> {
+        self.redis()
+            .ok_or_else(|| StoreError::internal("a Redis path ran without the Redis backend"))
+    }
+}
+
+fn contended(stem: &str) -> StoreError {
+    StoreError::new(
+        ErrorCode::Io,
+        format!("session {stem}: other instances kept writing; the changes stay unsaved and are tried again"),
+    )
+}
