@@ -24,18 +24,60 @@ function ours() {
   return addon
 }
 
+// The systems on Redis (`ours-redis`, `ioredis`) get the harness's redis-server in `job.redisUrl` and
+// a key prefix of their own in `job.keyPrefix`.
+const REDIS = job.system === 'ours-redis' || job.system === 'ioredis'
+/** Every system that is this package's store, on either backend. */
+const OURS = job.system === 'ours' || job.system === 'ours-all' || job.system === 'ours-redis'
+const redisLib = REDIS ? require('./lib/redis') : null
+/** A raw RESP connection of the harness's own: seeds keys, reads INFO stats, checks results. */
+let admin
+let meter
+
 async function openStore(dir = dataDir) {
+  if (job.system === 'ours-redis') {
+    return ours().NarrativeSessionStore.open({
+      backend: 'redis',
+      redisUrl: job.redisUrl,
+      keyPrefix: job.keyPrefix,
+      autosaveIntervalMs: 0,
+      cleanupIntervalMs: 0,
+    })
+  }
   return ours().NarrativeSessionStore.open({ dataDir: dir, autosaveIntervalMs: 0, cleanupIntervalMs: 0 })
 }
 
-function baselineStore(system, dir = dataDir) {
+async function baselineStore(system, dir = dataDir) {
   if (system === 'naive') return new (require('./baselines/naive').NaiveStore)(dir)
   if (system === 'atomic') return new (require('./baselines/atomic').AtomicStore)(dir)
+  if (system === 'ioredis') return new (require('./baselines/ioredis').IoredisStore)(job.redisUrl, job.keyPrefix).connect()
   throw new Error(`no baseline store ${system}`)
 }
 
-function copyFixture(file, stem, dir = dataDir) {
-  fs.copyFileSync(file, path.join(dir, `${stem}.json`))
+/** Where a system keeps the session with this file stem, in Redis. */
+function redisKey(stem) {
+  return job.system === 'ours-redis' ? `${job.keyPrefix}{${stem}}:snap` : `${job.keyPrefix}${stem}`
+}
+
+/**
+ * Puts stored sessions in place before a job (untimed): a copy of each fixture file, or with Redis
+ * the same JSON text SET as the session's value (for ours-redis, its snapshot key, with an empty
+ * log), with a 30-day expiry as either system sets.
+ */
+async function seed(list, dir = dataDir) {
+  if (!REDIS) {
+    for (const { file, stem } of list) fs.copyFileSync(file, path.join(dir, `${stem}.json`))
+    return
+  }
+  for (let i = 0; i < list.length; i += 100) {
+    await admin.pipeline(list.slice(i, i + 100).map(({ file, stem }) => ['SET', redisKey(stem), fs.readFileSync(file), 'EX', 30 * 86_400]))
+  }
+}
+
+/** The stored session of a baseline, read back for verification. */
+async function storedBaseline(stem) {
+  if (job.system === 'ioredis') return JSON.parse((await admin.command('GET', redisKey(stem))).toString())
+  return JSON.parse(await fsp.readFile(path.join(dataDir, `${stem}.json`), 'utf8'))
 }
 
 /** A merge that returns only `changes`, as a host that forwards sessions as text would make it. */
@@ -45,6 +87,10 @@ function mergeLean(store, userId, workspaceId, update) {
 
 async function run(body) {
   const samples = []
+  if (REDIS) {
+    admin = await redisLib.RespClient.connect(redisLib.portOf(job.redisUrl))
+    meter = new redisLib.NetMeter(admin)
+  }
   const { setup, rep, prepare, verify, warmup = 1, reps } = body
   const state = setup ? await setup() : {}
   const noise = await idleNoise(300)
@@ -55,13 +101,20 @@ async function run(body) {
   }
   for (let i = 0; i < reps; i++) {
     if (prepare) await prepare(state, i)
+    const net0 = meter ? await meter.read() : null
     const { sample, value } = await measure(() => rep(state, i))
+    if (meter) {
+      const net = await meter.since(net0)
+      sample.redisInBytes = net.in
+      sample.redisOutBytes = net.out
+    }
     if (body.check) sample.check = body.check(value, i)
     samples.push(sample)
   }
   const maxRSSKB = process.resourceUsage().maxRSS
   const verification = verify ? await verify(state) : { ok: true }
   if (body.teardown) await body.teardown(state)
+  if (admin) admin.close()
   return { samples, maxRSSKB, noise, verify: verification }
 }
 
@@ -92,7 +145,7 @@ function w1() {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
-      copyFixture(fixture.file, stem)
+      await seed([{ file: fixture.file, stem }])
       const { WebSocketServer } = require('ws')
       server = http.createServer()
       wss = new WebSocketServer({ server })
@@ -108,25 +161,25 @@ function w1() {
         else acks.push(ack)
       })
       const state = { firstAck: undefined, bytes: [] }
-      if (job.system === 'ours') {
+      if (OURS) {
         state.store = await openStore()
         features.loadRaw = typeof state.store.loadRaw === 'function'
         if (!cold) await state.store.load(userId, workspaceId)
       } else {
-        state.store = baselineStore('naive')
+        state.store = await baselineStore(job.system)
         if (!cold) state.session = await state.store.load(stem)
       }
       return state
     },
     async prepare(state) {
       // Cold: a new store instance, which has nothing loaded. (The file is in the page cache.)
-      if (cold && job.system === 'ours') {
+      if (cold && OURS) {
         await state.store.close()
         state.store = await openStore()
       }
     },
     async rep(state) {
-      if (job.system === 'ours') {
+      if (OURS) {
         const store = state.store
         if (features.loadRaw) {
           const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
@@ -161,7 +214,7 @@ function w1() {
       return { ok, firstAck: a, messageBytes: state.bytes[state.bytes.length - 1], fixtureBytes: fixture.bytes }
     },
     async teardown(state) {
-      if (job.system === 'ours') await state.store.close()
+      await state.store.close?.()
       socket.close()
       await new Promise((resolve) => client.once('exit', resolve))
       wss.close()
@@ -182,21 +235,22 @@ function w2() {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
-      copyFixture(fixture.file, stem)
-      if (job.system === 'ours') {
+      await seed([{ file: fixture.file, stem }])
+      if (OURS) {
         const store = await openStore()
         await store.load(userId, workspaceId)
         return { store }
       }
-      const store = baselineStore(job.system)
+      const store = await baselineStore(job.system)
       return { store, session: await store.load(stem) }
     },
     async rep(state, i) {
       const update = updateOf(i)
       lastId = update.conversationHistory[0].id
       appended++
-      if (job.system === 'ours') {
-        // One call: merge, then append to the journal and fsync before resolving.
+      if (OURS) {
+        // One call: merge, then append to the journal and fsync before resolving (with Redis:
+        // append the record to the session's log in one WATCH/MULTI/EXEC, then PUBLISH).
         const { changes } = await state.store.merge(userId, workspaceId, update, {
           origin: 'bench',
           returnSession: false,
@@ -213,13 +267,14 @@ function w2() {
     check: (wrote) => wrote === true,
     async verify(state) {
       let session
-      if (job.system === 'ours') {
+      if (OURS) {
         await state.store.close()
         const store = await openStore()
         session = (await store.load(userId, workspaceId)).session
         await store.close()
       } else {
-        session = JSON.parse(await fsp.readFile(path.join(dataDir, `${stem}.json`), 'utf8'))
+        session = await storedBaseline(stem)
+        await state.store.close?.()
       }
       const h = session.conversationHistory
       const ok = h.length === fixture.entries + appended && h.some((e) => e.id === lastId)
@@ -240,12 +295,12 @@ function w3() {
     return [...chosen]
   }
   let lastDirty = []
-  const isOurs = job.system === 'ours' || job.system === 'ours-all'
+  const isOurs = OURS
   return {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
-      for (const s of sessions) copyFixture(path.join(dir, `${s.stem}.json`), s.stem)
+      await seed(sessions.map((s) => ({ file: path.join(dir, `${s.stem}.json`), stem: s.stem })))
       if (isOurs) {
         const store = await openStore()
         for (let i = 0; i < sessions.length; i += 50) {
@@ -253,7 +308,7 @@ function w3() {
         }
         return { store }
       }
-      const store = baselineStore(job.system)
+      const store = await baselineStore(job.system)
       const live = new Map()
       for (const s of sessions) live.set(s.stem, await store.load(s.stem))
       return { store, live, dirty: new Set() }
@@ -297,7 +352,8 @@ function w3() {
         session = (await store.load(s.userId, s.workspaceId)).session
         await store.close()
       } else {
-        session = JSON.parse(await fsp.readFile(path.join(dataDir, `${s.stem}.json`), 'utf8'))
+        session = await storedBaseline(s.stem)
+        await state.store.close?.()
       }
       const id = update.conversationHistory[0].id
       return { ok: session.conversationHistory.some((e) => e.id === id), dirtyPerTick, open: sessions.length }

@@ -11,6 +11,11 @@
 //   BENCH_W5_FILES=N    W5 directory size (default 100000, quick 10000)
 //   BENCH_KEEP=1        keep the temp dir (its path is printed)
 //   BENCH_OUT=DIR       where results go (default bench/results)
+//   BENCH_REDIS=0       leave out the Redis systems (ours-redis, ioredis) of W1 to W3
+//   REDIS_SERVER=PATH   the redis-server binary (default /usr/bin/redis-server)
+//
+// W1 to W3 also run on Redis when redis-server is there: the harness starts its own (a free port,
+// persistence off) for the run and stops it at the end; every job gets its own key prefix.
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -20,6 +25,7 @@ const { fork, execFileSync } = require('node:child_process')
 
 const gen = require('./generate')
 const { drawW2 } = require('./lib/svg')
+const redisLib = require('./lib/redis')
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.toUpperCase().split(',')) : null
@@ -33,8 +39,15 @@ const REPS = QUICK
   ? { '10KB': [10, 2], '1MB': [6, 2], '10MB': [3, 1], W3: [3, 1], W4: [3, 1], W5: [2, 0] }
   : { '10KB': [50, 5], '1MB': [30, 3], '10MB': [15, 2], W3: [15, 1], W4: [11, 1], W5: [3, 0] }
 
-/** The baselines each workload is compared with. */
-const BASELINES = { W1: ['naive'], W2: ['naive', 'atomic'], W3: ['naive', 'atomic'], W4: ['js-merge'], W5: ['js-sweep'] }
+/** The baselines each workload is compared with, and the system of ours each is compared with. */
+const BASELINES = {
+  W1: { naive: 'ours', ioredis: 'ours-redis' },
+  W2: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
+  W3: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
+  W4: { 'js-merge': 'ours' },
+  W5: { 'js-sweep': 'ours' },
+}
+const REDIS_SYSTEMS = new Set(['ours-redis', 'ioredis'])
 const TITLES = {
   W1: 'W1 restore on connect (load, send to a ws client)',
   W2: 'W2 append one entry, then persist',
@@ -135,22 +148,23 @@ function writeFixtures(dir) {
 
 // ---------------------------------------------------------------- jobs
 
-function plan() {
+/** The jobs; `redis`: whether the Redis systems run too. */
+function plan(redis) {
   const jobs = []
   const add = (job) => {
-    if (!ONLY || ONLY.has(job.workload)) jobs.push(job)
+    if ((!ONLY || ONLY.has(job.workload)) && (redis || !REDIS_SYSTEMS.has(job.system))) jobs.push(job)
   }
   for (const size of SIZE_KEYS) {
     const [reps, warmup] = REPS[size]
     for (const mode of ['cold', 'warm']) {
-      for (const system of ['ours', 'naive']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
+      for (const system of ['ours', 'naive', 'ours-redis', 'ioredis']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
     }
   }
   for (const size of SIZE_KEYS) {
     const [reps, warmup] = REPS[size]
-    for (const system of ['ours', 'naive', 'atomic']) add({ workload: 'W2', variant: size, size, system, reps, warmup })
+    for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W2', variant: size, size, system, reps, warmup })
   }
-  for (const system of ['ours', 'ours-all', 'naive', 'atomic']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
+  for (const system of ['ours', 'ours-all', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
   for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: '2 × 15,000 entries', system, reps: REPS.W4[0], warmup: REPS.W4[1] })
   for (const system of ['ours', 'js-sweep']) add({ workload: 'W5', variant: `${W5_FILES} files`, system, reps: REPS.W5[0], warmup: REPS.W5[1] })
   return jobs
@@ -217,13 +231,27 @@ const RATIO_METRICS = [
   ['writeBytes', 'written'],
   ['maxRSSKB', 'rss'],
 ]
+// Between the Redis systems, bytes written to disk mean nothing (Redis has persistence off): bytes
+// sent to Redis and received from it instead.
+const REDIS_RATIO_METRICS = [
+  ['wallMs', 'wall'],
+  ['blockMaxMs', 'block'],
+  ['busyMs', 'busy'],
+  ['cpuMs', 'cpu'],
+  ['redisInBytes', 'to redis'],
+  ['redisOutBytes', 'from redis'],
+  ['maxRSSKB', 'rss'],
+]
+const ratioMetrics = (baseline) => (REDIS_SYSTEMS.has(baseline) ? REDIS_RATIO_METRICS : RATIO_METRICS)
 
 function table(groups) {
   const lines = []
-  const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'busy ms', 'cpu ms', 'written', 'rss MB']
-  const widths = [9, 3, 9, 9, 9, 9, 9, 9, 7]
+  const widths = [10, 3, 9, 9, 9, 9, 9, 9, 7, 9, 10]
   let workload
   for (const g of groups) {
+    // Bytes to and from Redis, in the groups where a system ran on Redis.
+    const withRedis = g.rows.some((r) => REDIS_SYSTEMS.has(r.system))
+    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'busy ms', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
     if (g.workload !== workload) {
       workload = g.workload
       lines.push('', `== ${TITLES[workload]}`)
@@ -243,14 +271,15 @@ function table(groups) {
         fmtMs(m.blockP99Ms),
         fmtMs(m.busyMs),
         fmtMs(m.cpuMs),
-        fmtBytes(m.writeBytes),
+        REDIS_SYSTEMS.has(r.system) ? '—' : fmtBytes(m.writeBytes),
         (r.maxRSSKB / 1024).toFixed(0),
+        ...(withRedis ? [fmtBytes(m.redisInBytes), fmtBytes(m.redisOutBytes)] : []),
       ]
       lines.push(pad(rowCells, widths))
     }
     for (const [baseline, ratios] of Object.entries(g.ratios)) {
-      const parts = RATIO_METRICS.map(([k, name]) => `${name} ${fmtRatio(ratios[k])}`)
-      lines.push(`   ${baseline} ÷ ours: ${parts.join(', ')}`)
+      const parts = ratioMetrics(baseline).map(([k, name]) => `${name} ${fmtRatio(ratios[k])}`)
+      lines.push(`   ${baseline} ÷ ${BASELINES[g.workload][baseline]}: ${parts.join(', ')}`)
     }
     const bad = g.rows.filter((r) => r.verify && r.verify.ok === false)
     if (bad.length) lines.push(`   VERIFICATION FAILED: ${bad.map((r) => r.system).join(', ')}`)
@@ -288,7 +317,7 @@ function machine(tmp) {
     gitCommit: sh('git', ['rev-parse', 'HEAD'], ROOT),
     gitDirty: sh('git', ['status', '--porcelain', '--', 'src', 'lib', 'index.js'], ROOT) ? true : false,
     addon,
-    packages: { ws: version('ws'), 'write-file-atomic': version('write-file-atomic') },
+    packages: { ws: version('ws'), 'write-file-atomic': version('write-file-atomic'), ioredis: version('ioredis') },
   }
 }
 
@@ -330,6 +359,8 @@ function compareW4(files) {
 
 // ---------------------------------------------------------------- main
 
+let redis = null
+
 async function main() {
   const started = Date.now()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mia-bench-'))
@@ -337,7 +368,8 @@ async function main() {
   const cleanup = () => {
     if (process.env.BENCH_KEEP !== '1') fs.rmSync(tmp, { recursive: true, force: true })
   }
-  process.on('SIGINT', () => {
+  process.on('SIGINT', async () => {
+    if (redis) await redis.stop()
     cleanup()
     process.exit(130)
   })
@@ -346,16 +378,40 @@ async function main() {
     const { manifest, file: manifestFile } = writeFixtures(path.join(tmp, 'fixtures'))
     log(`  done in ${manifest.seconds.toFixed(1)} s: ${SIZE_KEYS.map((s) => `${s} = ${manifest.sizes[s].bytes} B / ${manifest.sizes[s].entries} entries`).join(', ')}`)
 
+    // The Redis systems need a redis-server: the harness's own, for this run only.
+    let redisNote = null
+    const wantsRedis = process.env.BENCH_REDIS !== '0' && plan(true).some((j) => REDIS_SYSTEMS.has(j.system))
+    if (wantsRedis) {
+      const server = await redisLib.startRedis(path.join(tmp, 'redis'))
+      if (server.missing) {
+        redisNote = `Redis systems skipped: ${server.reason} (set REDIS_SERVER, or install redis-server)`
+        log(`NOTE: ${redisNote}`)
+      } else {
+        redis = server
+        log(`redis-server ${redis.version} on ${redis.url} (pid ${redis.pid}, persistence off)`)
+      }
+    } else if (process.env.BENCH_REDIS === '0') {
+      redisNote = 'Redis systems left out (BENCH_REDIS=0)'
+    }
+    const redisAdmin = redis ? await redisLib.RespClient.connect(redis.port) : null
+
     const addonAtStart = addonIdentity()
     const results = []
-    const jobs = plan()
+    const jobs = plan(!!redis)
     for (const [i, job] of jobs.entries()) {
       const workDir = path.join(tmp, 'work', `${i}`)
       fs.mkdirSync(workDir, { recursive: true })
       const t = Date.now()
       const loadBefore = os.loadavg()[0]
-      const result = await runChild({ ...job, manifest: manifestFile, workDir })
+      const onRedis = REDIS_SYSTEMS.has(job.system)
+      const redisJob = onRedis ? { redisUrl: redis.url, keyPrefix: `bench:${i}:${job.workload.toLowerCase()}:${job.system}:` } : {}
+      const result = await runChild({ ...job, ...redisJob, manifest: manifestFile, workDir })
       result.loadavg = { before: +loadBefore.toFixed(2), after: +os.loadavg()[0].toFixed(2) }
+      if (onRedis) {
+        Object.assign(job, redisJob)
+        // Untimed: every job starts on an empty Redis (its keys are its own anyway).
+        await redisAdmin.command('FLUSHALL')
+      }
       fs.rmSync(workDir, { recursive: true, force: true })
       const row = { ...job, ...result }
       if (!result.error) Object.assign(row, summarize(result.samples))
@@ -372,12 +428,12 @@ async function main() {
       g.rows.push(row)
     }
     for (const g of groups) {
-      const mine = g.rows.find((r) => r.system === 'ours' && !r.error)
-      for (const name of BASELINES[g.workload]) {
+      for (const [name, against] of Object.entries(BASELINES[g.workload])) {
+        const mine = g.rows.find((r) => r.system === against && !r.error)
         const base = g.rows.find((r) => r.system === name && !r.error)
         if (!mine || !base) continue
         g.ratios[name] = {}
-        for (const [k] of RATIO_METRICS) {
+        for (const [k] of ratioMetrics(name)) {
           g.ratios[name][k] = k === 'maxRSSKB' ? ratio(base.maxRSSKB, mine.maxRSSKB) : ratio(base.median[k], mine.median[k])
         }
       }
@@ -393,6 +449,8 @@ async function main() {
 
     const features = Object.assign({}, ...results.filter((r) => r.features && r.system.startsWith('ours')).map((r) => r.features))
     const info = machine(tmp)
+    info.redisServer = redis ? { version: redis.version, binary: redisLib.REDIS_SERVER, options: '--save "" --appendonly no --bind 127.0.0.1' } : null
+    if (redisAdmin) redisAdmin.close()
     info.addonChangedDuringRun = !!(addonAtStart && info.addon && addonAtStart.sha256 !== info.addon.sha256)
     if (info.addonChangedDuringRun) info.addonAtStart = addonAtStart
     const output = {
@@ -414,7 +472,11 @@ async function main() {
         'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones.',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
         'W5: files carry mtime = updatedAt. The baseline reads every file; the store skips reading files modified after the cutoff.',
+        'Redis systems (W1 to W3): ours-redis is the store with backend "redis"; ioredis is connect-redis\'s way, SET of the whole JSON (with EX) per save and GET + JSON.parse per load. Both use one redis-server the harness starts on 127.0.0.1 with persistence off (no disk writes), every job its own key prefix, FLUSHALL between jobs. Stored sessions are seeded untimed as the fixture JSON (for ours-redis, as the session snapshot with an empty log). ratios for ioredis are ioredis ÷ ours-redis.',
+        'redisInBytes / redisOutBytes: INFO stats total_net_input_bytes / total_net_output_bytes deltas of the redis-server across the operation (all its clients, the meter\'s own INFO calls taken out): bytes sent to Redis and received from it. For ours-redis this includes PUBLISH and the subscriber connection.',
+        'W1 cold with Redis: a new store instance (ours-redis; opened untimed) or a fresh GET + JSON.parse (ioredis). W2 with Redis: ours-redis is one merge({ durable: true, returnSession: false }), which appends one record to the session\'s Redis log in a WATCH/MULTI/EXEC and PUBLISHes; ioredis pushes the entry and SETs the whole JSON. W3 with Redis: ours-redis saves its 100 dirty sessions, ioredis SETs them (Promise.all on one connection).',
       ],
+      redis: redis ? { url: redis.url, version: redis.version } : { skipped: redisNote },
       fixtures: {
         sizes: manifest.sizes,
         w3: manifest.w3 && { sessions: manifest.w3.sessions.length, meanBytes: manifest.w3.meanBytes },
@@ -428,6 +490,7 @@ async function main() {
         variant: g.variant,
         sessionBytes: g.size ? manifest.sizes[g.size].bytes : undefined,
         ratios: g.ratios,
+        ratiosAgainst: Object.fromEntries(Object.keys(g.ratios).map((b) => [b, BASELINES[g.workload][b]])),
         agreement: g.agreement,
         systems: g.rows.map((r) => ({
           system: r.system,
@@ -437,6 +500,7 @@ async function main() {
           median: r.median,
           max: r.max,
           maxRSSKB: r.maxRSSKB,
+          keyPrefix: r.keyPrefix,
           noise: r.noise,
           loadavg: r.loadavg,
           verify: r.verify,
@@ -464,6 +528,8 @@ async function main() {
     const yesNo = (v) => (v === undefined ? 'not exercised' : v ? 'yes' : 'no')
     console.log(`addon features used: store.loadRaw ${yesNo(features.loadRaw)}; merge { returnSession: false, durable: true }`)
     console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; written = /proc/self/io write_bytes')
+    if (redis) console.log(`Redis systems on redis-server ${redis.version} (persistence off); to/from redis = INFO stats total_net_input/output_bytes deltas`)
+    if (redisNote) console.log(`NOTE: ${redisNote}`)
     console.log(table(groups))
     for (const g of groups.filter((x) => x.agreement)) {
       console.log(`\nW4 results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
@@ -476,6 +542,7 @@ async function main() {
     console.log(`\nwrote ${path.relative(process.cwd(), jsonFile)}${svgFile ? ` and ${path.relative(process.cwd(), svgFile)}` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
     if (results.some((r) => r.error || (r.verify && r.verify.ok === false))) process.exitCode = 1
   } finally {
+    if (redis) await redis.stop()
     cleanup()
     if (process.env.BENCH_KEEP === '1') log(`kept ${tmp}`)
   }

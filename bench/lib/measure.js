@@ -90,7 +90,7 @@ function median(values) {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
 }
 
-const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'cpuMs', 'writeBytes', 'wcharBytes']
+const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
 
 function summarize(samples) {
   const med = {}

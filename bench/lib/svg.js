@@ -1,9 +1,17 @@
 'use strict'
 // The W2 chart, as hand-written SVG: median wall time of "append one entry, then persist" against
-// session size, both axes logarithmic, one line per system.
+// session size, both axes logarithmic, one line per system; the Redis systems dashed.
 
-const COLORS = { ours: '#1565c0', naive: '#c62828', atomic: '#ef6c00' }
-const NAMES = { ours: 'ours (mia-narrative-session)', naive: 'naive: JSON + fs writeFile', atomic: 'atomic: write-file-atomic + JSON' }
+const COLORS = { ours: '#1565c0', naive: '#c62828', atomic: '#ef6c00', 'ours-redis': '#00897b', ioredis: '#7b1fa2' }
+const NAMES = {
+  ours: 'ours (mia-narrative-session), files',
+  naive: 'naive: JSON + fs writeFile',
+  atomic: 'atomic: write-file-atomic + JSON',
+  'ours-redis': 'ours-redis: the store on Redis',
+  ioredis: 'ioredis: SET of the whole JSON',
+}
+const DASHED = new Set(['ours-redis', 'ioredis'])
+const ORDER = ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']
 
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
@@ -83,11 +91,12 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   out.push(`<text transform="translate(20 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#333">median wall time per save</text>`)
 
   // Lines and points.
-  const names = ['ours', 'naive', 'atomic', ...Object.keys(series).filter((s) => !COLORS[s])].filter((n) => series[n])
+  const names = [...ORDER, ...Object.keys(series).filter((s) => !COLORS[s])].filter((n) => series[n])
   for (const name of [...names].reverse()) {
     const pts = series[name].sort((a, b) => a.x - b.x)
     const color = COLORS[name] || '#555'
-    out.push(`<polyline fill="none" stroke="${color}" stroke-width="2.5" points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`)
+    const dash = DASHED.has(name) ? ' stroke-dasharray="7 4"' : ''
+    out.push(`<polyline fill="none" stroke="${color}" stroke-width="2.5"${dash} points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`)
     for (const p of pts) {
       out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="4" fill="${color}"><title>${esc(`${name}, ${p.label}: ${fmtMs(p.y)}`)}</title></circle>`)
     }
@@ -111,7 +120,7 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   out.push(`<rect x="${lx - 8}" y="${ly - 12}" width="252" height="${names.length * 20 + 6}" fill="#fff" fill-opacity="0.9" stroke="#ccc"/>`)
   for (const name of names) {
     const color = COLORS[name] || '#555'
-    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2.5"/><circle cx="${lx + 11}" cy="${ly}" r="4" fill="${color}"/>`)
+    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2.5"${DASHED.has(name) ? ' stroke-dasharray="7 4"' : ''}/><circle cx="${lx + 11}" cy="${ly}" r="4" fill="${color}"/>`)
     out.push(`<text x="${lx + 30}" y="${ly + 4}" fill="#222">${esc(NAMES[name] || name)}</text>`)
     ly += 20
   }
