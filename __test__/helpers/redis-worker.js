@@ -6,8 +6,8 @@
 // 'go'. Then it makes <count> merges, each adding the conversation entry `<tag>-<i>` and setting
 // its memory key `from-<tag>`, and acknowledges each one as a server would: even ones by save(),
 // odd ones by a durable merge. It says 'written', waits until its listener has heard every entry
-// of <otherTag> arrive as an 'external' change (or 15 s pass), reports what it heard and the
-// session it holds in 'done', closes its store and exits. [padBytes] pads each entry's content, so
+// of <otherTag> arrive as an 'external' change (or 15 s pass), closes its store, reports what it
+// heard and the entries and memory of the session it held in 'done', and exits. [padBytes] pads each entry's content, so
 // that the log outgrows the snapshot often and snapshot writes race with the other's appends.
 
 const { NarrativeSessionStore } = require('../../index');
@@ -66,14 +66,21 @@ async function main() {
     });
   }
   const { session } = await store.load(userId, workspaceId);
-  process.send({
-    type: 'done',
-    external: [...heard()],
-    origins: [...new Set(events.map((e) => e.origin))],
-    eventsForOtherSessions: events.filter((e) => e.userId !== userId || e.workspaceId !== workspaceId).length,
-    session,
-  });
   await store.close();
+  // Ids, not the session (which can be large): the report must be on its way before disconnect.
+  await new Promise((resolve, reject) =>
+    process.send(
+      {
+        type: 'done',
+        external: [...heard()],
+        origins: [...new Set(events.map((e) => e.origin))],
+        eventsForOtherSessions: events.filter((e) => e.userId !== userId || e.workspaceId !== workspaceId).length,
+        entryIds: session.conversationHistory.map((e) => e.id),
+        memory: session.memory,
+      },
+      (err) => (err ? reject(err) : resolve()),
+    ),
+  );
 }
 
 main().then(

@@ -500,23 +500,29 @@ impl SessionStore {
         self.check_open()?;
         let key = SessionKey::new(user_id, workspace_id)?;
         let stem = key.file_stem();
-        let slot = lock(&self.inner.live).remove(&stem);
-        // Hold the session's mutex through the delete, so no call on it interleaves.
+        let slot = lock(&self.inner.live).get(&stem).cloned();
+        // Hold the session's mutex through the delete, so no call on it interleaves. The live copy
+        // goes only once the stored one is gone: a failed delete loses nothing.
         let mut guard = match &slot {
             Some(slot) => Some(slot.state.lock().await),
             None => None,
         };
+        let deleted = match self.files() {
+            Some(backend) => {
+                let stem = stem.clone();
+                blocking(move || {
+                    let lock = backend.lock(&stem)?;
+                    backend.delete(&stem, lock)
+                })
+                .await?
+            }
+            None => self.redis_backend()?.delete(&stem).await?,
+        };
+        lock(&self.inner.live).remove(&stem);
         if let Some(state) = guard.as_mut() {
             **state = None;
         }
-        let Some(backend) = self.files() else {
-            return self.redis_backend()?.delete(&stem).await;
-        };
-        blocking(move || {
-            let lock = backend.lock(&stem)?;
-            backend.delete(&stem, lock)
-        })
-        .await
+        Ok(deleted)
     }
 
     /// A summary of every stored session.

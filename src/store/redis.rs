@@ -237,6 +237,9 @@ struct Current {
     version: u64,
     generation: u64,
     log_len: u64,
+    /// The snapshot's length; `u64::MAX` when the key is not a string. A snapshot replaced by hand
+    /// (which moves neither counter) shows here, and is read (and moved aside) before any write.
+    snapshot_bytes: u64,
 }
 
 impl Current {
@@ -244,6 +247,7 @@ impl Current {
         self.version == view.version
             && self.generation == view.generation
             && self.log_len == view.log_len
+            && self.snapshot_bytes == view.snapshot_bytes
     }
 }
 
@@ -500,7 +504,7 @@ impl RedisBackend {
         let keys = self.keys(stem)?;
         check_stem_of(stem, key)?;
         let start = known.log_len.min(i64::MAX as u64) as i64;
-        let (ver, gen, log_len, tail) = self
+        let read = self
             .with_retry("cannot read the changes of", || {
                 let mut manager = self.manager.clone();
                 let mut pipe = ::redis::pipe();
@@ -515,13 +519,16 @@ impl RedisBackend {
                     .cmd("LRANGE")
                     .arg(&keys.log)
                     .arg(start)
-                    .arg(-1);
+                    .arg(-1)
+                    .cmd("STRLEN")
+                    .arg(&keys.snap);
                 async move {
-                    pipe.query_async::<(Value, Value, Value, Value)>(&mut manager)
+                    pipe.query_async::<(Value, Value, Value, Value, Value)>(&mut manager)
                         .await
                 }
             })
             .await?;
+        let (ver, gen, log_len, tail, snapshot_bytes) = read;
         let (Some(version), Some(generation), Value::Int(log_len), Value::Array(tail)) =
             (counter(&ver), counter(&gen), log_len, tail)
         else {
@@ -529,7 +536,12 @@ impl RedisBackend {
             return Ok(RedisChange::Full(Box::new(self.load(stem, key).await?)));
         };
         let log_len = log_len.max(0) as u64;
-        if generation != known.generation || version < known.version || log_len < known.log_len {
+        let snapshot_replaced = int_value(&snapshot_bytes) != Some(known.snapshot_bytes);
+        if generation != known.generation
+            || version < known.version
+            || log_len < known.log_len
+            || snapshot_replaced
+        {
             return Ok(RedisChange::Full(Box::new(self.load(stem, key).await?)));
         }
         if version == known.version && log_len == known.log_len {
@@ -882,15 +894,19 @@ impl RedisBackend {
             .arg(&keys.gen)
             .cmd("LLEN")
             .arg(&keys.log)
-            .query_async::<(Option<u64>, Option<u64>, u64)>(&mut tx.conn)
+            .cmd("STRLEN")
+            .arg(&keys.snap)
+            .ignore_errors()
+            .query_async::<(Option<u64>, Option<u64>, u64, Value)>(&mut tx.conn)
             .await;
         match read {
-            Ok((version, generation, log_len)) => Ok((
+            Ok((version, generation, log_len, snapshot_bytes)) => Ok((
                 tx,
                 Current {
                     version: version.unwrap_or(0),
                     generation: generation.unwrap_or(0),
                     log_len,
+                    snapshot_bytes: int_value(&snapshot_bytes).unwrap_or(u64::MAX),
                 },
             )),
             Err(e) => Err(redis_error(&format!("{what} {}", keys.snap), e)),
@@ -1055,6 +1071,14 @@ fn unavailable(e: &RedisError) -> bool {
                         | ServerErrorKind::ReadOnly
                 )
         )
+}
+
+/// A non-negative integer reply, or None for anything else (an error reply included).
+fn int_value(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 fn redis_error(what: &str, e: RedisError) -> StoreError {

@@ -16,7 +16,9 @@ use crate::model::NarrativeSession;
 use crate::paths::SessionKey;
 
 /// How often a save may find the keys changed under it before it gives up (the data stays dirty).
-const COMMIT_ATTEMPTS: usize = 16;
+const COMMIT_ATTEMPTS: u32 = 64;
+/// The longest pause between two attempts; pauses grow from 1 ms, with jitter.
+const MAX_BACKOFF_MS: u64 = 50;
 
 impl SessionStore {
     /// Loads a session: snapshot, then its log. Returns (live, created, recovered).
@@ -71,7 +73,7 @@ impl SessionStore {
     ) -> Result<()> {
         let redis = self.redis_backend()?;
         let stem = key.file_stem();
-        for _ in 0..COMMIT_ATTEMPTS {
+        for attempt in 0..COMMIT_ATTEMPTS {
             let log_after = live.redis.log_bytes + live.pending.len() as u64;
             let snapshot_due =
                 compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes;
@@ -104,6 +106,7 @@ impl SessionStore {
                     self.absorb_redis(key, live, change)?;
                 }
             }
+            backoff(attempt).await;
         }
         Err(contended(&stem))
     }
@@ -214,6 +217,16 @@ impl SessionStore {
         self.redis()
             .ok_or_else(|| StoreError::internal("a Redis path ran without the Redis backend"))
     }
+}
+
+/// Busy writers of one session retry after a pause that grows, with jitter so they fall out of step.
+async fn backoff(attempt: u32) {
+    let ceiling = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let pause = 1 + jitter % ceiling.max(1);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
 }
 
 fn contended(stem: &str) -> StoreError {
