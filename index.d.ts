@@ -330,6 +330,8 @@ export declare function defaultDataDir(): string
 export interface LoadRawResult {
   /** UTF-8 JSON text of the `NarrativeSession`. */
   sessionJson: Buffer
+  /** The session's id (also inside the text). */
+  sessionId: string
   created: boolean
   recovered: boolean
 }

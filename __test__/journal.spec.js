@@ -362,12 +362,13 @@ describe('loadRaw', () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir);
     const first = await store.loadRaw(USER, WORKSPACE);
-    expect(Object.keys(first).sort()).toEqual(['created', 'recovered', 'sessionJson']);
+    expect(Object.keys(first).sort()).toEqual(['created', 'recovered', 'sessionId', 'sessionJson']);
     expect(Buffer.isBuffer(first.sessionJson)).toBe(true);
     expect(first).toMatchObject({ created: true, recovered: false });
     const loaded = await store.load(USER, WORKSPACE);
     expect(loaded).toMatchObject({ created: false, recovered: false });
     expect(JSON.parse(first.sessionJson.toString('utf8'))).toEqual(loaded.session);
+    expect(first.sessionId).toBe(loaded.session.id);
 
     // After merges with non-ASCII text, and saved to the journal.
     const { session: merged } = await store.merge(USER, WORKSPACE, {

@@ -78,12 +78,12 @@ function attachNarrativeSession(ws, req, options) {
   connection.ready = (async () => {
     const userId = await resolveUserId(req, options)
     const workspaceId = resolveWorkspaceId(req, options)
-    const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
+    const { sessionJson, sessionId, created, recovered } = await store.loadRaw(userId, workspaceId)
     connection.userId = userId
     connection.workspaceId = workspaceId
     if (!closed) room.join(connection)
     outbox = outbox.then(() => sendWithSession({ event: 'restored', created, recovered }, sessionJson))
-    return { userId, workspaceId, sessionId: sessionIdOf(sessionJson) }
+    return { userId, workspaceId, sessionId }
   })()
   queue = connection.ready.catch((err) => {
     send('error', { code: err.code || 'EINTERNAL', message: err.message })
@@ -181,11 +181,6 @@ function resolveWorkspaceId(req, options) {
   }
   const params = new URL(req.url || '/', 'http://localhost').searchParams
   return normalizeWorkspaceId(params.get('workspace') ?? params.get('folder') ?? '')
-}
-
-/** The session's id: its first field, read from the head of the text without parsing the rest. */
-function sessionIdOf(sessionJson) {
-  return /^\{"id":"([0-9a-f]+)"/.exec(sessionJson.toString('latin1', 0, 80))?.[1]
 }
 
 function isObject(value) {

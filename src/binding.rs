@@ -106,6 +106,8 @@ pub struct MergeEventObject {
 pub struct LoadRawResult {
     /// UTF-8 JSON text of the `NarrativeSession`.
     pub session_json: Buffer,
+    /// The session's id (also inside the text).
+    pub session_id: String,
     pub created: bool,
     pub recovered: bool,
 }
@@ -193,6 +195,7 @@ impl NarrativeSessionStore {
             let loaded = store.load(&user, &workspace).await?;
             Ok(LoadRawResult {
                 session_json: loaded.session_json.into_bytes().into(),
+                session_id: loaded.session_id,
                 created: loaded.created,
                 recovered: loaded.recovered,
             })

@@ -112,6 +112,8 @@ fn check_ttl(ttl_days: f64) -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct LoadOutcome {
     pub session_json: String,
+    /// The session's id, so that a caller forwarding the text need not parse it.
+    pub session_id: String,
     /// The session did not exist and was created.
     pub created: bool,
     /// The stored file was unusable: the session came from the backup (or, with `created`, was lost).
@@ -393,6 +395,7 @@ impl SessionStore {
         let live = loaded(&mut state)?;
         Ok(LoadOutcome {
             session_json: to_json(&live.session)?,
+            session_id: live.session.id.clone(),
             created,
             recovered,
         })
@@ -797,65 +800,81 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Merges what changed on disk into the live session. Listeners hear of it with origin
-    /// `"external"`.
+    /// Merges what changed in the files into the live session, and remembers how they look now.
     fn absorb(&self, key: &SessionKey, live: &mut Live, change: DiskChange) -> Result<()> {
-        let mut paths = Vec::new();
         match change {
-            DiskChange::Unchanged => return Ok(()),
+            DiskChange::Unchanged => Ok(()),
             DiskChange::Tail(journal) => {
-                for patch in &journal.patches {
-                    paths.extend(
-                        apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths,
-                    );
-                }
                 live.disk.journal_len = journal.end;
+                self.absorb_records(key, live, &journal.patches)
             }
             DiskChange::Full {
                 session,
                 journal,
                 snapshot,
             } => {
-                let mut on_disk = match session {
-                    Some(stored) => {
-                        paths.extend(
-                            apply_patch_indexed(
-                                &mut live.session,
-                                &SessionPatch::from_session(&stored),
-                                &mut live.index,
-                            )?
-                            .paths,
-                        );
-                        *stored
-                    }
-                    None => live.session.clone(),
-                };
-                for patch in &journal.patches {
-                    paths.extend(
-                        apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths,
-                    );
-                    apply_patch(&mut on_disk, patch)?;
-                }
                 live.disk = DiskView {
                     snapshot,
                     journal_len: journal.end,
                 };
-                // Someone rewrote the files (another store compacted, or an operator restored an old
-                // copy). If they lack anything this store holds, the next save writes a snapshot;
-                // only then, or two stores would rewrite each other's files forever.
-                let lacking =
-                    apply_patch(&mut on_disk, &SessionPatch::from_session(&live.session))?;
-                live.needs_snapshot |= lacking.touched;
+                self.absorb_rewrite(key, live, session.map(|s| *s), &journal.patches)
             }
+        }
+    }
+
+    /// Merges records another writer appended. Listeners hear of it with origin `"external"`.
+    /// (Shared by both backends: their records are the same joins.)
+    fn absorb_records(
+        &self,
+        key: &SessionKey,
+        live: &mut Live,
+        patches: &[SessionPatch],
+    ) -> Result<()> {
+        let mut paths = Vec::new();
+        for patch in patches {
+            paths.extend(apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths);
         }
         self.emit(key, EXTERNAL_ORIGIN, &paths);
         Ok(())
     }
 
-    /// Merges a session's files that changed on disk into the live session, if it is loaded here
-    /// and the change is not this store's own write.
-    async fn refresh_from_disk(&self, stem: &str) -> Result<()> {
-        if self.inner.closed.load(Ordering::SeqCst) {
+    /// Merges a stored session that someone rewrote (another store compacted, or an operator
+    /// restored an old copy), with the records stored after it. If the stored copy lacks anything
+    /// this store holds, the next save writes a snapshot; only then, or two stores would rewrite
+    /// each other's copies forever.
+    fn absorb_rewrite(
+        &self,
+        key: &SessionKey,
+        live: &mut Live,
+        stored: Option<NarrativeSession>,
+        patches: &[SessionPatch],
+    ) -> Result<()> {
+        let mut paths = Vec::new();
+        let mut stored_copy = match stored {
+            Some(stored) => {
+                let patch = SessionPatch::from_session(&stored);
+                paths
+                    .extend(apply_patch_indexed(&mut live.session, &patch, &mut live.index)?.paths);
+                stored
+            }
+            None => live.session.clone(),
+        };
+        for patch in patches {
+            paths.extend(apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths);
+            apply_patch(&mut stored_copy, patch)?;
+        }
+        let lacking = apply_patch(&mut stored_copy, &SessionPatch::from_session(&live.session))?;
+        live.needs_snapshot |= lacking.touched;
+        self.emit(key, EXTERNAL_ORIGIN, &paths);
+        Ok(())
+    }
+
+    /// Merges what another process or instance wrote to a session into its live copy, if the
+    /// session is loaded here. The store's own writes are recognised (the files still look as it
+    /// left them; Redis's counters are where it left them) and change nothing. Listeners hear of
+    /// the rest with origin `"external"`.
+    async fn refresh(&self, stem: &str) -> Result<()> {
+        if self.check_open().is_err() {
             return Ok(());
         }
         let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
@@ -865,21 +884,27 @@ impl SessionStore {
         let Some(live) = state.as_mut() else {
             return Ok(());
         };
-        let Some(backend) = self.files() else {
-            return Ok(());
-        };
-        let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
-        let change = blocking(move || {
-            if backend.stamp(&stem) == known.snapshot
-                && backend.journal_len(&stem) == known.journal_len
-            {
-                return Ok(DiskChange::Unchanged);
+        match &self.inner.backend {
+            Backend::File(backend) => {
+                let backend = backend.clone();
+                let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
+                let change = blocking(move || {
+                    if backend.stamp(&stem) == known.snapshot
+                        && backend.journal_len(&stem) == known.journal_len
+                    {
+                        return Ok(DiskChange::Unchanged);
+                    }
+                    let lock = backend.lock(&stem)?;
+                    read_disk_changes(&backend, &stem, &key, known, &lock)
+                })
+                .await?;
+                self.absorb(&slot.key, live, change)
             }
-            let lock = backend.lock(&stem)?;
-            read_disk_changes(&backend, &stem, &key, known, &lock)
-        })
-        .await?;
-        self.absorb(&slot.key, live, change)
+            Backend::Redis(redis) => {
+                let change = redis.read_changes(stem, &slot.key, live.redis).await?;
+                self.absorb_redis(&slot.key, live, change)
+            }
+        }
     }
 
     fn start_watching(&self) {
@@ -912,7 +937,7 @@ impl SessionStore {
                     stems.insert(stem);
                 }
                 for stem in stems {
-                    let _ = store.refresh_from_disk(&stem).await;
+                    let _ = store.refresh(&stem).await;
                 }
             }
         });

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::redis::{RedisBackend, RedisChange, RedisEvent};
-use super::{internal, lock, DiskChange, JournalRead, Live, SessionStore, StoredRow};
+use super::{internal, lock, Live, SessionStore, StoredRow};
 use crate::cleanup::CleanupReport;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
@@ -112,47 +112,23 @@ impl SessionStore {
     }
 
     /// Merges what another instance wrote into the live session (listeners hear `"external"`).
-    fn absorb_redis(&self, key: &SessionKey, live: &mut Live, change: RedisChange) -> Result<()> {
+    pub(super) fn absorb_redis(
+        &self,
+        key: &SessionKey,
+        live: &mut Live,
+        change: RedisChange,
+    ) -> Result<()> {
         match change {
             RedisChange::Unchanged => Ok(()),
             RedisChange::Tail(patches, view) => {
-                let end = live.disk.journal_len;
-                self.absorb(key, live, DiskChange::Tail(JournalRead { patches, end }))?;
                 live.redis = view;
-                Ok(())
+                self.absorb_records(key, live, &patches)
             }
             RedisChange::Full(loaded) => {
-                let loaded = *loaded;
-                let view = loaded.view;
-                let change = DiskChange::Full {
-                    session: loaded.snapshot.map(Box::new),
-                    journal: JournalRead {
-                        patches: loaded.patches,
-                        end: 0,
-                    },
-                    snapshot: None,
-                };
-                self.absorb(key, live, change)?;
-                live.redis = view;
-                Ok(())
+                live.redis = loaded.view;
+                self.absorb_rewrite(key, live, loaded.snapshot, &loaded.patches)
             }
         }
-    }
-
-    /// Re-reads one live session after another instance announced a write to it.
-    async fn refresh_from_redis(&self, redis: &RedisBackend, stem: &str) -> Result<()> {
-        if self.check_open().is_err() {
-            return Ok(());
-        }
-        let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
-            return Ok(());
-        };
-        let mut state = slot.state.lock().await;
-        let Some(live) = state.as_mut() else {
-            return Ok(());
-        };
-        let change = redis.read_changes(stem, &slot.key, live.redis).await?;
-        self.absorb_redis(&slot.key, live, change)
     }
 
     /// Listens for other instances' writes. After a lost subscription comes back, every live
@@ -171,12 +147,12 @@ impl SessionStore {
                 };
                 match event {
                     RedisEvent::Changed { stem, .. } => {
-                        let _ = store.refresh_from_redis(&redis, &stem).await;
+                        let _ = store.refresh(&stem).await;
                     }
                     RedisEvent::Resync => {
                         let stems: Vec<String> = lock(&store.inner.live).keys().cloned().collect();
                         for stem in stems {
-                            let _ = store.refresh_from_redis(&redis, &stem).await;
+                            let _ = store.refresh(&stem).await;
                         }
                         let _ = store.flush_dirty().await;
                     }
