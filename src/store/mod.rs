@@ -306,6 +306,23 @@ fn read_disk_changes(
     })
 }
 
+/// The session a load starts from: the stored one in canonical form, or a new one created at `now`.
+fn starting_session(
+    stored: Option<&NarrativeSession>,
+    key: &SessionKey,
+    now: String,
+) -> Result<NarrativeSession> {
+    match stored {
+        Some(stored) => normalize(stored),
+        None => normalize(&NarrativeSession::new(
+            key.session_id(),
+            key.user_id.clone(),
+            key.workspace_id.clone(),
+            now,
+        )),
+    }
+}
+
 /// Writes a full snapshot and drops the journal it now contains. (A crash between the two leaves a
 /// journal whose records the snapshot already holds: replaying joins twice changes nothing.)
 fn write_snapshot(
@@ -704,15 +721,7 @@ impl SessionStore {
             let lock = backend.lock(&stem)?;
             let read = backend.read(&stem, Some(&key), &lock)?;
             let created = read.session.is_none();
-            let mut session = match &read.session {
-                Some(stored) => normalize(stored)?,
-                None => normalize(&NarrativeSession::new(
-                    key.session_id(),
-                    key.user_id.clone(),
-                    key.workspace_id.clone(),
-                    now,
-                ))?,
-            };
+            let mut session = starting_session(read.session.as_ref(), &key, now)?;
             // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
             let journal = backend.read_journal(&stem, 0, &lock)?;
             for patch in &journal.patches {

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use super::redis::{RedisBackend, RedisChange, RedisEvent};
-use super::{internal, lock, Live, SessionStore, StoredRow};
+use super::{internal, lock, starting_session, Live, SessionStore, StoredRow};
 use crate::cleanup::CleanupReport;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
-use crate::merge::{apply_patch_indexed, normalize};
-use crate::model::NarrativeSession;
+use crate::merge::apply_patch_indexed;
 use crate::paths::SessionKey;
 
 /// How often a save may find the keys changed under it before it gives up (the data stays dirty).
@@ -30,15 +29,7 @@ impl SessionStore {
             let recovered = !loaded.invalid.is_empty();
             let created = loaded.snapshot.is_none() && loaded.patches.is_empty() && !recovered;
             let now = lock(&self.inner.clock).now().to_rfc3339();
-            let session = match &loaded.snapshot {
-                Some(stored) => normalize(stored)?,
-                None => normalize(&NarrativeSession::new(
-                    key.session_id(),
-                    key.user_id.clone(),
-                    key.workspace_id.clone(),
-                    now,
-                ))?,
-            };
+            let session = starting_session(loaded.snapshot.as_ref(), key, now)?;
             let mut live = Live::new(session);
             for patch in &loaded.patches {
                 apply_patch_indexed(&mut live.session, patch, &mut live.index)?;
