@@ -400,18 +400,38 @@ impl ToNapiValue for JsonText {
     }
 }
 
-/// Runs `work` as a tokio task and returns its promise. A panic in the task rejects with EINTERNAL.
+/// Runs `work` on tokio and returns its promise. A panic in it rejects with EINTERNAL.
 fn promise<T, F>(env: &Env, work: F) -> Result<PromiseRaw<'_, Coded<T>>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
     env.spawn_future(async move {
-        let outcome = tokio::spawn(work)
+        let outcome = CatchUnwind(Box::pin(work))
             .await
-            .unwrap_or_else(|e| Err(StoreError::internal(format!("task failed: {e}"))));
+            .unwrap_or_else(|_| Err(StoreError::internal("task failed: it panicked")));
         Ok(Coded(outcome))
     })
+}
+
+/// A future that turns a panic while it is polled into an `Err`, in the task that polls it: no
+/// extra task (and no extra thread wake-up) per call, as `tokio::spawn` would cost.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 fn json_global(env: &Env) -> Result<Object<'_>> {

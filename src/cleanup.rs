@@ -8,6 +8,7 @@
 //! - **Corrupt files are never deleted** here: only a session that parses and is expired goes.
 //! - It blocks, so the store runs it on tokio's blocking pool, never on Node's main thread.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::parse_rfc3339_millis;
@@ -38,38 +39,51 @@ pub struct CleanupReport {
 /// Removes every session whose `updatedAt` is before `cutoff_millis`, except those `in_use` says
 /// are loaded. `before_delete` runs between the first look and the locked re-check; tests use it to
 /// play a writer that touches the session mid-sweep.
+///
+/// A large directory is swept by a few threads at once, each over its own share of the sessions:
+/// most of a sweep is waiting on the file system, which serves several callers at a time.
 pub fn sweep(
     backend: &FileBackend,
     cutoff_millis: i64,
-    in_use: &dyn Fn(&str) -> bool,
-    before_delete: &dyn Fn(&str),
+    in_use: &(dyn Fn(&str) -> bool + Sync),
+    before_delete: &(dyn Fn(&str) + Sync),
 ) -> Result<CleanupReport> {
-    let mut report = CleanupReport::default();
-    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
-    for stem in backend.stems()? {
-        report.scanned += 1;
-        if in_use(&stem) {
-            backend.touch(&stem);
-            report.in_use += 1;
-            continue;
+    let (stems, journals) = backend.stems_with_journals()?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_SWEEP_THREADS)
+        .min(stems.len().div_ceil(SESSIONS_PER_THREAD).max(1));
+    let share = stems.len().div_ceil(threads).max(1);
+    let sweep_share = |share: &[String]| {
+        let mut report = CleanupReport::default();
+        for stem in share {
+            sweep_one(
+                backend,
+                stem,
+                &journals,
+                cutoff_millis,
+                in_use,
+                before_delete,
+                &mut report,
+            );
         }
-        // A file written after the cutoff holds a session updated after it: no need to read it.
-        if backend.modified(&stem).is_some_and(|m| m >= cutoff_time) {
-            report.kept += 1;
-            continue;
+        report
+    };
+    let mut report = std::thread::scope(|scope| {
+        let others: Vec<_> = stems
+            .chunks(share)
+            .skip(1)
+            .map(|part| scope.spawn(move || sweep_share(part)))
+            .collect();
+        let mut report = sweep_share(stems.chunks(share).next().unwrap_or_default());
+        for other in others {
+            let part = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            report.add(part);
         }
-        let seen = backend.stamp(&stem);
-        if !is_expired(backend, &stem, cutoff_millis) {
-            report.kept += 1;
-            continue;
-        }
-        before_delete(&stem);
-        match delete_if_still_expired(backend, &stem, cutoff_millis, seen, in_use) {
-            Ok(true) => report.removed += 1,
-            Ok(false) => report.kept += 1,
-            Err(e) => report.errors.push(e.to_string()),
-        }
-    }
+        report
+    });
     if report.removed > 0 {
         backend.sync()?;
     }
@@ -77,9 +91,67 @@ pub fn sweep(
     Ok(report)
 }
 
-fn is_expired(backend: &FileBackend, stem: &str, cutoff_millis: i64) -> bool {
+/// At most this many threads sweep one directory.
+const MAX_SWEEP_THREADS: usize = 4;
+/// A thread more for each this many sessions: below it, one thread does the whole sweep.
+const SESSIONS_PER_THREAD: usize = 2_000;
+
+impl CleanupReport {
+    fn add(&mut self, other: CleanupReport) {
+        self.scanned += other.scanned;
+        self.removed += other.removed;
+        self.kept += other.kept;
+        self.in_use += other.in_use;
+        self.temp_files_removed += other.temp_files_removed;
+        self.errors.extend(other.errors);
+    }
+}
+
+/// Looks at one stored session and removes it if it is expired and not in use.
+fn sweep_one(
+    backend: &FileBackend,
+    stem: &str,
+    journals: &HashSet<String>,
+    cutoff_millis: i64,
+    in_use: &(dyn Fn(&str) -> bool + Sync),
+    before_delete: &(dyn Fn(&str) + Sync),
+    report: &mut CleanupReport,
+) {
+    report.scanned += 1;
+    if in_use(stem) {
+        backend.touch(stem);
+        report.in_use += 1;
+        return;
+    }
+    let has_journal = journals.contains(stem);
+    let seen = backend.stamp(stem);
+    // A file written after the cutoff holds a session updated after it: no need to read it.
+    let journal_written = has_journal
+        .then(|| backend.journal_modified(stem))
+        .flatten();
+    let written = seen.and_then(|s| s.modified()).max(journal_written);
+    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
+    if written.is_some_and(|m| m >= cutoff_time) {
+        report.kept += 1;
+        return;
+    }
+    // Without a journal in the listing, the snapshot alone is read; one made since is seen by the
+    // re-check under the lock.
+    if !is_expired(backend, stem, cutoff_millis, has_journal) {
+        report.kept += 1;
+        return;
+    }
+    before_delete(stem);
+    match delete_if_still_expired(backend, stem, cutoff_millis, seen, in_use) {
+        Ok(true) => report.removed += 1,
+        Ok(false) => report.kept += 1,
+        Err(e) => report.errors.push(e.to_string()),
+    }
+}
+
+fn is_expired(backend: &FileBackend, stem: &str, cutoff_millis: i64, journal: bool) -> bool {
     backend
-        .summary(stem)
+        .summary_reading(stem, journal)
         .and_then(|(summary, _)| parse_rfc3339_millis(&summary.updated_at))
         .is_some_and(|updated| updated < cutoff_millis)
 }
@@ -89,7 +161,7 @@ fn delete_if_still_expired(
     stem: &str,
     cutoff_millis: i64,
     seen: Option<FileStamp>,
-    in_use: &dyn Fn(&str) -> bool,
+    in_use: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<bool> {
     let lock = backend.lock(stem)?;
     if in_use(stem) {
@@ -98,7 +170,7 @@ fn delete_if_still_expired(
     // Unchanged files (same snapshot stamp, no journal) hold what was judged expired; anything
     // else is read again under the lock.
     let unchanged = seen.is_some() && backend.stamp(stem) == seen && backend.journal_len(stem) == 0;
-    if !unchanged && !is_expired(backend, stem, cutoff_millis) {
+    if !unchanged && !is_expired(backend, stem, cutoff_millis, true) {
         return Ok(false);
     }
     backend.unlink(stem, lock)

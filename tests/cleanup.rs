@@ -1,9 +1,9 @@
 //! The TTL sweep (design.md, section 4): compare, then delete. Expired sessions go; fresh ones, ones
 //! in use, ones touched during the sweep and corrupt files stay; leftovers of crashed writes go.
 
-use std::cell::Cell;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mia_narrative_session::cleanup::{cutoff, now_millis, sweep};
@@ -141,7 +141,7 @@ fn a_session_saved_during_the_sweep_survives() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend(dir.path());
     let stem = plant(&backend, "came-back-just-in-time", days_ago(60));
-    let hook_ran = Cell::new(false);
+    let hook_ran = AtomicBool::new(false);
     // Between the sweep's first look and its locked re-check, a writer saves the session.
     let writer = |s: &str| {
         assert_eq!(s, stem);
@@ -153,11 +153,14 @@ fn a_session_saved_during_the_sweep_survives() {
                 &lock,
             )
             .unwrap();
-        hook_ran.set(true);
+        hook_ran.store(true, Ordering::SeqCst);
     };
 
     let report = sweep(&backend, the_cutoff(), &nothing_in_use, &writer).unwrap();
-    assert!(hook_ran.get(), "the session looked expired at first");
+    assert!(
+        hook_ran.load(Ordering::SeqCst),
+        "the session looked expired at first"
+    );
     assert_eq!((report.removed, report.kept), (0, 1), "{report:?}");
     let lock = backend.lock(&stem).unwrap();
     let kept = backend
@@ -173,9 +176,12 @@ fn a_session_loaded_during_the_sweep_survives() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend(dir.path());
     let stem = plant(&backend, "opened-a-tab", days_ago(60));
-    let loaded = Cell::new(false);
-    let in_use = |_: &str| loaded.get();
-    let report = sweep(&backend, the_cutoff(), &in_use, &|_| loaded.set(true)).unwrap();
+    let loaded = AtomicBool::new(false);
+    let in_use = |_: &str| loaded.load(Ordering::SeqCst);
+    let report = sweep(&backend, the_cutoff(), &in_use, &|_| {
+        loaded.store(true, Ordering::SeqCst)
+    })
+    .unwrap();
     assert_eq!(report.removed, 0);
     assert!(exists(&backend, &stem));
 }

@@ -7,13 +7,15 @@
 //! | `S.json` | the session |
 //! | `S.json.bak` | the version before the last write: the previous good copy |
 //! | `S.journal` | updates merged since `S.json` was written (see [`crate::journal`]) |
-//! | `S.lock` | the cross-process lock for read-merge-write |
+//! | `.locks` | the cross-process locks for read-merge-write, one byte a session (Linux; see [`super::lock`]) |
+//! | `S.lock` | the same, as one lock file a session, where byte-range locks are not to be had |
 //! | `S.json.corrupt-<ms>` | a file that did not parse, moved aside and kept for the operator |
 //! | `.S.<pid>.<n>.tmp` | a write in progress; stale ones are removed by cleanup |
 //!
 //! Every function here blocks: the store calls them on tokio's blocking pool, never on Node's thread.
 //! Every function that reads or changes a session's files takes its [`SessionLock`].
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -30,21 +32,18 @@ use crate::paths::{is_file_stem, SessionKey};
 
 const SESSION_EXT: &str = ".json";
 const BACKUP_EXT: &str = ".json.bak";
-const LOCK_EXT: &str = ".lock";
 const JOURNAL_EXT: &str = ".journal";
 const TEMP_EXT: &str = ".tmp";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+pub use super::lock::SessionLock;
+use super::lock::SessionLocks;
+
 #[derive(Debug)]
 pub struct FileBackend {
     dir: PathBuf,
-}
-
-/// An exclusive lock on one session's files, across threads and processes. Released on drop.
-#[derive(Debug)]
-pub struct SessionLock {
-    _file: File,
+    locks: SessionLocks,
 }
 
 /// What reading a session's files found.
@@ -116,6 +115,10 @@ impl FileStamp {
     pub fn size(&self) -> u64 {
         self.len
     }
+
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.modified
+    }
 }
 
 /// The complete records of a journal from some offset, and where they end.
@@ -139,6 +142,7 @@ impl FileBackend {
         create_private_dir(dir)?;
         Ok(FileBackend {
             dir: dir.to_path_buf(),
+            locks: SessionLocks::open(dir)?,
         })
     }
 
@@ -156,23 +160,12 @@ impl FileBackend {
 
     /// Takes the session's lock, waiting for another holder (thread or process) to let go.
     pub fn lock(&self, stem: &str) -> Result<SessionLock> {
-        let path = self.path(stem, LOCK_EXT);
-        loop {
-            let file = private_file_options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| StoreError::io("cannot open lock", &path, e))?;
-            file.lock()
-                .map_err(|e| StoreError::io("cannot lock", &path, e))?;
-            // A delete unlinks the lock file while holding it. Whoever waited on the unlinked file
-            // must lock the new one instead, or two holders would each think they are alone.
-            if still_linked(&file, &path) {
-                return Ok(SessionLock { _file: file });
-            }
-        }
+        self.locks.lock(stem)
+    }
+
+    /// Whether this directory's locks are byte ranges of `.locks` rather than `S.lock` files.
+    pub fn has_range_locks(&self) -> bool {
+        self.locks.is_range()
     }
 
     /// Reads a session. A main file that does not parse is moved aside and the backup is tried;
@@ -334,28 +327,43 @@ impl FileBackend {
     /// `delete` without the directory fsync, for a sweep that removes many sessions and makes the
     /// directory durable once at the end with [`FileBackend::sync`].
     pub fn unlink(&self, stem: &str, lock: SessionLock) -> Result<bool> {
-        let main = self.path(stem, SESSION_EXT);
-        let existed = main.exists();
+        let mut existed = false;
         // Backup first: a crash between the two must not bring a deleted session back from it.
-        for path in [
-            self.path(stem, JOURNAL_EXT),
-            self.path(stem, BACKUP_EXT),
-            main,
-            self.path(stem, LOCK_EXT),
+        for (path, is_main) in [
+            (self.path(stem, JOURNAL_EXT), false),
+            (self.path(stem, BACKUP_EXT), false),
+            (self.path(stem, SESSION_EXT), true),
         ] {
             match fs::remove_file(&path) {
-                Ok(()) => {}
+                Ok(()) => existed |= is_main,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io("cannot remove", &path, e)),
             }
         }
-        drop(lock);
+        lock.release_deleted()?;
         Ok(existed)
     }
 
     /// Makes every rename and removal in the directory durable.
     pub fn sync(&self) -> Result<()> {
         sync_dir(&self.dir)
+    }
+
+    /// The stems of every stored session, and which of them have a journal: one read of the
+    /// directory, for a sweep that would otherwise look for each session's journal in turn.
+    pub fn stems_with_journals(&self) -> Result<(Vec<String>, HashSet<String>)> {
+        let mut stems = Vec::new();
+        let mut journals = HashSet::new();
+        for entry in self.entries()? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(SESSION_EXT).filter(|s| is_file_stem(s)) {
+                stems.push(stem.to_string());
+            } else if let Some(stem) = name.strip_suffix(JOURNAL_EXT).filter(|s| is_file_stem(s)) {
+                journals.insert(stem.to_string());
+            }
+        }
+        Ok((stems, journals))
     }
 
     /// The stems of every stored session.
@@ -385,8 +393,17 @@ impl FileBackend {
     /// Without a journal only the summary fields are read; with one, the session is built and the
     /// journal's complete records replayed (without the lock: a record being appended is ignored).
     pub fn summary(&self, stem: &str) -> Option<(StoredSummary, u64)> {
+        self.summary_reading(stem, true)
+    }
+
+    /// `summary`, reading the journal only when `journal` says to look for one.
+    pub fn summary_reading(&self, stem: &str, journal: bool) -> Option<(StoredSummary, u64)> {
         let bytes = fs::read(self.path(stem, SESSION_EXT)).ok()?;
-        let journal = fs::read(self.path(stem, JOURNAL_EXT)).unwrap_or_default();
+        let journal = if journal {
+            fs::read(self.path(stem, JOURNAL_EXT)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let size = (bytes.len() + journal.len()) as u64;
         if journal.is_empty() {
             let head: SnapshotHead = serde_json::from_slice(&bytes).ok()?;
@@ -423,14 +440,11 @@ impl FileBackend {
         })
     }
 
-    /// When the session (its file or its journal) was last written, or None when it is gone.
-    pub fn modified(&self, stem: &str) -> Option<SystemTime> {
-        let of = |ext| {
-            fs::metadata(self.path(stem, ext))
-                .and_then(|m| m.modified())
-                .ok()
-        };
-        of(SESSION_EXT).max(of(JOURNAL_EXT))
+    /// When the session's journal was last written, or None when it has none.
+    pub fn journal_modified(&self, stem: &str) -> Option<SystemTime> {
+        fs::metadata(self.path(stem, JOURNAL_EXT))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Marks a session as alive for other processes' cleanup (which skips recently modified files).
@@ -539,20 +553,6 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     builder
         .create(dir)
         .map_err(|e| StoreError::io("cannot create directory", dir, e))
-}
-
-#[cfg(unix)]
-fn still_linked(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
-        _ => false,
-    }
-}
-
-#[cfg(not(unix))]
-fn still_linked(_file: &File, path: &Path) -> bool {
-    path.exists()
 }
 
 /// Makes renames in `dir` durable. (Windows has no directory fsync; NTFS journals renames.)

@@ -10,6 +10,7 @@
 //! parallel. Blocking file work runs on tokio's blocking pool.
 
 pub mod file;
+pub mod lock;
 pub mod redis;
 mod redis_sessions;
 pub mod watcher;
@@ -765,7 +766,7 @@ impl SessionStore {
         let (file_lock, change) = {
             let (backend, stem, key, known) =
                 (backend.clone(), stem.clone(), key.clone(), live.disk);
-            let outcome = blocking(move || {
+            let outcome = blocking_here(move || {
                 let lock = backend.lock(&stem)?;
                 let change = read_disk_changes(&backend, &stem, &key, known, &lock)?;
                 match (change, append_now) {
@@ -1033,6 +1034,22 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StoreError::internal(format!("blocking task failed: {e}")))?
+}
+
+/// Runs short blocking work that a caller waits on (a save's lock, look and append) on this tokio
+/// worker thread, which hands its other tasks to another thread meanwhile. That saves waking a
+/// blocking-pool thread and waking this one again, a good part of a small save's time on a VM.
+/// Off a multi-threaded runtime (as in `#[tokio::test]`) it goes to the blocking pool instead.
+async fn blocking_here<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => blocking(work).await,
+    }
 }
 
 /// Locks a std mutex, recovering from poisoning: every critical section here leaves the data whole.
