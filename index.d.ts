@@ -353,9 +353,18 @@ export interface MergeEvent {
 /**
  * Merges two sessions by the rules in the README: last-write-wins by hybrid logical clock for
  * simple values, unions by id for charts, beats and conversation entries. Commutative,
- * associative and idempotent. Throws `EINVALID` for a malformed session.
+ * associative and idempotent. Throws `EINVALID` for a malformed session. Synchronous, and both
+ * sessions cross as objects: for large sessions held as text, `mergeSessionsJson` is far cheaper.
  */
 export declare function mergeSessions(a: NarrativeSession, b: NarrativeSession): NarrativeSession
+
+/**
+ * `mergeSessions` for sessions held as JSON text (a string, or a Buffer of UTF-8, as read from a
+ * file, Redis or a socket). Parsing (both at once), merging and serialising run off Node's thread;
+ * the result is the merged session's JSON text in a Buffer. Rejects with `EINVALID` for a malformed
+ * session and `ETOOLARGE` past 32 MiB.
+ */
+export declare function mergeSessionsJson(a: string | Buffer, b: string | Buffer): Promise<Buffer>
 
 /**
  * A workspace path as a session's `workspaceId`: absolute, with `.` and `..` resolved and no

@@ -838,4 +838,5 @@ module.exports = nativeBinding
 module.exports.NarrativeSessionStore = nativeBinding.NarrativeSessionStore
 module.exports.defaultDataDir = nativeBinding.defaultDataDir
 module.exports.mergeSessions = nativeBinding.mergeSessions
+module.exports.mergeSessionsJson = nativeBinding.mergeSessionsJson
 module.exports.normalizeWorkspaceId = nativeBinding.normalizeWorkspaceId

@@ -364,34 +364,46 @@ function w3() {
 // ---------------------------------------------------------------- W4: merge two diverged sessions
 
 function w4() {
+  // `objects`: both sessions are parsed objects and so is the result (the sync `mergeSessions`).
+  // `text`: both sessions are JSON text, as a host reads them from files or Redis, and the result
+  // is JSON text to write or send: `mergeSessionsJson` against JSON.parse + js-merge + JSON.stringify.
+  const text = job.form === 'text'
   let result
+  const merged = () => (text ? JSON.parse(result.toString()) : result)
   return {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
-      const a = JSON.parse(fs.readFileSync(manifest.w4.a, 'utf8'))
-      const b = JSON.parse(fs.readFileSync(manifest.w4.b, 'utf8'))
-      const merge = job.system === 'ours' ? ours().mergeSessions : require('./baselines/js-merge').mergeSessions
-      return { a, b, merge }
+      const a = fs.readFileSync(manifest.w4.a, 'utf8')
+      const b = fs.readFileSync(manifest.w4.b, 'utf8')
+      if (job.system === 'ours') {
+        const { mergeSessions, mergeSessionsJson } = ours()
+        if (text) return { a, b, merge: (x, y) => mergeSessionsJson(x, y) }
+        return { a: JSON.parse(a), b: JSON.parse(b), merge: mergeSessions }
+      }
+      const { mergeSessions } = require('./baselines/js-merge')
+      if (text) return { a, b, merge: (x, y) => JSON.stringify(mergeSessions(JSON.parse(x), JSON.parse(y))) }
+      return { a: JSON.parse(a), b: JSON.parse(b), merge: mergeSessions }
     },
-    rep(state) {
-      result = state.merge(state.a, state.b)
-      return result.conversationHistory.length
+    async rep(state) {
+      result = await state.merge(state.a, state.b)
+      return text ? null : result.conversationHistory.length
     },
-    check: (n) => n === manifest.w4.expectedEntries,
+    check: (n) => text || n === manifest.w4.expectedEntries,
     async verify() {
       const { canonicalText } = require('./baselines/js-merge')
-      const text = canonicalText(result)
-      const digest = require('node:crypto').createHash('sha256').update(text).digest('hex')
+      const session = merged()
+      const canonical = canonicalText(session)
+      const digest = require('node:crypto').createHash('sha256').update(canonical).digest('hex')
       // The parent compares the two systems' results field by field.
-      const out = path.join(job.workDir, '..', `w4-${job.system}.json`)
-      fs.writeFileSync(out, text)
+      const out = path.join(job.workDir, '..', `w4-${job.form}-${job.system}.json`)
+      fs.writeFileSync(out, canonical)
       return {
-        ok: result.conversationHistory.length === manifest.w4.expectedEntries,
-        entries: result.conversationHistory.length,
-        beats: result.storyBeats.length,
-        charts: result.activeCharts.length,
-        versions: Object.keys(result.versions || {}).length,
+        ok: session.conversationHistory.length === manifest.w4.expectedEntries,
+        entries: session.conversationHistory.length,
+        beats: session.storyBeats.length,
+        charts: session.activeCharts.length,
+        versions: Object.keys(session.versions || {}).length,
         sha256: digest,
         resultFile: out,
       }

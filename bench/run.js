@@ -165,7 +165,9 @@ function plan(redis) {
     for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W2', variant: size, size, system, reps, warmup })
   }
   for (const system of ['ours', 'ours-all', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
-  for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: '2 × 15,000 entries', system, reps: REPS.W4[0], warmup: REPS.W4[1] })
+  for (const form of ['text', 'objects']) {
+    for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: `2 × 15,000 entries, ${form}`, form, system, reps: REPS.W4[0], warmup: REPS.W4[1] })
+  }
   for (const system of ['ours', 'js-sweep']) add({ workload: 'W5', variant: `${W5_FILES} files`, system, reps: REPS.W5[0], warmup: REPS.W5[1] })
   return jobs
 }
@@ -532,7 +534,7 @@ async function main() {
     if (redisNote) console.log(`NOTE: ${redisNote}`)
     console.log(table(groups))
     for (const g of groups.filter((x) => x.agreement)) {
-      console.log(`\nW4 results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
+      console.log(`\nW4 (${g.variant}) results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
     }
     const load = Math.max(...results.map((r) => (r.loadavg ? Math.max(r.loadavg.before, r.loadavg.after) : 0)))
     console.log(`\nhighest 1-minute load average seen at a job boundary: ${load.toFixed(2)} on ${os.cpus().length} cores${load > os.cpus().length ? ' (other work was running: blocking figures include preemption)' : ''}`)

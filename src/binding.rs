@@ -19,8 +19,8 @@ use napi_derive::napi;
 use serde::Deserialize;
 
 use crate::error::StoreError;
-use crate::merge::merge_sessions;
-use crate::model::{validate_session, NarrativeSession};
+use crate::merge::{merge_copies, merge_session_texts, parse_session_text};
+use crate::model::NarrativeSession;
 use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
@@ -51,7 +51,8 @@ pub fn normalize_workspace_id(path: Unknown) -> Result<String, String> {
 
 /// Merges two sessions by the rules in the README: last-write-wins by hybrid logical clock for
 /// simple values, unions by id for charts, beats and conversation entries. Commutative,
-/// associative and idempotent. Throws `EINVALID` for a malformed session.
+/// associative and idempotent. Throws `EINVALID` for a malformed session. Synchronous, and both
+/// sessions cross as objects: for large sessions held as text, `mergeSessionsJson` is far cheaper.
 #[napi(
     catch_unwind,
     js_name = "mergeSessions",
@@ -60,32 +61,70 @@ pub fn normalize_workspace_id(path: Unknown) -> Result<String, String> {
 )]
 pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, String> {
     let merged = (|| {
-        let a = parse_session(&stringify(env, a, "a")?)?;
-        let b = parse_session(&stringify(env, b, "b")?)?;
-        if (&a.user_id, &a.workspace_id) != (&b.user_id, &b.workspace_id) {
-            return Err(StoreError::invalid(
-                "the sessions belong to different users or workspaces",
-            ));
-        }
-        to_json(&merge_sessions(&a, &b)?)
+        let a = parse_session_text(stringify(env, a, "a")?.as_bytes(), "a", MAX)?;
+        let b = parse_session_text(stringify(env, b, "b")?.as_bytes(), "b", MAX)?;
+        to_json(&merge_copies(&a, &b)?)
     })();
     merged.map(JsonText).map_err(coded_error)
 }
 
-fn parse_session(text: &str) -> Outcome<NarrativeSession> {
-    if text.len() > DEFAULT_MAX_SESSION_BYTES {
-        return Err(StoreError::too_large(format!(
-            "a session of {} bytes is over the {DEFAULT_MAX_SESSION_BYTES}-byte limit",
-            text.len()
-        )));
+/// `mergeSessions` for sessions held as JSON text (a string, or a Buffer of UTF-8, as read from a
+/// file, Redis or a socket). Parsing (both at once), merging and serialising run off Node's thread;
+/// the result is the merged session's JSON text in a Buffer. Rejects with `EINVALID` for a malformed
+/// session and `ETOOLARGE` past 32 MiB.
+#[napi(
+    catch_unwind,
+    js_name = "mergeSessionsJson",
+    ts_args_type = "a: string | Buffer, b: string | Buffer",
+    ts_return_type = "Promise<Buffer>"
+)]
+pub fn merge_sessions_json<'env>(
+    env: &'env Env,
+    a: Unknown,
+    b: Unknown,
+) -> Result<PromiseRaw<'env, Coded<Buffer>>> {
+    let texts = text_arg(a, "a").and_then(|a| Ok((a, text_arg(b, "b")?)));
+    promise(env, async move {
+        let (a, b) = texts?;
+        let merged = tokio::task::spawn_blocking(move || merge_session_texts(&a, &b, MAX))
+            .await
+            .map_err(|e| StoreError::internal(format!("merge failed: {e}")))??;
+        Ok(merged.into())
+    })
+}
+
+/// The size limit of a session passed to `mergeSessions` and `mergeSessionsJson`.
+const MAX: usize = DEFAULT_MAX_SESSION_BYTES;
+
+/// JSON text from a string or a Buffer, copied (a Buffer's bytes may change once the call returns).
+/// Its size is checked before it is copied.
+fn text_arg(value: Unknown, what: &str) -> Outcome<Vec<u8>> {
+    let too_large = |len: usize| {
+        StoreError::too_large(format!(
+            "session {what} of {len} bytes is over the {MAX}-byte limit"
+        ))
+    };
+    match value.get_type() {
+        Ok(ValueType::String) => {
+            let text = unsafe { value.cast::<String>() }
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            if text.len() > MAX {
+                return Err(too_large(text.len()));
+            }
+            Ok(text.into_bytes())
+        }
+        Ok(ValueType::Object) if value.is_buffer().unwrap_or(false) => {
+            let bytes = unsafe { value.cast::<BufferSlice>() }
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            if bytes.len() > MAX {
+                return Err(too_large(bytes.len()));
+            }
+            Ok(bytes.to_vec())
+        }
+        _ => Err(StoreError::invalid(format!(
+            "{what} must be a string or a Buffer of JSON text"
+        ))),
     }
-    if !text.starts_with('{') {
-        return Err(StoreError::invalid("a session must be an object"));
-    }
-    let session: NarrativeSession = serde_json::from_str(text)
-        .map_err(|e| StoreError::invalid(format!("malformed session: {e}")))?;
-    validate_session(&session)?;
-    Ok(session)
 }
 
 /// A merge that changed a session, as listeners receive it.

@@ -128,12 +128,25 @@ pub struct Changes {
     pub paths: Vec<String>,
     /// True when anything changed, a clock alone included: the session then needs saving.
     pub touched: bool,
+    /// Paths are not recorded: a whole-session merge, whose caller only wants the result, would
+    /// otherwise format a path for every entry.
+    quiet: bool,
 }
 
 impl Changes {
     fn value(&mut self, path: String) {
-        self.paths.push(path);
         self.touched = true;
+        if !self.quiet {
+            self.paths.push(path);
+        }
+    }
+
+    /// `value` for a path that costs something to make.
+    fn value_with(&mut self, path: impl FnOnce() -> String) {
+        self.touched = true;
+        if !self.quiet {
+            self.paths.push(path());
+        }
     }
 }
 
@@ -154,16 +167,92 @@ static NULL: Value = Value::Null;
 /// Merge two whole sessions. Commutative, associative and idempotent; the result is normalised
 /// (every field has its clock in `versions`, lists sorted and free of duplicate ids).
 pub fn merge_sessions(a: &NarrativeSession, b: &NarrativeSession) -> Result<NarrativeSession> {
-    let mut out = blank_like(a);
-    apply_patch(&mut out, &SessionPatch::from_session(a))?;
-    apply_patch(&mut out, &SessionPatch::from_session(b))?;
+    merge_owned(a.clone(), b.clone())
+}
+
+/// `merge_sessions` of sessions the caller gives up: their entries and beats move into the result
+/// instead of being copied.
+pub fn merge_owned(a: NarrativeSession, b: NarrativeSession) -> Result<NarrativeSession> {
+    let mut out = blank_like(&a);
+    absorb_owned(&mut out, a)?;
+    absorb_owned(&mut out, b)?;
     Ok(out)
+}
+
+fn owned<T: Clone>(list: Vec<T>) -> Vec<Cow<'static, T>> {
+    list.into_iter().map(Cow::Owned).collect()
+}
+
+/// Joins a whole session into `out`: its registers as a patch, its long lists moved in.
+fn absorb_owned(out: &mut NarrativeSession, mut session: NarrativeSession) -> Result<()> {
+    let beats = std::mem::take(&mut session.story_beats);
+    let entries = std::mem::take(&mut session.conversation_history);
+    let mut changes = apply(out, &SessionPatch::from_session(&session), None, true)?;
+    union_by_id(
+        &mut out.story_beats,
+        None,
+        owned(beats),
+        BEATS,
+        &mut changes,
+    )?;
+    union_by_id(
+        &mut out.conversation_history,
+        None,
+        owned(entries),
+        ENTRIES,
+        &mut changes,
+    )
+}
+
+/// Two copies of one user's session in one workspace, merged; copies of different sessions are
+/// refused with EINVALID rather than mixed.
+pub fn merge_copies(a: &NarrativeSession, b: &NarrativeSession) -> Result<NarrativeSession> {
+    if (&a.user_id, &a.workspace_id) != (&b.user_id, &b.workspace_id) {
+        return Err(StoreError::invalid(
+            "the sessions belong to different users or workspaces",
+        ));
+    }
+    merge_sessions(a, b)
+}
+
+/// [`merge_copies`] on JSON text, as sessions come from files, Redis or a socket: the two are parsed
+/// at once on two threads, merged, and the result serialised. Each text may be at most `max_bytes`.
+pub fn merge_session_texts(a: &[u8], b: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
+    let (a, b) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| parse_session_text(b, "b", max_bytes));
+        let first = parse_session_text(a, "a", max_bytes);
+        let second = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    });
+    let merged = merge_copies(&a?, &b?)?;
+    serde_json::to_vec(&merged).map_err(internal)
+}
+
+/// A whole session from JSON text, checked as a stored one is. `what` names it in errors.
+pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<NarrativeSession> {
+    if text.len() > max_bytes {
+        return Err(StoreError::too_large(format!(
+            "session {what} of {} bytes is over the {max_bytes}-byte limit",
+            text.len()
+        )));
+    }
+    if text.trim_ascii_start().first() != Some(&b'{') {
+        return Err(StoreError::invalid(format!(
+            "session {what} must be a JSON object"
+        )));
+    }
+    let session: NarrativeSession = serde_json::from_slice(text)
+        .map_err(|e| StoreError::invalid(format!("malformed session {what}: {e}")))?;
+    crate::model::validate_session(&session)?;
+    Ok(session)
 }
 
 /// The canonical form of a session: what `merge_sessions(s, s)` returns.
 pub fn normalize(session: &NarrativeSession) -> Result<NarrativeSession> {
     let mut out = blank_like(session);
-    apply_patch(&mut out, &SessionPatch::from_session(session))?;
+    absorb_owned(&mut out, session.clone())?;
     Ok(out)
 }
 
@@ -182,7 +271,7 @@ fn blank_like(session: &NarrativeSession) -> NarrativeSession {
 
 /// Merge `patch` into `target`, returning what changed.
 pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Result<Changes> {
-    apply(target, patch, None)
+    apply(target, patch, None, false)
 }
 
 /// `apply_patch` for a session that lives on, with its [`SessionIndex`]: adding to a long history
@@ -193,19 +282,23 @@ pub fn apply_patch_indexed(
     patch: &SessionPatch,
     index: &mut SessionIndex,
 ) -> Result<Changes> {
-    apply(target, patch, Some(index))
+    apply(target, patch, Some(index), false)
 }
 
 fn apply(
     target: &mut NarrativeSession,
     patch: &SessionPatch,
     mut index: Option<&mut SessionIndex>,
+    quiet: bool,
 ) -> Result<Changes> {
     if patch.mode == PatchMode::Update {
         let settled = settle_update(target, patch.clone())?;
-        return apply(target, &settled, index);
+        return apply(target, &settled, index, quiet);
     }
-    let mut changes = Changes::default();
+    let mut changes = Changes {
+        quiet,
+        ..Changes::default()
+    };
     // A field of the target with no clock of its own takes the target's updatedAt.
     let target_default = Hlc::from_rfc3339(&target.updated_at);
     let mut registers = Registers {
@@ -242,14 +335,14 @@ fn apply(
     union_by_id(
         &mut target.story_beats,
         index.as_deref_mut().map(|i| &mut i.beats),
-        &patch.beats,
+        patch.beats.iter().map(Cow::Borrowed).collect(),
         BEATS,
         registers.changes,
     )?;
     union_by_id(
         &mut target.conversation_history,
         index.map(|i| &mut i.entries),
-        &patch.entries,
+        patch.entries.iter().map(Cow::Borrowed).collect(),
         ENTRIES,
         registers.changes,
     )?;
@@ -692,7 +785,7 @@ const SCAN_LIMIT: usize = 8;
 fn union_by_id<T>(
     target: &mut Vec<T>,
     mut kept_index: Option<&mut ListIndex>,
-    incoming: &[T],
+    incoming: Vec<Cow<'_, T>>,
     name: &str,
     changes: &mut Changes,
 ) -> Result<()>
@@ -702,8 +795,10 @@ where
     if incoming.is_empty() {
         return Ok(());
     }
-    let mut replaced: Vec<(usize, &T)> = Vec::new();
-    let mut appended: Vec<&T> = Vec::new();
+    // Which incoming items replace a kept one (by position), and which are new: indexes into
+    // `incoming`, so that owned items can then be moved rather than copied.
+    let mut replaced: Vec<(usize, usize)> = Vec::new();
+    let mut appended: Vec<usize> = Vec::new();
     {
         // A few new entries (the usual update) are looked up by scanning from the end, where they
         // most likely are; building an index of a long history would cost more than the whole merge.
@@ -711,8 +806,8 @@ where
             kept.sync(target);
         }
         let kept = kept_index.as_deref();
-        let index: Option<HashMap<&str, usize>> = (kept.is_none() && incoming.len() > SCAN_LIMIT)
-            .then(|| {
+        let index: Option<HashMap<&str, usize>> =
+            (kept.is_none() && incoming.len() > SCAN_LIMIT && !target.is_empty()).then(|| {
                 target
                     .iter()
                     .enumerate()
@@ -724,24 +819,26 @@ where
             (None, Some(index)) => index.get(id).copied(),
             (None, None) => target.iter().rposition(|e| e.id() == id),
         };
-        let mut fresh: HashMap<&str, usize> = HashMap::new();
-        for item in incoming {
-            match position(item.id()).as_ref() {
-                Some(&i) => {
+        let mut fresh: HashMap<&str, usize> = HashMap::with_capacity(incoming.len());
+        for (n, item) in incoming.iter().enumerate() {
+            let item: &T = item;
+            match position(item.id()) {
+                Some(i) => {
                     if target[i] != *item && json_text(item) > json_text(&target[i]) {
-                        replaced.push((i, item));
+                        replaced.push((i, n));
                     }
                 }
                 None => match fresh.get(item.id()) {
                     // The same id twice in one input: keep the winner of the two.
                     Some(&j) => {
-                        if *appended[j] != *item && json_text(item) > json_text(appended[j]) {
-                            appended[j] = item;
+                        let other: &T = &incoming[appended[j]];
+                        if *other != *item && json_text(item) > json_text(other) {
+                            appended[j] = n;
                         }
                     }
                     None => {
                         fresh.insert(item.id(), appended.len());
-                        appended.push(item);
+                        appended.push(n);
                     }
                 },
             }
@@ -750,21 +847,30 @@ where
     if replaced.is_empty() && appended.is_empty() {
         return Ok(());
     }
+    let mut slots: Vec<Option<Cow<'_, T>>> = incoming.into_iter().map(Some).collect();
+    let mut take = |n: usize| slots[n].take().map(Cow::into_owned);
     let mut needs_sort = false;
-    for (i, item) in replaced {
-        needs_sort |= order_key(&target[i]) != order_key(item);
-        target[i] = item.clone();
-        changes.value(format!("{name}.{}", segment(item.id())));
+    for (i, n) in replaced {
+        let Some(item) = take(n) else { continue };
+        needs_sort |= order_key(&target[i]) != order_key(&item);
+        changes.value_with(|| format!("{name}.{}", segment(item.id())));
+        target[i] = item;
     }
-    for item in appended {
-        needs_sort |= target
-            .last()
-            .is_some_and(|last| compare_order(last, item) == Ordering::Greater);
+    target.reserve(appended.len());
+    // The time of the list's last item, parsed once for all the appends.
+    let mut last_millis = target.last().map(|last| parse_rfc3339_millis(last.time()));
+    for n in appended {
+        let Some(item) = take(n) else { continue };
+        let millis = parse_rfc3339_millis(item.time());
+        if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
+            needs_sort |= (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+        }
+        last_millis = Some(millis);
         if let Some(kept) = kept_index.as_deref_mut() {
             kept.positions.insert(item.id().to_string(), target.len());
         }
-        target.push(item.clone());
-        changes.value(format!("{name}.{}", segment(item.id())));
+        changes.value_with(|| format!("{name}.{}", segment(item.id())));
+        target.push(item);
     }
     if needs_sort {
         sort_by_time_then_id(target);
@@ -811,18 +917,25 @@ fn order_key<T: ListEntry>(item: &T) -> OrderKey<'_> {
     (parse_rfc3339_millis(item.time()), item.time(), item.id())
 }
 
-fn compare_order<T: ListEntry>(a: &T, b: &T) -> Ordering {
-    order_key(a).cmp(&order_key(b))
-}
-
-fn sort_by_time_then_id<T: ListEntry>(items: &mut [T]) {
-    items.sort_by_cached_key(|item| {
-        (
-            parse_rfc3339_millis(item.time()),
-            item.time().to_string(),
-            item.id().to_string(),
-        )
+/// Sorts by time, then id. The times are parsed once, and the items are moved once, into place:
+/// a list that is two sorted runs (what a merge appends to a sorted list) sorts in one pass.
+fn sort_by_time_then_id<T: ListEntry>(items: &mut Vec<T>) {
+    let mut order: Vec<(Option<i64>, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (parse_rfc3339_millis(item.time()), i))
+        .collect();
+    order.sort_by(|(a_ms, a), (b_ms, b)| {
+        let (a, b) = (&items[*a], &items[*b]);
+        a_ms.cmp(b_ms)
+            .then_with(|| a.time().cmp(b.time()))
+            .then_with(|| a.id().cmp(b.id()))
     });
+    if order.iter().enumerate().all(|(to, (_, from))| to == *from) {
+        return;
+    }
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(order.into_iter().filter_map(|(_, from)| slots[from].take()));
 }
 
 /// Actions sort by `order` (those without one last), then by id.
