@@ -7,7 +7,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const { NarrativeSessionStore, mergeSessions, defaultDataDir } = require('../index');
+const { NarrativeSessionStore, mergeSessions, mergeSessionsJson, defaultDataDir } = require('../index');
 const { INDEX, QUIET, sandbox, filesIn, runNode } = require('./helpers/env');
 
 const DAY = 86400000;
@@ -175,7 +175,8 @@ describe('ids', () => {
       expect(session.userId).toBe(user);
       expect(session.workspaceId).toBe(workspace);
     }
-    for (const f of filesIn(dataDir)) expect(f).toMatch(/^[0-9a-f]{64}\./);
+    // Only hash-named session files, and the directory's lock file (`.locks`, a fixed name).
+    for (const f of filesIn(dataDir)) expect(f).toMatch(/^(\.locks$|[0-9a-f]{64}\.)/);
   });
 
   test('hostile ids create nothing outside the data dir and come back exactly as given', async () => {
@@ -217,7 +218,7 @@ describe('ids', () => {
     expect(fs.readdirSync(process.cwd())).toEqual(cwdBefore);
     expect(fs.readdirSync('/')).toEqual(fsRootBefore);
     const files = filesIn(dataDir);
-    for (const f of files) expect(f).toMatch(/^[0-9a-f]{64}\./);
+    for (const f of files) expect(f).toMatch(/^(\.locks$|[0-9a-f]{64}\.)/);
     expect(fs.readdirSync(dataDir, { withFileTypes: true }).every((d) => d.isFile())).toBe(true);
 
     // Every pair is its own session and comes back from a new store exactly as given.
@@ -232,7 +233,8 @@ describe('ids', () => {
       expect(session.memory).toEqual({ who: user, where: workspace });
       expect(await reader.delete(user, workspace)).toBe(true);
     }
-    expect(filesIn(dataDir)).toEqual([]);
+    // Every session's files are gone; only the directory's lock file stays.
+    expect(filesIn(dataDir).filter((f) => f !== '.locks')).toEqual([]);
     expect(walk(root)).toEqual(rootBefore);
   });
 
@@ -652,6 +654,24 @@ describe('mergeSessions', () => {
     expect(b).toEqual(bCopy);
     expect(merged).not.toBe(a);
     expect(merged).not.toBe(b);
+  });
+});
+
+describe('mergeSessionsJson', () => {
+  test('garbage rejects with EINVALID, oversized text with ETOOLARGE, and the process lives on', async () => {
+    const { store } = await seeded();
+    const a = JSON.stringify((await store.load('alice', '/proj')).session);
+    const b = JSON.stringify({ ...JSON.parse(a), userId: 'mallory' });
+    for (const bad of [undefined, null, 1, {}, [], 'not json', '[1,2]', '{"id":1}', '{', a.slice(0, -1), Symbol('s')]) {
+      expect(await rejection(() => mergeSessionsJson(a, bad))).toMatchObject({ code: 'EINVALID' });
+      expect(await rejection(() => mergeSessionsJson(Buffer.from(a), bad))).toMatchObject({ code: 'EINVALID' });
+    }
+    // Copies of two different sessions are not mixed.
+    expect(await rejection(() => mergeSessionsJson(a, b))).toMatchObject({ code: 'EINVALID' });
+    const huge = 'x'.repeat(33 * 1024 * 1024);
+    expect(await rejection(() => mergeSessionsJson(a, huge))).toMatchObject({ code: 'ETOOLARGE' });
+    expect(await rejection(() => mergeSessionsJson(Buffer.from(huge), a))).toMatchObject({ code: 'ETOOLARGE' });
+    expect(JSON.parse((await mergeSessionsJson(a, a)).toString())).toEqual(mergeSessions(JSON.parse(a), JSON.parse(a)));
   });
 });
 

@@ -5,7 +5,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const { NarrativeSessionStore, mergeSessions, defaultDataDir } = require('../index');
+const { NarrativeSessionStore, mergeSessions, mergeSessionsJson, defaultDataDir } = require('../index');
 const {
   INDEX,
   sandbox,
@@ -532,8 +532,10 @@ describe('save, delete and list', () => {
     await store.save('alice', '/proj'); // appended to the journal
     await store.load('bob', '/proj');
     const stem = path.basename(storedSession(dataDir, 'alice', '/proj').file, '.json');
+    // The lock: one byte of the directory's `.locks` on Linux, a lock file of its own elsewhere.
+    const lockFile = process.platform === 'linux' ? '.locks' : `${stem}.lock`;
     expect(filesIn(dataDir)).toEqual(
-      expect.arrayContaining([`${stem}.json`, `${stem}.json.bak`, `${stem}.journal`, `${stem}.lock`]),
+      expect.arrayContaining([`${stem}.json`, `${stem}.json.bak`, `${stem}.journal`, lockFile]),
     );
 
     expect(await store.delete('alice', '/proj')).toBe(true);
@@ -644,6 +646,23 @@ describe('mergeSessions', () => {
     expect(ab.config).toEqual({ theme: 'light' });
     expect(ab.storyPosition).toEqual({ arc: 'b-arc', beat: 1, phase: 'start' });
     expect(ab.id).toBe(left.id);
+  });
+
+  test('mergeSessionsJson merges the same copies held as JSON text, from strings or Buffers', async () => {
+    const { left, right } = await divergedCopies();
+    const expected = mergeSessions(left, right);
+    const [leftText, rightText] = [JSON.stringify(left), JSON.stringify(right)];
+    for (const [x, y] of [
+      [leftText, rightText],
+      [Buffer.from(rightText), Buffer.from(leftText)],
+      [leftText, Buffer.from(rightText)],
+    ]) {
+      const merged = await mergeSessionsJson(x, y);
+      expect(Buffer.isBuffer(merged)).toBe(true);
+      expect(JSON.parse(merged.toString('utf8'))).toEqual(expected);
+    }
+    // The inputs are left as they were.
+    expect(JSON.stringify(left)).toBe(leftText);
   });
 
   test('is associative, and the stores converge on disk to the same result', async () => {
