@@ -63,7 +63,7 @@ pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, 
     let merged = (|| {
         let a = parse_session_text(stringify(env, a, "a")?.as_bytes(), "a", MAX)?;
         let b = parse_session_text(stringify(env, b, "b")?.as_bytes(), "b", MAX)?;
-        to_json(&merge_copies(&a, &b)?)
+        to_json(&merge_copies(a, b)?)
     })();
     merged.map(JsonText).map_err(coded_error)
 }
@@ -97,7 +97,7 @@ pub fn merge_sessions_json<'env>(
 const MAX: usize = DEFAULT_MAX_SESSION_BYTES;
 
 /// JSON text from a string or a Buffer, copied (a Buffer's bytes may change once the call returns).
-/// Its size is checked before it is copied.
+/// Its size is checked before it is copied (for a string, by its UTF-16 length; exactly after).
 fn text_arg(value: Unknown, what: &str) -> Outcome<Vec<u8>> {
     let too_large = |len: usize| {
         StoreError::too_large(format!(
@@ -106,8 +106,16 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Vec<u8>> {
     };
     match value.get_type() {
         Ok(ValueType::String) => {
-            let text = unsafe { value.cast::<String>() }
-                .map_err(|e| StoreError::internal(e.to_string()))?;
+            let internal = |e: Error| StoreError::internal(e.to_string());
+            // A string's UTF-8 form is at least as long as its UTF-16 length, which V8 knows without
+            // a walk: past the limit by that, it is refused before anything is copied.
+            let units = unsafe { value.cast::<napi::JsString>() }
+                .and_then(|s| s.utf16_len())
+                .map_err(internal)?;
+            if units > MAX {
+                return Err(too_large(units));
+            }
+            let text = unsafe { value.cast::<String>() }.map_err(internal)?;
             if text.len() > MAX {
                 return Err(too_large(text.len()));
             }

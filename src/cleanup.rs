@@ -49,33 +49,26 @@ pub fn sweep(
     before_delete: &(dyn Fn(&str) + Sync),
 ) -> Result<CleanupReport> {
     let (stems, journals) = backend.stems_with_journals()?;
+    let sweep = Sweep {
+        backend,
+        journals,
+        cutoff_millis,
+        cutoff_time: UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64),
+        in_use,
+        before_delete,
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_SWEEP_THREADS)
         .min(stems.len().div_ceil(SESSIONS_PER_THREAD).max(1));
-    let share = stems.len().div_ceil(threads).max(1);
-    let sweep_share = |share: &[String]| {
-        let mut report = CleanupReport::default();
-        for stem in share {
-            sweep_one(
-                backend,
-                stem,
-                &journals,
-                cutoff_millis,
-                in_use,
-                before_delete,
-                &mut report,
-            );
-        }
-        report
-    };
+    let mut shares = stems.chunks(stems.len().div_ceil(threads).max(1));
+    let first = shares.next().unwrap_or_default();
     let mut report = std::thread::scope(|scope| {
-        let others: Vec<_> = stems
-            .chunks(share)
-            .skip(1)
-            .map(|part| scope.spawn(move || sweep_share(part)))
+        let sweep = &sweep;
+        let others: Vec<_> = shares
+            .map(|share| scope.spawn(move || sweep.share(share)))
             .collect();
-        let mut report = sweep_share(stems.chunks(share).next().unwrap_or_default());
+        let mut report = sweep.share(first);
         for other in others {
             let part = other
                 .join()
@@ -107,45 +100,58 @@ impl CleanupReport {
     }
 }
 
-/// Looks at one stored session and removes it if it is expired and not in use.
-fn sweep_one(
-    backend: &FileBackend,
-    stem: &str,
-    journals: &HashSet<String>,
+/// One sweep of a directory, as every thread of it sees it.
+struct Sweep<'a> {
+    backend: &'a FileBackend,
+    /// The stems that had a journal when the directory was read.
+    journals: HashSet<String>,
     cutoff_millis: i64,
-    in_use: &(dyn Fn(&str) -> bool + Sync),
-    before_delete: &(dyn Fn(&str) + Sync),
-    report: &mut CleanupReport,
-) {
-    report.scanned += 1;
-    if in_use(stem) {
-        backend.touch(stem);
-        report.in_use += 1;
-        return;
+    cutoff_time: SystemTime,
+    in_use: &'a (dyn Fn(&str) -> bool + Sync),
+    before_delete: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Sweep<'_> {
+    fn share(&self, stems: &[String]) -> CleanupReport {
+        let mut report = CleanupReport::default();
+        for stem in stems {
+            self.one(stem, &mut report);
+        }
+        report
     }
-    let has_journal = journals.contains(stem);
-    let seen = backend.stamp(stem);
-    // A file written after the cutoff holds a session updated after it: no need to read it.
-    let journal_written = has_journal
-        .then(|| backend.journal_modified(stem))
-        .flatten();
-    let written = seen.and_then(|s| s.modified()).max(journal_written);
-    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
-    if written.is_some_and(|m| m >= cutoff_time) {
-        report.kept += 1;
-        return;
-    }
-    // Without a journal in the listing, the snapshot alone is read; one made since is seen by the
-    // re-check under the lock.
-    if !is_expired(backend, stem, cutoff_millis, has_journal) {
-        report.kept += 1;
-        return;
-    }
-    before_delete(stem);
-    match delete_if_still_expired(backend, stem, cutoff_millis, seen, in_use) {
-        Ok(true) => report.removed += 1,
-        Ok(false) => report.kept += 1,
-        Err(e) => report.errors.push(e.to_string()),
+
+    /// Looks at one stored session and removes it if it is expired and not in use.
+    fn one(&self, stem: &str, report: &mut CleanupReport) {
+        let backend = self.backend;
+        report.scanned += 1;
+        if (self.in_use)(stem) {
+            backend.touch(stem);
+            report.in_use += 1;
+            return;
+        }
+        let has_journal = self.journals.contains(stem);
+        let seen = backend.stamp(stem);
+        // A file written after the cutoff holds a session updated after it: no need to read it.
+        let journal_written = has_journal
+            .then(|| backend.journal_modified(stem))
+            .flatten();
+        let written = seen.and_then(|s| s.modified()).max(journal_written);
+        if written.is_some_and(|m| m >= self.cutoff_time) {
+            report.kept += 1;
+            return;
+        }
+        // Without a journal in the listing, the snapshot alone is read; one made since is seen by
+        // the re-check under the lock.
+        if !is_expired(backend, stem, self.cutoff_millis, has_journal) {
+            report.kept += 1;
+            return;
+        }
+        (self.before_delete)(stem);
+        match delete_if_still_expired(backend, stem, self.cutoff_millis, seen, self.in_use) {
+            Ok(true) => report.removed += 1,
+            Ok(false) => report.kept += 1,
+            Err(e) => report.errors.push(e.to_string()),
+        }
     }
 }
 

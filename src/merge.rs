@@ -204,31 +204,40 @@ fn absorb_owned(out: &mut NarrativeSession, mut session: NarrativeSession) -> Re
     )
 }
 
-/// Two copies of one user's session in one workspace, merged; copies of different sessions are
-/// refused with EINVALID rather than mixed.
-pub fn merge_copies(a: &NarrativeSession, b: &NarrativeSession) -> Result<NarrativeSession> {
+/// Two copies of one user's session in one workspace, merged (their entries moved, not copied);
+/// copies of different sessions are refused with EINVALID rather than mixed.
+pub fn merge_copies(a: NarrativeSession, b: NarrativeSession) -> Result<NarrativeSession> {
     if (&a.user_id, &a.workspace_id) != (&b.user_id, &b.workspace_id) {
         return Err(StoreError::invalid(
             "the sessions belong to different users or workspaces",
         ));
     }
-    merge_sessions(a, b)
+    merge_owned(a, b)
 }
 
 /// [`merge_copies`] on JSON text, as sessions come from files, Redis or a socket: the two are parsed
-/// at once on two threads, merged, and the result serialised. Each text may be at most `max_bytes`.
+/// (large ones at once, on two threads), merged, and the result serialised. Each text may be at most
+/// `max_bytes`.
 pub fn merge_session_texts(a: &[u8], b: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
-    let (a, b) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| parse_session_text(b, "b", max_bytes));
-        let first = parse_session_text(a, "a", max_bytes);
-        let second = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (first, second)
-    });
-    let merged = merge_copies(&a?, &b?)?;
+    let parse = |text, what| parse_session_text(text, what, max_bytes);
+    let (a, b) = if a.len().min(b.len()) < PARALLEL_PARSE_BYTES {
+        (parse(a, "a"), parse(b, "b"))
+    } else {
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| parse(b, "b"));
+            let first = parse(a, "a");
+            let second = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (first, second)
+        })
+    };
+    let merged = merge_copies(a?, b?)?;
     serde_json::to_vec(&merged).map_err(internal)
 }
+
+/// Below this size a session parses in less time than a thread takes to start.
+const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 
 /// A whole session from JSON text, checked as a stored one is. `what` names it in errors.
 pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<NarrativeSession> {

@@ -12,7 +12,8 @@
 //! | `S.json.corrupt-<ms>` | a file that did not parse, moved aside and kept for the operator |
 //! | `.S.<pid>.<n>.tmp` | a write in progress; stale ones are removed by cleanup |
 //!
-//! Every function here blocks: the store calls them on tokio's blocking pool, never on Node's thread.
+//! Every function here blocks: the store calls them on tokio's blocking pool (or, for a save's short
+//! first step, on a tokio worker that has handed its other tasks on), never on Node's thread.
 //! Every function that reads or changes a session's files takes its [`SessionLock`].
 
 use std::collections::HashSet;
@@ -368,19 +369,7 @@ impl FileBackend {
 
     /// The stems of every stored session.
     pub fn stems(&self) -> Result<Vec<String>> {
-        let mut stems = Vec::new();
-        for entry in self.entries()? {
-            if let Some(stem) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(SESSION_EXT))
-            {
-                if is_file_stem(stem) {
-                    stems.push(stem.to_string());
-                }
-            }
-        }
-        Ok(stems)
+        self.stems_with_journals().map(|(stems, _)| stems)
     }
 
     fn entries(&self) -> Result<impl Iterator<Item = fs::DirEntry>> {

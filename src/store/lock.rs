@@ -144,14 +144,16 @@ impl SessionLock {
     /// Releases the lock of a session that is being deleted, removing its lock file (if it has
     /// one) while still holding it.
     pub fn release_deleted(self) -> Result<()> {
-        if let Held::File { path, .. } = &self.held {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("cannot remove", path, e)),
-            }
+        let path = match &self.held {
+            #[cfg(target_os = "linux")]
+            Held::Range { .. } => return Ok(()),
+            Held::File { path, .. } => path,
+        };
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot remove", path, e)),
         }
-        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 //!   result. So two processes on one data dir never lose each other's updates.
 //!
 //! Calls on one session are serialised by that session's mutex; calls on different sessions run in
-//! parallel. Blocking file work runs on tokio's blocking pool.
+//! parallel. Blocking file work runs on tokio's blocking pool; a save's short first step (lock, look,
+//! append) runs in place on its tokio worker instead (`blocking_here`).
 
 pub mod file;
 pub mod lock;
