@@ -858,6 +858,8 @@ where
     }
     let mut slots: Vec<Option<Cow<'_, T>>> = incoming.into_iter().map(Some).collect();
     let mut take = |n: usize| slots[n].take().map(Cow::into_owned);
+    // A replaced item that moves in the order, or many new ones, mean a sort; a few new ones out
+    // of order are each moved back into place, which costs what lies after them.
     let mut needs_sort = false;
     for (i, n) in replaced {
         let Some(item) = take(n) else { continue };
@@ -865,6 +867,9 @@ where
         changes.value_with(|| format!("{name}.{}", segment(item.id())));
         target[i] = item;
     }
+    let first_new = target.len();
+    let few = appended.len() <= SCAN_LIMIT;
+    let mut out_of_order = false;
     target.reserve(appended.len());
     // The time of the list's last item, parsed once for all the appends.
     let mut last_millis = target.last().map(|last| parse_rfc3339_millis(last.time()));
@@ -872,7 +877,8 @@ where
         let Some(item) = take(n) else { continue };
         let millis = parse_rfc3339_millis(item.time());
         if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
-            needs_sort |= (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+            out_of_order |=
+                (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
         }
         last_millis = Some(millis);
         if let Some(kept) = kept_index.as_deref_mut() {
@@ -881,13 +887,35 @@ where
         changes.value_with(|| format!("{name}.{}", segment(item.id())));
         target.push(item);
     }
-    if needs_sort {
+    if needs_sort || (out_of_order && !few) {
         sort_by_time_then_id(target);
         if let Some(kept) = kept_index {
             kept.rebuild(target);
         }
+    } else if out_of_order {
+        for new in first_new..target.len() {
+            move_into_place(target, new, kept_index.as_deref_mut());
+        }
     }
     Ok(())
+}
+
+/// Moves `target[at]` back to its place among the sorted items before it, shifting those after
+/// that place up by one (and their positions in `index`).
+fn move_into_place<T: ListEntry>(target: &mut [T], at: usize, index: Option<&mut ListIndex>) {
+    let key = order_key(&target[at]);
+    let place = target[..at].partition_point(|e| order_key(e) <= key);
+    if place == at {
+        return;
+    }
+    target[place..=at].rotate_right(1);
+    if let Some(index) = index {
+        for (i, item) in target.iter().enumerate().take(at + 1).skip(place) {
+            if let Some(position) = index.positions.get_mut(item.id()) {
+                *position = i;
+            }
+        }
+    }
 }
 
 /// Where each id of a list sits, kept beside a live session.

@@ -904,6 +904,23 @@ proptest! {
             let got = apply_patch_indexed(&mut indexed, &patch, &mut index).unwrap();
             prop_assert_eq!(&got, &expected);
             prop_assert_eq!(&indexed, &plain);
+            // However entries arrive (late ones are moved into place, many are sorted), the
+            // lists stay in order of time, then id.
+            prop_assert!(in_time_order(&plain.conversation_history), "{:?}", plain.conversation_history);
+            prop_assert!(in_time_order(&plain.story_beats), "{:?}", plain.story_beats);
         }
     }
+}
+
+/// Whether a list is sorted by time (as milliseconds, then as text), then by id.
+fn in_time_order<T: mia_narrative_session::model::ListEntry>(list: &[T]) -> bool {
+    use mia_narrative_session::clock::parse_rfc3339_millis;
+    let key = |e: &T| {
+        (
+            parse_rfc3339_millis(e.time()),
+            e.time().to_string(),
+            e.id().to_string(),
+        )
+    };
+    list.windows(2).all(|pair| key(&pair[0]) < key(&pair[1]))
 }
