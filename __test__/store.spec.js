@@ -665,6 +665,20 @@ describe('mergeSessions', () => {
     expect(JSON.stringify(left)).toBe(leftText);
   });
 
+  test('mergeSessionsJson reads non-ASCII text from a string as Buffer.from(string) would', async () => {
+    const { left, right } = await divergedCopies();
+    const words = 'héllo wörld, 日本語, 🌍🚀 and a lone \ud800 surrogate';
+    const rich = { ...right, conversationHistory: [...right.conversationHistory, { id: 'eu', role: 'user', content: words, timestamp: right.updatedAt }] };
+    // The raw text (not JSON.stringify's escapes) carries the characters themselves.
+    const text = JSON.stringify(rich).replace(/\\ud800/g, '\ud800');
+    expect(text).toContain('\ud800');
+    const fromString = JSON.parse((await mergeSessionsJson(JSON.stringify(left), text)).toString('utf8'));
+    const fromBuffer = JSON.parse((await mergeSessionsJson(JSON.stringify(left), Buffer.from(text))).toString('utf8'));
+    expect(fromString).toEqual(fromBuffer);
+    const entry = fromString.conversationHistory.find((e) => e.id === 'eu');
+    expect(entry.content).toBe(words.replace('\ud800', '\ufffd'));
+  });
+
   test('is associative, and the stores converge on disk to the same result', async () => {
     const { left, right, a, b, dataDir } = await divergedCopies();
     const third = await box.open(dataDir);

@@ -86,9 +86,12 @@ pub fn merge_sessions_json<'env>(
     let texts = text_arg(a, "a").and_then(|a| Ok((a, text_arg(b, "b")?)));
     promise(env, async move {
         let (a, b) = texts?;
-        let merged = tokio::task::spawn_blocking(move || merge_session_texts(&a, &b, MAX))
-            .await
-            .map_err(|e| StoreError::internal(format!("merge failed: {e}")))??;
+        let merged = tokio::task::spawn_blocking(move || {
+            let (a, b) = (a.into_utf8("a")?, b.into_utf8("b")?);
+            merge_session_texts(&a, &b, MAX)
+        })
+        .await
+        .map_err(|e| StoreError::internal(format!("merge failed: {e}")))??;
         Ok(merged.into())
     })
 }
@@ -96,38 +99,74 @@ pub fn merge_sessions_json<'env>(
 /// The size limit of a session passed to `mergeSessions` and `mergeSessionsJson`.
 const MAX: usize = DEFAULT_MAX_SESSION_BYTES;
 
+/// JSON text from JavaScript, as it was copied off the argument on Node's thread.
+enum Text {
+    Utf8(Vec<u8>),
+    /// A string, taken as UTF-16: a plain copy for V8, whose own UTF-8 conversion walks the string
+    /// twice on Node's thread. It becomes UTF-8 on a tokio thread ([`Text::into_utf8`]).
+    Utf16(Utf16String),
+}
+
+impl Text {
+    /// The text as UTF-8, within the size limit. A lone surrogate becomes U+FFFD, as in every
+    /// JavaScript-to-UTF-8 conversion.
+    fn into_utf8(self, what: &str) -> Outcome<Vec<u8>> {
+        let bytes = match self {
+            Text::Utf8(bytes) => bytes,
+            Text::Utf16(units) => utf16_to_utf8(&units),
+        };
+        if bytes.len() > MAX {
+            return Err(too_large(what, bytes.len()));
+        }
+        Ok(bytes)
+    }
+}
+
+/// `String::from_utf16_lossy`, with ASCII runs (most of a session's JSON) copied unit by unit
+/// instead of decoded char by char.
+fn utf16_to_utf8(units: &[u16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(units.len());
+    let mut rest = units;
+    while !rest.is_empty() {
+        let ascii = rest.iter().position(|&u| u >= 0x80).unwrap_or(rest.len());
+        out.extend(rest[..ascii].iter().map(|&u| u as u8));
+        rest = &rest[ascii..];
+        // A run of non-ASCII units holds both halves of any surrogate pair in it.
+        let other = rest.iter().position(|&u| u < 0x80).unwrap_or(rest.len());
+        out.extend_from_slice(String::from_utf16_lossy(&rest[..other]).as_bytes());
+        rest = &rest[other..];
+    }
+    out
+}
+
+fn too_large(what: &str, len: usize) -> StoreError {
+    StoreError::too_large(format!(
+        "session {what} of {len} bytes is over the {MAX}-byte limit"
+    ))
+}
+
 /// JSON text from a string or a Buffer, copied (a Buffer's bytes may change once the call returns).
-/// Its size is checked before it is copied (for a string, by its UTF-16 length; exactly after).
-fn text_arg(value: Unknown, what: &str) -> Outcome<Vec<u8>> {
-    let too_large = |len: usize| {
-        StoreError::too_large(format!(
-            "session {what} of {len} bytes is over the {MAX}-byte limit"
-        ))
-    };
+/// Its size is checked before it is copied: a string's UTF-8 form is at least as long as its UTF-16
+/// length, which V8 knows without a walk (the exact size is checked once it is UTF-8).
+fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
+    let internal = |e: Error| StoreError::internal(e.to_string());
     match value.get_type() {
         Ok(ValueType::String) => {
-            let internal = |e: Error| StoreError::internal(e.to_string());
-            // A string's UTF-8 form is at least as long as its UTF-16 length, which V8 knows without
-            // a walk: past the limit by that, it is refused before anything is copied.
             let units = unsafe { value.cast::<napi::JsString>() }
                 .and_then(|s| s.utf16_len())
                 .map_err(internal)?;
             if units > MAX {
-                return Err(too_large(units));
+                return Err(too_large(what, units));
             }
-            let text = unsafe { value.cast::<String>() }.map_err(internal)?;
-            if text.len() > MAX {
-                return Err(too_large(text.len()));
-            }
-            Ok(text.into_bytes())
+            let text = unsafe { value.cast::<Utf16String>() }.map_err(internal)?;
+            Ok(Text::Utf16(text))
         }
         Ok(ValueType::Object) if value.is_buffer().unwrap_or(false) => {
-            let bytes = unsafe { value.cast::<BufferSlice>() }
-                .map_err(|e| StoreError::internal(e.to_string()))?;
+            let bytes = unsafe { value.cast::<BufferSlice>() }.map_err(internal)?;
             if bytes.len() > MAX {
-                return Err(too_large(bytes.len()));
+                return Err(too_large(what, bytes.len()));
             }
-            Ok(bytes.to_vec())
+            Ok(Text::Utf8(bytes.to_vec()))
         }
         _ => Err(StoreError::invalid(format!(
             "{what} must be a string or a Buffer of JSON text"
