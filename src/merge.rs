@@ -875,12 +875,15 @@ where
     let mut last_millis = target.last().map(|last| parse_rfc3339_millis(last.time()));
     for n in appended {
         let Some(item) = take(n) else { continue };
-        let millis = parse_rfc3339_millis(item.time());
-        if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
-            out_of_order |=
-                (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+        // Once a sort is certain, the order of the rest need not be looked at.
+        if !(needs_sort || (out_of_order && !few)) {
+            let millis = parse_rfc3339_millis(item.time());
+            if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
+                out_of_order |=
+                    (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+            }
+            last_millis = Some(millis);
         }
-        last_millis = Some(millis);
         if let Some(kept) = kept_index.as_deref_mut() {
             kept.positions.insert(item.id().to_string(), target.len());
         }
