@@ -228,7 +228,15 @@ function w1() {
 function w2() {
   const fixture = manifest.sizes[job.size]
   const { userId, workspaceId, stem } = fixture
-  const updateOf = (i) => gen.makeUpdate(1000 + job.reps, i + 100, fixture.lastTimeMs)
+  // `late`: each new entry's time falls among the session's last 20 entries, as from another tab
+  // whose clock is behind, so it belongs before entries already stored.
+  const after = job.late
+    ? (() => {
+        const history = JSON.parse(fs.readFileSync(fixture.file, 'utf8')).conversationHistory
+        return Date.parse(history[history.length - 20].timestamp) - (job.reps + job.warmup + 101) * 15_000
+      })()
+    : fixture.lastTimeMs
+  const updateOf = (i) => gen.makeUpdate(1000 + job.reps, i + 100, after)
   let appended = 0
   let lastId
   return {
@@ -259,8 +267,15 @@ function w2() {
         return changes.length > 0
       }
       const entry = update.conversationHistory[0]
-      state.session.conversationHistory.push(entry)
-      state.session.updatedAt = entry.timestamp
+      const history = state.session.conversationHistory
+      if (job.late) {
+        // Where a host keeping the history in order would put it: after the last earlier entry.
+        const at = history.findLastIndex((e) => e.timestamp <= entry.timestamp) + 1
+        history.splice(at, 0, entry)
+      } else {
+        history.push(entry)
+      }
+      if (entry.timestamp > state.session.updatedAt) state.session.updatedAt = entry.timestamp
       await state.store.save(stem, state.session)
       return true
     },
@@ -277,8 +292,9 @@ function w2() {
         await state.store.close?.()
       }
       const h = session.conversationHistory
-      const ok = h.length === fixture.entries + appended && h.some((e) => e.id === lastId)
-      return { ok, entries: h.length, expected: fixture.entries + appended }
+      const inOrder = h.every((e, i) => i === 0 || Date.parse(h[i - 1].timestamp) <= Date.parse(e.timestamp))
+      const ok = h.length === fixture.entries + appended && h.some((e) => e.id === lastId) && inOrder
+      return { ok, entries: h.length, expected: fixture.entries + appended, inOrder }
     },
   }
 }
