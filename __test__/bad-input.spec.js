@@ -673,6 +673,20 @@ describe('mergeSessionsJson', () => {
     expect(await rejection(() => mergeSessionsJson(Buffer.from(huge), a))).toMatchObject({ code: 'ETOOLARGE' });
     expect(JSON.parse((await mergeSessionsJson(a, a)).toString())).toEqual(mergeSessions(JSON.parse(a), JSON.parse(a)));
   });
+
+  test('a Buffer that is not UTF-8 rejects with EINVALID; a string short in UTF-16 but long in UTF-8 with ETOOLARGE', async () => {
+    const { store } = await seeded();
+    const a = JSON.stringify((await store.load('alice', '/proj')).session);
+    const marked = Buffer.from(JSON.stringify({ ...JSON.parse(a), memory: { note: 'one ~ byte' } }));
+    expect(JSON.parse((await mergeSessionsJson(a, marked)).toString()).memory.note).toBe('one ~ byte');
+    const notUtf8 = Buffer.from(marked);
+    notUtf8[notUtf8.indexOf('~')] = 0xff;
+    expect(await rejection(() => mergeSessionsJson(a, notUtf8))).toMatchObject({ code: 'EINVALID', message: expect.stringContaining('utf-8') });
+    // 12 M characters of 3 UTF-8 bytes each: 36 MB, over the 32 MiB limit, from 12 M UTF-16 units.
+    const wide = JSON.stringify({ ...JSON.parse(a), memory: { text: '日'.repeat(12 * 1024 * 1024) } });
+    expect(await rejection(() => mergeSessionsJson(a, wide))).toMatchObject({ code: 'ETOOLARGE' });
+    expect(JSON.parse((await mergeSessionsJson(a, Buffer.from(a))).toString())).toEqual(mergeSessions(JSON.parse(a), JSON.parse(a)));
+  });
 });
 
 describe('after close()', () => {

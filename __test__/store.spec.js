@@ -679,6 +679,31 @@ describe('mergeSessions', () => {
     expect(entry.content).toBe(words.replace('\ud800', '\ufffd'));
   });
 
+  test('mergeSessionsJson merges large diverged sessions, with non-ASCII text, as mergeSessions does', async () => {
+    // Several MB each: both texts are converted and parsed on two threads at once, and the string
+    // copies are big enough to be backed by 2 MiB pages.
+    const { left, right } = await divergedCopies();
+    const entries = (tag, count, at) =>
+      Array.from({ length: count }, (_, i) => ({
+        id: `${tag}-${i}`,
+        role: i % 2 ? 'assistant' : 'user',
+        content: `${tag} ${i}: naïve café, 日本語 and 🚀 `.repeat(8),
+        timestamp: new Date(at + i * 1000).toISOString(),
+      }));
+    const shared = entries('shared', 3000, Date.parse('2026-01-01T00:00:00.000Z'));
+    const big = (copy, tag) => ({
+      ...copy,
+      conversationHistory: [...shared, ...copy.conversationHistory, ...entries(tag, 9000, Date.parse('2026-02-01T00:00:00.000Z'))],
+    });
+    const [x, y] = [big(left, 'left'), big(right, 'right')];
+    const [xText, yText] = [JSON.stringify(x), JSON.stringify(y)];
+    expect(xText.length).toBeGreaterThan(4 * 1024 * 1024);
+    const expected = mergeSessions(x, y);
+    expect(expected.conversationHistory).toHaveLength(3000 + 2 * 9000 + 3);
+    expect(JSON.parse((await mergeSessionsJson(xText, yText)).toString('utf8'))).toEqual(expected);
+    expect(JSON.parse((await mergeSessionsJson(Buffer.from(yText), xText)).toString('utf8'))).toEqual(expected);
+  });
+
   test('is associative, and the stores converge on disk to the same result', async () => {
     const { left, right, a, b, dataDir } = await divergedCopies();
     const third = await box.open(dataDir);

@@ -26,6 +26,7 @@ use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
     DEFAULT_CLEANUP_INTERVAL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
 };
+use crate::text::Text;
 
 type Outcome<T> = std::result::Result<T, StoreError>;
 
@@ -86,58 +87,15 @@ pub fn merge_sessions_json<'env>(
     let texts = text_arg(a, "a").and_then(|a| Ok((a, text_arg(b, "b")?)));
     promise(env, async move {
         let (a, b) = texts?;
-        let merged = tokio::task::spawn_blocking(move || {
-            let (a, b) = (a.into_utf8("a")?, b.into_utf8("b")?);
-            merge_session_texts(&a, &b, MAX)
-        })
-        .await
-        .map_err(|e| StoreError::internal(format!("merge failed: {e}")))??;
+        let merged = tokio::task::spawn_blocking(move || merge_session_texts(a, b, MAX))
+            .await
+            .map_err(|e| StoreError::internal(format!("merge failed: {e}")))??;
         Ok(merged.into())
     })
 }
 
 /// The size limit of a session passed to `mergeSessions` and `mergeSessionsJson`.
 const MAX: usize = DEFAULT_MAX_SESSION_BYTES;
-
-/// JSON text from JavaScript, as it was copied off the argument on Node's thread.
-enum Text {
-    Utf8(Vec<u8>),
-    /// A string, taken as UTF-16: a plain copy for V8, whose own UTF-8 conversion walks the string
-    /// twice on Node's thread. It becomes UTF-8 on a tokio thread ([`Text::into_utf8`]).
-    Utf16(Utf16String),
-}
-
-impl Text {
-    /// The text as UTF-8, within the size limit. A lone surrogate becomes U+FFFD, as in every
-    /// JavaScript-to-UTF-8 conversion.
-    fn into_utf8(self, what: &str) -> Outcome<Vec<u8>> {
-        let bytes = match self {
-            Text::Utf8(bytes) => bytes,
-            Text::Utf16(units) => utf16_to_utf8(&units),
-        };
-        if bytes.len() > MAX {
-            return Err(too_large(what, bytes.len()));
-        }
-        Ok(bytes)
-    }
-}
-
-/// `String::from_utf16_lossy`, with ASCII runs (most of a session's JSON) copied unit by unit
-/// instead of decoded char by char.
-fn utf16_to_utf8(units: &[u16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(units.len());
-    let mut rest = units;
-    while !rest.is_empty() {
-        let ascii = rest.iter().position(|&u| u >= 0x80).unwrap_or(rest.len());
-        out.extend(rest[..ascii].iter().map(|&u| u as u8));
-        rest = &rest[ascii..];
-        // A run of non-ASCII units holds both halves of any surrogate pair in it.
-        let other = rest.iter().position(|&u| u < 0x80).unwrap_or(rest.len());
-        out.extend_from_slice(String::from_utf16_lossy(&rest[..other]).as_bytes());
-        rest = &rest[other..];
-    }
-    out
-}
 
 fn too_large(what: &str, len: usize) -> StoreError {
     StoreError::too_large(format!(
@@ -158,8 +116,7 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
             if units > MAX {
                 return Err(too_large(what, units));
             }
-            let text = unsafe { value.cast::<Utf16String>() }.map_err(internal)?;
-            Ok(Text::Utf16(text))
+            Ok(Text::Utf16(utf16_of(value, units).map_err(internal)?))
         }
         Ok(ValueType::Object) if value.is_buffer().unwrap_or(false) => {
             let bytes = unsafe { value.cast::<BufferSlice>() }.map_err(internal)?;
@@ -172,6 +129,29 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
             "{what} must be a string or a Buffer of JSON text"
         ))),
     }
+}
+
+/// A string's UTF-16 code units, `units` of them: napi-rs's `Utf16String` would zero its buffer and
+/// ask V8 for the length a second time first.
+fn utf16_of(value: Unknown, units: usize) -> Result<Vec<u16>> {
+    let capacity = units + 1; // V8 also writes a NUL.
+    let mut out: Vec<u16> = Vec::with_capacity(capacity);
+    crate::text::prefer_huge_pages(&mut out);
+    let mut written = 0;
+    let raw = value.value();
+    // SAFETY: V8 writes at most `capacity` units, the NUL included, and reports how many it wrote
+    // before the NUL; those are initialised.
+    check_status!(unsafe {
+        napi::sys::napi_get_value_string_utf16(
+            raw.env,
+            raw.value,
+            out.as_mut_ptr(),
+            capacity,
+            &mut written,
+        )
+    })?;
+    unsafe { out.set_len(written.min(units)) };
+    Ok(out)
 }
 
 /// A merge that changed a session, as listeners receive it.

@@ -112,7 +112,7 @@ fn decode_one(bytes: &[u8]) -> Option<(SessionPatch, usize)> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let record: Record = serde_json::from_slice(payload).ok()?;
+    let record: Record = crate::model::from_json_bytes(payload).ok()?;
     let mut patch = SessionPatch::empty(record.clock, PatchMode::Join);
     patch.updated_at = record.updated_at;
     patch.universe_focus = record.universe_focus;

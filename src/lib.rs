@@ -8,6 +8,7 @@
 //! - [`store`]: the live sessions, autosave and the file backend;
 //! - [`cleanup`]: the TTL sweep;
 //! - [`paths`]: where sessions live and how ids become file names;
+//! - [`text`]: JSON text as it comes from JavaScript (UTF-8 or UTF-16);
 //! - [`error`]: errors with stable codes.
 //!
 //! `binding` is the thin N-API layer over [`store::SessionStore`] and [`merge::merge_sessions`].
@@ -23,4 +24,5 @@ pub mod merge;
 pub mod model;
 pub mod paths;
 pub mod store;
+pub mod text;
 pub mod update;

@@ -30,6 +30,7 @@ use crate::model::{
     ConversationEntry, ListEntry, NarrativeSession, StcAction, StcChart, StoryBeat, StoryPosition,
     UniverseFocus,
 };
+use crate::text::Text;
 
 /// How a patch treats a field whose value equals the target's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,11 +216,14 @@ pub fn merge_copies(a: NarrativeSession, b: NarrativeSession) -> Result<Narrativ
     merge_owned(a, b)
 }
 
-/// [`merge_copies`] on JSON text, as sessions come from files, Redis or a socket: the two are parsed
-/// (large ones at once, on two threads), merged, and the result serialised. Each text may be at most
-/// `max_bytes`.
-pub fn merge_session_texts(a: &[u8], b: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
-    let parse = |text, what| parse_session_text(text, what, max_bytes);
+/// [`merge_copies`] on JSON text, as sessions come from files, Redis or a socket: the two are
+/// converted to UTF-8 where they are strings and parsed (large ones at once, on two threads),
+/// merged, and the result serialised. Each text may be at most `max_bytes` of UTF-8.
+pub fn merge_session_texts(a: Text, b: Text, max_bytes: usize) -> Result<Vec<u8>> {
+    // The merged text is about as long as both inputs together, or shorter; reserving that up
+    // front saves copying it as it grows.
+    let capacity = a.len() + b.len();
+    let parse = |text: Text, what| parse_session_text(&text.into_utf8(), what, max_bytes);
     let (a, b) = if a.len().min(b.len()) < PARALLEL_PARSE_BYTES {
         (parse(a, "a"), parse(b, "b"))
     } else {
@@ -233,7 +237,10 @@ pub fn merge_session_texts(a: &[u8], b: &[u8], max_bytes: usize) -> Result<Vec<u
         })
     };
     let merged = merge_copies(a?, b?)?;
-    serde_json::to_vec(&merged).map_err(internal)
+    let mut out = Vec::with_capacity(capacity);
+    crate::text::prefer_huge_pages(&mut out);
+    serde_json::to_writer(&mut out, &merged).map_err(internal)?;
+    Ok(out)
 }
 
 /// Below this size a session parses in less time than a thread takes to start.
@@ -252,7 +259,7 @@ pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<N
             "session {what} must be a JSON object"
         )));
     }
-    let session: NarrativeSession = serde_json::from_slice(text)
+    let session: NarrativeSession = crate::model::from_json_bytes(text)
         .map_err(|e| StoreError::invalid(format!("malformed session {what}: {e}")))?;
     crate::model::validate_session(&session)?;
     Ok(session)

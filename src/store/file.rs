@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::clock::wall_clock_millis;
 use crate::error::{ErrorCode, Result, StoreError};
-use crate::model::{validate_session, NarrativeSession};
+use crate::model::{from_json_bytes, validate_session, NarrativeSession};
 use crate::paths::{is_file_stem, SessionKey};
 
 const SESSION_EXT: &str = ".json";
@@ -395,7 +395,7 @@ impl FileBackend {
         };
         let size = (bytes.len() + journal.len()) as u64;
         if journal.is_empty() {
-            let head: SnapshotHead = serde_json::from_slice(&bytes).ok()?;
+            let head: SnapshotHead = from_json_bytes(&bytes).ok()?;
             let summary = StoredSummary {
                 id: head.id,
                 user_id: head.user_id,
@@ -408,7 +408,7 @@ impl FileBackend {
             };
             return Some((summary, size));
         }
-        let mut session: NarrativeSession = serde_json::from_slice(&bytes).ok()?;
+        let mut session: NarrativeSession = from_json_bytes(&bytes).ok()?;
         for patch in &crate::journal::decode(&journal).0 {
             crate::merge::apply_patch(&mut session, patch).ok()?;
         }
@@ -475,7 +475,7 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Parsed::Missing),
         Err(e) => return Err(StoreError::io("cannot read", path, e)),
     };
-    let Ok(session) = serde_json::from_slice::<NarrativeSession>(&bytes) else {
+    let Ok(session) = from_json_bytes::<NarrativeSession>(&bytes) else {
         return Ok(Parsed::Bad);
     };
     let matches = expected.is_none_or(|key| {

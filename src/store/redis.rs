@@ -61,7 +61,7 @@ use crate::clock::wall_clock_millis;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
 use crate::merge::{apply_patch, SessionPatch};
-use crate::model::{check_id, validate_session, NarrativeSession};
+use crate::model::{check_id, from_json_bytes, validate_session, NarrativeSession};
 use crate::paths::{is_file_stem, SessionKey};
 
 /// The longest key prefix accepted, in bytes.
@@ -761,7 +761,7 @@ impl RedisBackend {
         let Value::BulkString(snapshot) = raw.snap else {
             return Ok(None);
         };
-        let Ok(mut session) = serde_json::from_slice::<NarrativeSession>(&snapshot) else {
+        let Ok(mut session) = from_json_bytes::<NarrativeSession>(&snapshot) else {
             return Ok(None);
         };
         let mut size = snapshot.len() as u64;
@@ -1217,7 +1217,7 @@ fn parse_session(keys: &Keys, raw: RawSession, key: &SessionKey) -> Parsed {
 /// A snapshot is accepted only if it parses, passes the model's checks and holds `key`'s ids.
 fn parse_snapshot(bytes: &[u8], key: &SessionKey) -> std::result::Result<NarrativeSession, String> {
     let session: NarrativeSession =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a session: {e}"))?;
+        from_json_bytes(bytes).map_err(|e| format!("not a session: {e}"))?;
     validate_session(&session).map_err(|e| format!("not a valid session: {}", e.message))?;
     if session.user_id != key.user_id || session.workspace_id != key.workspace_id {
         return Err("the session of another user or workspace".to_string());
