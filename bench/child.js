@@ -141,6 +141,14 @@ function w1() {
       timestamp: new Date().toISOString(),
     })
 
+  const sendFramed = (sessionJson, created, recovered) => {
+    const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
+    const tail = `},"timestamp":"${new Date().toISOString()}"}`
+    socket.send(head, { binary: false, fin: false })
+    socket.send(sessionJson, { binary: false, fin: false })
+    socket.send(tail, { binary: false, fin: true })
+  }
+
   return {
     reps: job.reps,
     warmup: job.warmup,
@@ -161,6 +169,10 @@ function w1() {
         else acks.push(ack)
       })
       const state = { firstAck: undefined, bytes: [] }
+      if (job.system === 'send-only') {
+        state.text = fs.readFileSync(fixture.file)
+        return state
+      }
       if (OURS) {
         state.store = await openStore()
         features.loadRaw = typeof state.store.loadRaw === 'function'
@@ -179,16 +191,14 @@ function w1() {
       }
     },
     async rep(state) {
-      if (OURS) {
+      if (job.system === 'send-only') {
+        sendFramed(state.text, false, false)
+      } else if (OURS) {
         const store = state.store
         if (features.loadRaw) {
-          const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
           // The session's JSON text goes out as it came from Rust, framed by the envelope, unparsed.
-          const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
-          const tail = `},"timestamp":"${new Date().toISOString()}"}`
-          socket.send(head, { binary: false, fin: false })
-          socket.send(sessionJson, { binary: false, fin: false })
-          socket.send(tail, { binary: false, fin: true })
+          const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
+          sendFramed(sessionJson, created, recovered)
         } else {
           const { session, created, recovered } = await store.load(userId, workspaceId)
           socket.send(envelope(session, created, recovered))
@@ -214,7 +224,7 @@ function w1() {
       return { ok, firstAck: a, messageBytes: state.bytes[state.bytes.length - 1], fixtureBytes: fixture.bytes }
     },
     async teardown(state) {
-      await state.store.close?.()
+      await state.store?.close?.()
       socket.close()
       await new Promise((resolve) => client.once('exit', resolve))
       wss.close()
@@ -239,6 +249,14 @@ function w2() {
   const updateOf = (i) => gen.makeUpdate(1000 + job.reps, i + 100, after)
   let appended = 0
   let lastId
+  const sendFramed = (sessionJson, created, recovered) => {
+    const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
+    const tail = `},"timestamp":"${new Date().toISOString()}"}`
+    socket.send(head, { binary: false, fin: false })
+    socket.send(sessionJson, { binary: false, fin: false })
+    socket.send(tail, { binary: false, fin: true })
+  }
+
   return {
     reps: job.reps,
     warmup: job.warmup,

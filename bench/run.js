@@ -41,7 +41,7 @@ const REPS = QUICK
 
 /** The baselines each workload is compared with, and the system of ours each is compared with. */
 const BASELINES = {
-  W1: { naive: 'ours', ioredis: 'ours-redis' },
+  W1: { naive: 'ours', ioredis: 'ours-redis', 'send-only': 'ours' },
   W2: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
   W3: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
   W4: { 'js-merge': 'ours' },
@@ -157,7 +157,7 @@ function plan(redis) {
   for (const size of SIZE_KEYS) {
     const [reps, warmup] = REPS[size]
     for (const mode of ['cold', 'warm']) {
-      for (const system of ['ours', 'naive', 'ours-redis', 'ioredis']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
+      for (const system of ['ours', 'naive', 'send-only', 'ours-redis', 'ioredis']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
     }
   }
   for (const size of SIZE_KEYS) {
@@ -475,6 +475,7 @@ async function main() {
         'ratios: baseline ÷ ours (above 1: ours uses less).',
         'Event-loop delay also counts time the main thread was runnable but not scheduled (2 cores shared with tokio threads, the ws client and anything else running); busyMs does not. loadavg: the 1-minute load average before and after each job.',
         'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
+        'W1 send-only: no load at all, only the send, framed as ours frames it, of the same session text from a Buffer made before the job: the floor that sending the bytes sets, whoever loads them. send-only ÷ ours near 1 means the load adds next to nothing on top of the send.',
         'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones.',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
         'W2 10MB late: each new entry belongs among the last 20 stored ones (another tab whose clock is behind); naive splices it into place, ours moves it into place in the live history.',
