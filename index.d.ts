@@ -300,6 +300,12 @@ export declare class NarrativeSessionStore {
    * Resolves to whether anything was written.
    */
   save(userId: string, workspaceId: string): Promise<boolean>
+  /**
+   * Writes every session with unsaved changes now: what the autosave tick does, in one call.
+   * Resolves to how many were written; when some fail, rejects with the first error (those stay
+   * dirty and are tried again on the next tick).
+   */
+  flush(): Promise<number>
   /** Removes the session from memory and disk. Resolves to whether it was stored. */
   delete(userId: string, workspaceId: string): Promise<boolean>
   /** A summary of every stored session, sorted by user and workspace. */

@@ -701,6 +701,7 @@ describe('after close()', () => {
       () => store.load('carol', '/new'),
       () => store.merge('alice', '/proj', { memory: { late: 1 } }),
       () => store.save('alice', '/proj'),
+      () => store.flush(),
       () => store.delete('alice', '/proj'),
       () => store.list(),
       () => store.cleanup(),

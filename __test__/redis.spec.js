@@ -399,6 +399,7 @@ describe.each([
       () => store.loadRaw('alice', '/proj'),
       () => store.merge('alice', '/proj', { memory: { late: 1 } }),
       () => store.save('alice', '/proj'),
+      () => store.flush(),
       () => store.delete('alice', '/proj'),
       () => store.list(),
       () => store.cleanup(),

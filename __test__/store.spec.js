@@ -521,6 +521,24 @@ describe('save, delete and list', () => {
     expect(await store.save('alice', '/proj')).toBe(false);
   });
 
+  test('flush() writes every dirty session durably, as the autosave tick does, and resolves how many', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir);
+    const users = ['alice', 'bob', 'carol'];
+    for (const user of users) await store.load(user, '/proj');
+    expect(await store.flush()).toBe(0); // created and persisted already
+    await store.merge('alice', '/proj', { memory: { k: 'a' } });
+    await store.merge('carol', '/proj', { conversationHistory: [{ id: 'c1', role: 'user', content: 'hi' }] });
+    expect((await store.list()).filter((s) => s.dirty).map((s) => s.userId)).toEqual(['alice', 'carol']);
+    expect(await store.flush()).toBe(2);
+    expect((await store.list()).some((s) => s.dirty)).toBe(false);
+    expect(await store.flush()).toBe(0);
+    // Another process sees both, and bob's session untouched.
+    expect((await loadInChild(dataDir, 'alice', '/proj')).session.memory).toEqual({ k: 'a' });
+    expect((await loadInChild(dataDir, 'carol', '/proj')).session.conversationHistory.map((e) => e.id)).toEqual(['c1']);
+    expect((await loadInChild(dataDir, 'bob', '/proj')).session.memory).toEqual({});
+  });
+
   test('delete() removes the session and its files; the next load creates it anew', async () => {
     const dataDir = newDataDir();
     const first = await box.open(dataDir);

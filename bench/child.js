@@ -28,7 +28,7 @@ function ours() {
 // a key prefix of their own in `job.keyPrefix`.
 const REDIS = job.system === 'ours-redis' || job.system === 'ioredis'
 /** Every system that is this package's store, on either backend. */
-const OURS = job.system === 'ours' || job.system === 'ours-all' || job.system === 'ours-redis'
+const OURS = ['ours', 'ours-all', 'ours-tick', 'ours-redis'].includes(job.system)
 const redisLib = REDIS ? require('./lib/redis') : null
 /** A raw RESP connection of the harness's own: seeds keys, reads INFO stats, checks results. */
 let admin
@@ -364,7 +364,9 @@ function w3() {
     },
     // The tick. Baselines and `ours`: the host saves the sessions it changed since the last tick.
     // `ours-all`: the host calls save() on every open session and the store writes the dirty ones.
+    // `ours-tick`: one flush(), the store's own autosave tick.
     async rep(state) {
+      if (job.system === 'ours-tick') return state.store.flush()
       if (isOurs) {
         const targets = job.system === 'ours-all' ? sessions : lastDirty.map(({ index }) => sessions[index])
         const wrote = await Promise.all(targets.map((s) => state.store.save(s.userId, s.workspaceId)))

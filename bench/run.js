@@ -168,7 +168,7 @@ function plan(redis) {
   // the change, not a re-sort of the history.
   const [lateReps, lateWarmup] = REPS['10MB']
   for (const system of ['ours', 'naive']) add({ workload: 'W2', variant: '10MB late', size: '10MB', late: true, system, reps: lateReps, warmup: lateWarmup })
-  for (const system of ['ours', 'ours-all', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
+  for (const system of ['ours', 'ours-all', 'ours-tick', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
   for (const form of ['text', 'objects']) {
     for (const system of ['ours', 'js-merge']) add({ workload: 'W4', variant: `2 × 15,000 entries, ${form}`, form, system, reps: REPS.W4[0], warmup: REPS.W4[1] })
   }
@@ -476,7 +476,7 @@ async function main() {
         'Event-loop delay also counts time the main thread was runnable but not scheduled (2 cores shared with tokio threads, the ws client and anything else running); busyMs does not. loadavg: the 1-minute load average before and after each job.',
         'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
         'W1 send-only: no load at all, only the send, framed as ours frames it, of the same session text from a Buffer made before the job: the floor that sending the bytes sets, whoever loads them. send-only ÷ ours near 1 means the load adds next to nothing on top of the send.',
-        'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones.',
+        'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones; ours-tick is one store.flush(), the store\'s own autosave tick (what runs every 30 s with no call from the host).',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
         'W2 10MB late: each new entry belongs among the last 20 stored ones (another tab whose clock is behind); naive splices it into place, ours moves it into place in the live history.',
         'W5: files carry mtime = updatedAt. The baseline reads every file; the store skips reading files modified after the cutoff. The files are hard links to a master copy, so unlinking one frees no blocks.',

@@ -329,6 +329,18 @@ impl NarrativeSessionStore {
         })
     }
 
+    /// Writes every session with unsaved changes now: what the autosave tick does, in one call.
+    /// Resolves to how many were written; when some fail, rejects with the first error (those stay
+    /// dirty and are tried again on the next tick).
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+    pub fn flush<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<u32>>> {
+        let store = self.store.clone();
+        promise(env, async move {
+            let written = store.flush_dirty().await?;
+            Ok(u32::try_from(written).unwrap_or(u32::MAX))
+        })
+    }
+
     /// Removes the session from memory and disk. Resolves to whether it was stored.
     #[napi(
         catch_unwind,

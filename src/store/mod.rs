@@ -656,8 +656,10 @@ impl SessionStore {
     }
 
     /// Writes every dirty session. Returns how many were written; on failures, the first error
-    /// (the failed sessions stay dirty and are tried again next time).
+    /// (the failed sessions stay dirty and are tried again next time). ECLOSED after `close`.
+    /// One session at a time: the tick then never competes with Node's thread for the cores.
     pub async fn flush_dirty(&self) -> Result<usize> {
+        self.check_open()?;
         self.flush(false).await
     }
 
