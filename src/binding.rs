@@ -28,12 +28,6 @@ use crate::store::{
 };
 use crate::text::Text;
 
-/// Every Rust allocation of the addon (and of the test builds) goes to mimalloc: see Cargo.toml.
-/// Node's own allocations are untouched; memory handed to JavaScript as a Buffer is freed by Rust.
-#[cfg(not(any(target_family = "wasm", target_env = "musl")))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 type Outcome<T> = std::result::Result<T, StoreError>;
 
 /// The code-server-compatible default sessions directory:
