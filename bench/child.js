@@ -249,14 +249,6 @@ function w2() {
   const updateOf = (i) => gen.makeUpdate(1000 + job.reps, i + 100, after)
   let appended = 0
   let lastId
-  const sendFramed = (sessionJson, created, recovered) => {
-    const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
-    const tail = `},"timestamp":"${new Date().toISOString()}"}`
-    socket.send(head, { binary: false, fin: false })
-    socket.send(sessionJson, { binary: false, fin: false })
-    socket.send(tail, { binary: false, fin: true })
-  }
-
   return {
     reps: job.reps,
     warmup: job.warmup,
