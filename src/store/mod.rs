@@ -31,7 +31,7 @@ use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
 use crate::merge::{
-    apply_patch, apply_patch_indexed, normalize, settle_update, SessionIndex, SessionPatch,
+    apply_patch, apply_patch_indexed, normalize_owned, settle_update, SessionIndex, SessionPatch,
 };
 use crate::model::{check_id, NarrativeSession};
 use crate::paths::SessionKey;
@@ -310,19 +310,18 @@ fn read_disk_changes(
 
 /// The session a load starts from: the stored one in canonical form, or a new one created at `now`.
 fn starting_session(
-    stored: Option<&NarrativeSession>,
+    stored: Option<NarrativeSession>,
     key: &SessionKey,
     now: String,
 ) -> Result<NarrativeSession> {
-    match stored {
-        Some(stored) => normalize(stored),
-        None => normalize(&NarrativeSession::new(
+    normalize_owned(stored.unwrap_or_else(|| {
+        NarrativeSession::new(
             key.session_id(),
             key.user_id.clone(),
             key.workspace_id.clone(),
             now,
-        )),
-    }
+        )
+    }))
 }
 
 /// Writes a full snapshot and drops the journal it now contains. (A crash between the two leaves a
@@ -723,9 +722,9 @@ impl SessionStore {
         let (live, created, recovered) = blocking(move || {
             let stem = key.file_stem();
             let lock = backend.lock(&stem)?;
-            let read = backend.read(&stem, Some(&key), &lock)?;
+            let mut read = backend.read(&stem, Some(&key), &lock)?;
             let created = read.session.is_none();
-            let mut session = starting_session(read.session.as_ref(), &key, now)?;
+            let mut session = starting_session(read.session.take(), &key, now)?;
             // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
             let journal = backend.read_journal(&stem, 0, &lock)?;
             for patch in &journal.patches {

@@ -25,11 +25,12 @@ impl SessionStore {
         let redis = self.redis_backend()?;
         let stem = key.file_stem();
         for _ in 0..COMMIT_ATTEMPTS {
-            let loaded = redis.load(&stem, key).await?;
+            let mut loaded = redis.load(&stem, key).await?;
             let recovered = !loaded.invalid.is_empty();
             let created = loaded.snapshot.is_none() && loaded.patches.is_empty() && !recovered;
             let now = lock(&self.inner.clock).now().to_rfc3339();
-            let session = starting_session(loaded.snapshot.as_ref(), key, now)?;
+            let had_snapshot = loaded.snapshot.is_some();
+            let session = starting_session(loaded.snapshot.take(), key, now)?;
             let mut live = Live::new(session);
             for patch in &loaded.patches {
                 apply_patch_indexed(&mut live.session, patch, &mut live.index)?;
@@ -37,7 +38,7 @@ impl SessionStore {
             live.redis = loaded.view;
             live.approx_bytes = (loaded.view.snapshot_bytes + loaded.view.log_bytes) as usize;
             // A new session is persisted at once, and a recovered one rewritten whole.
-            if loaded.snapshot.is_none() {
+            if !had_snapshot {
                 let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
                 match redis.write_snapshot(&stem, &bytes, live.redis).await? {
                     Some(view) => {
