@@ -31,6 +31,7 @@ async function connectUpdateDisconnect(ws: NarrativeSocket, req: IncomingMessage
   const off: () => void = store.onMerge((event: MergeEvent) => void event.changes.length)
   off()
   const written: boolean = await store.save('alice', '/home/alice/proj')
+  const flushed: number = await store.flush()
   const report: CleanupReport = await store.cleanup({ ttlDays: 1, now: Date.now() })
   const merged: NarrativeSession = mergeSessions(session, session)
   attachNarrativeSession(ws, req, { store, trustedUserHeader: 'x-forwarded-user' })
@@ -46,7 +47,7 @@ async function connectUpdateDisconnect(ws: NarrativeSocket, req: IncomingMessage
   await store.merge('alice', '/w', { activeCharts: [{ title: 'no id' }] })
   // @ts-expect-error: a conversation entry's role is typed
   await store.merge('alice', '/w', { conversationHistory: [{ id: 'e', role: 'robot' }] })
-  void [focus, done, created, recovered, changes, written, report, merged]
+  void [focus, done, created, recovered, changes, written, flushed, report, merged]
   await store.close()
 }
 
