@@ -19,8 +19,7 @@ use napi_derive::napi;
 use serde::Deserialize;
 
 use crate::error::StoreError;
-use crate::merge::{merge_copies, merge_session_texts, parse_session_text};
-use crate::model::NarrativeSession;
+use crate::merge::{merge_session_texts, session_too_large};
 use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
@@ -62,9 +61,12 @@ pub fn normalize_workspace_id(path: Unknown) -> Result<String, String> {
 )]
 pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, String> {
     let merged = (|| {
-        let a = parse_session_text(stringify(env, a, "a")?.as_bytes(), "a", MAX)?;
-        let b = parse_session_text(stringify(env, b, "b")?.as_bytes(), "b", MAX)?;
-        to_json(&merge_copies(a, b)?)
+        // The same path as `mergeSessionsJson` (large sessions parse on two threads at once),
+        // waited for here.
+        let a = Text::Utf8(stringify(env, a, "a")?.into_bytes());
+        let b = Text::Utf8(stringify(env, b, "b")?.into_bytes());
+        String::from_utf8(merge_session_texts(a, b, MAX)?)
+            .map_err(|e| StoreError::internal(e.to_string()))
     })();
     merged.map(JsonText).map_err(coded_error)
 }
@@ -97,12 +99,6 @@ pub fn merge_sessions_json<'env>(
 /// The size limit of a session passed to `mergeSessions` and `mergeSessionsJson`.
 const MAX: usize = DEFAULT_MAX_SESSION_BYTES;
 
-fn too_large(what: &str, len: usize) -> StoreError {
-    StoreError::too_large(format!(
-        "session {what} of {len} bytes is over the {MAX}-byte limit"
-    ))
-}
-
 /// JSON text from a string or a Buffer, copied (a Buffer's bytes may change once the call returns).
 /// Its size is checked before it is copied: a string's UTF-8 form is at least as long as its UTF-16
 /// length, which V8 knows without a walk (the exact size is checked once it is UTF-8).
@@ -114,14 +110,14 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
                 .and_then(|s| s.utf16_len())
                 .map_err(internal)?;
             if units > MAX {
-                return Err(too_large(what, units));
+                return Err(session_too_large(what, units, MAX));
             }
             Ok(Text::Utf16(utf16_of(value, units).map_err(internal)?))
         }
         Ok(ValueType::Object) if value.is_buffer().unwrap_or(false) => {
             let bytes = unsafe { value.cast::<BufferSlice>() }.map_err(internal)?;
             if bytes.len() > MAX {
-                return Err(too_large(what, bytes.len()));
+                return Err(session_too_large(what, bytes.len(), MAX));
             }
             Ok(Text::Utf8(bytes.to_vec()))
         }
@@ -702,10 +698,6 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> 
         return Err(bad(format!("{key} must not be null, NaN or Infinity")));
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| bad(e.to_string()))
-}
-
-fn to_json(session: &NarrativeSession) -> Outcome<String> {
-    serde_json::to_string(session).map_err(internal)
 }
 
 fn internal(err: serde_json::Error) -> StoreError {

@@ -157,7 +157,7 @@ impl Sweep<'_> {
 
 fn is_expired(backend: &FileBackend, stem: &str, cutoff_millis: i64, journal: bool) -> bool {
     backend
-        .summary_reading(stem, journal)
+        .summary(stem, journal)
         .and_then(|(summary, _)| parse_rfc3339_millis(&summary.updated_at))
         .is_some_and(|updated| updated < cutoff_millis)
 }

@@ -249,10 +249,7 @@ const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 /// A whole session from JSON text, checked as a stored one is. `what` names it in errors.
 pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<NarrativeSession> {
     if text.len() > max_bytes {
-        return Err(StoreError::too_large(format!(
-            "session {what} of {} bytes is over the {max_bytes}-byte limit",
-            text.len()
-        )));
+        return Err(session_too_large(what, text.len(), max_bytes));
     }
     if text.trim_ascii_start().first() != Some(&b'{') {
         return Err(StoreError::invalid(format!(
@@ -263,6 +260,13 @@ pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<N
         .map_err(|e| StoreError::invalid(format!("malformed session {what}: {e}")))?;
     crate::model::validate_session(&session)?;
     Ok(session)
+}
+
+/// ETOOLARGE for session `what`, `len` bytes long (or, before conversion, UTF-16 units).
+pub fn session_too_large(what: &str, len: usize, max_bytes: usize) -> StoreError {
+    StoreError::too_large(format!(
+        "session {what} of {len} bytes is over the {max_bytes}-byte limit"
+    ))
 }
 
 /// The canonical form of a session: what `merge_sessions(s, s)` returns.

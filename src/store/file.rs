@@ -381,14 +381,11 @@ impl FileBackend {
     /// The summary fields of a stored session and the file's size, or None when unreadable.
     /// Without a journal only the summary fields are read; with one, the session is built and the
     /// journal's complete records replayed (without the lock: a record being appended is ignored).
-    pub fn summary(&self, stem: &str) -> Option<(StoredSummary, u64)> {
-        self.summary_reading(stem, true)
-    }
-
-    /// `summary`, reading the journal only when `journal` says to look for one.
-    pub fn summary_reading(&self, stem: &str, journal: bool) -> Option<(StoredSummary, u64)> {
+    /// The journal is looked for only when `has_journal` (as [`FileBackend::stems_with_journals`]
+    /// reported it).
+    pub fn summary(&self, stem: &str, has_journal: bool) -> Option<(StoredSummary, u64)> {
         let bytes = fs::read(self.path(stem, SESSION_EXT)).ok()?;
-        let journal = if journal {
+        let journal = if has_journal {
             fs::read(self.path(stem, JOURNAL_EXT)).unwrap_or_default()
         } else {
             Vec::new()

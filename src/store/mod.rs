@@ -553,8 +553,10 @@ impl SessionStore {
             Some(backend) => {
                 blocking(move || {
                     let mut found = Vec::new();
-                    for stem in backend.stems()? {
-                        if let Some((summary, bytes)) = backend.summary(&stem) {
+                    let (stems, journals) = backend.stems_with_journals()?;
+                    for stem in stems {
+                        let has_journal = journals.contains(&stem);
+                        if let Some((summary, bytes)) = backend.summary(&stem, has_journal) {
                             found.push((stem, summary, bytes));
                         }
                     }
