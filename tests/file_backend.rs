@@ -47,6 +47,13 @@ fn lock_files(backend: &FileBackend, stem: &str) -> Vec<String> {
 }
 
 /// Files in `dir` whose name starts with `prefix`.
+/// The names in `dir`, which must hold no temp file: every write cleaned up after itself.
+fn names_without_temp_files(dir: &Path) -> Vec<String> {
+    let files = names(dir);
+    assert!(files.iter().all(|n| !n.ends_with(".tmp")), "{files:?}");
+    files
+}
+
 fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     names(dir)
         .into_iter()
@@ -81,8 +88,7 @@ fn a_write_is_atomic_and_leaves_no_temp_file_behind() {
     let stem = key.file_stem();
     write(&backend, &key, "first");
     write(&backend, &key, "second");
-    let files = names(backend.dir());
-    assert!(files.iter().all(|n| !n.ends_with(".tmp")), "{files:?}");
+    let files = names_without_temp_files(backend.dir());
     let mut expected = lock_files(&backend, &stem);
     expected.extend([format!("{stem}.json"), format!("{stem}.json.bak")]);
     expected.sort();
@@ -110,6 +116,26 @@ fn the_previous_version_is_kept_as_the_backup() {
 }
 
 #[cfg(unix)]
+#[test]
+fn a_backup_that_already_is_the_main_file_leaves_no_temp_file_behind() {
+    // A write that fails after keeping the backup (before its rename into place) leaves the backup
+    // and the main file one file, hard-linked. The next write must still clean up after itself:
+    // renaming a link onto the file it already names does nothing.
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "first");
+    let backup = backend.dir().join(format!("{stem}.json.bak"));
+    fs::hard_link(backend.session_path(&stem), &backup).unwrap();
+    write(&backend, &key, "second");
+    names_without_temp_files(backend.dir());
+    assert_eq!(fs::read(&backup).unwrap(), session_bytes(&key, "first"));
+    assert_eq!(
+        fs::read(backend.session_path(&stem)).unwrap(),
+        session_bytes(&key, "second")
+    );
+}
+
 #[test]
 fn files_are_private_to_the_owner() {
     use std::os::unix::fs::PermissionsExt;

@@ -247,12 +247,11 @@ impl FileBackend {
             fs::copy(main, &temp)?;
             File::open(&temp)?.sync_all()
         });
-        linked
-            .and_then(|()| fs::rename(&temp, &backup))
-            .map_err(|e| {
-                let _ = fs::remove_file(&temp);
-                StoreError::io("cannot keep the previous version as", &backup, e)
-            })
+        let result = linked.and_then(|()| fs::rename(&temp, &backup));
+        // Gone after a rename, unless the backup already was the main file (a write that failed
+        // after this step leaves them one file): rename then does nothing and leaves the temp.
+        let _ = fs::remove_file(&temp);
+        result.map_err(|e| StoreError::io("cannot keep the previous version as", &backup, e))
     }
 
     fn temp_path(&self, stem: &str) -> PathBuf {
