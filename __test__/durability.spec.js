@@ -457,12 +457,15 @@ describe('autosave', () => {
       },
       { intervalMs: 50, what: 'both changes on disk' },
     );
+    // Each store learns of the other's write by its own save or by its watcher, which may lag on a
+    // loaded machine: wait for both.
     await pollUntil(
       async () => {
         const [a, b] = await Promise.all([serverA.list(), serverB.list()]);
-        return !a[0].dirty && !b[0].dirty;
+        const held = await Promise.all([serverA, serverB].map((s) => s.load('alice', '/proj')));
+        return !a[0].dirty && !b[0].dirty && held.every(({ session }) => session.memory.fromB === 2 && session.memory.fromA === 1);
       },
-      { what: 'both stores clean' },
+      { what: 'both stores clean, each holding both changes' },
     );
     for (const server of [serverA, serverB]) {
       expect((await server.load('alice', '/proj')).session.memory).toEqual({ fromA: 1, fromB: 2 });
