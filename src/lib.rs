@@ -23,6 +23,7 @@ pub mod journal;
 pub mod merge;
 pub mod model;
 pub mod paths;
+pub mod raw;
 pub mod store;
 pub mod text;
 pub mod update;

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::clock::{parse_rfc3339_millis, Hlc};
@@ -30,6 +30,7 @@ use crate::model::{
     ConversationEntry, ListEntry, NarrativeSession, StcAction, StcChart, StoryBeat, StoryPosition,
     UniverseFocus,
 };
+use crate::raw::RawEntry;
 use crate::text::Text;
 
 /// How a patch treats a field whose value equals the target's.
@@ -173,15 +174,23 @@ pub fn merge_sessions(a: &NarrativeSession, b: &NarrativeSession) -> Result<Narr
 
 /// `merge_sessions` of sessions the caller gives up: their entries and beats move into the result
 /// instead of being copied.
-pub fn merge_owned(a: NarrativeSession, b: NarrativeSession) -> Result<NarrativeSession> {
+pub fn merge_owned<E: UnionItem>(
+    a: NarrativeSession<E>,
+    b: NarrativeSession<E>,
+) -> Result<NarrativeSession<E>> {
+    let (a, a_entries) = a.into_parts();
+    let (b, b_entries) = b.into_parts();
     let mut out = blank_like(&a);
     absorb_owned(&mut out, a)?;
     absorb_owned(&mut out, b)?;
-    Ok(out)
-}
-
-fn owned<T: Clone>(list: Vec<T>) -> Vec<Cow<'static, T>> {
-    list.into_iter().map(Cow::Owned).collect()
+    let mut entries = Vec::new();
+    let mut changes = Changes {
+        quiet: true,
+        ..Changes::default()
+    };
+    union_by_id(&mut entries, None, a_entries, ENTRIES, &mut changes)?;
+    union_by_id(&mut entries, None, b_entries, ENTRIES, &mut changes)?;
+    Ok(out.map_history(|_| entries))
 }
 
 /// Joins a whole session into `out`: its registers as a patch, its long lists moved in.
@@ -189,17 +198,11 @@ fn absorb_owned(out: &mut NarrativeSession, mut session: NarrativeSession) -> Re
     let beats = std::mem::take(&mut session.story_beats);
     let entries = std::mem::take(&mut session.conversation_history);
     let mut changes = apply(out, &SessionPatch::from_session(&session), None, true)?;
-    union_by_id(
-        &mut out.story_beats,
-        None,
-        owned(beats),
-        BEATS,
-        &mut changes,
-    )?;
+    union_by_id(&mut out.story_beats, None, beats, BEATS, &mut changes)?;
     union_by_id(
         &mut out.conversation_history,
         None,
-        owned(entries),
+        entries,
         ENTRIES,
         &mut changes,
     )
@@ -207,7 +210,10 @@ fn absorb_owned(out: &mut NarrativeSession, mut session: NarrativeSession) -> Re
 
 /// Two copies of one user's session in one workspace, merged (their entries moved, not copied);
 /// copies of different sessions are refused with EINVALID rather than mixed.
-pub fn merge_copies(a: NarrativeSession, b: NarrativeSession) -> Result<NarrativeSession> {
+pub fn merge_copies<E: UnionItem>(
+    a: NarrativeSession<E>,
+    b: NarrativeSession<E>,
+) -> Result<NarrativeSession<E>> {
     if (&a.user_id, &a.workspace_id) != (&b.user_id, &b.workspace_id) {
         return Err(StoreError::invalid(
             "the sessions belong to different users or workspaces",
@@ -219,17 +225,36 @@ pub fn merge_copies(a: NarrativeSession, b: NarrativeSession) -> Result<Narrativ
 /// [`merge_copies`] on JSON text, as sessions come from files, Redis or a socket: the two are
 /// converted to UTF-8 where they are strings and parsed (large ones at once, on two threads),
 /// merged, and the result serialised. Each text may be at most `max_bytes` of UTF-8.
+///
+/// Conversation entries stay slices of the input ([`RawEntry`]): they are checked, not copied, and
+/// each is written out as it came. Where two copies of one entry differ only in how they are
+/// written (key order, spacing), the larger text is kept, so the result is the same whatever the
+/// order of `a` and `b`.
 pub fn merge_session_texts(a: Text, b: Text, max_bytes: usize) -> Result<Vec<u8>> {
     // The merged text is about as long as both inputs together, or shorter; reserving that up
     // front saves copying it as it grows.
     let capacity = a.len() + b.len();
-    let parse = |text: Text, what| parse_session_text(&text.into_utf8(), what, max_bytes);
+    let (mut a_utf8, mut b_utf8) = (Vec::new(), Vec::new());
+    // Each text's UTF-8 lives in `utf8`, which the parsed session's entries borrow.
+    fn parse<'a>(
+        text: Text,
+        utf8: &'a mut Vec<u8>,
+        what: &str,
+        max_bytes: usize,
+    ) -> Result<NarrativeSession<RawEntry<'a>>> {
+        *utf8 = text.into_utf8();
+        let utf8: &'a Vec<u8> = utf8;
+        parse_session_text(utf8, what, max_bytes)
+    }
     let (a, b) = if a.len().min(b.len()) < PARALLEL_PARSE_BYTES {
-        (parse(a, "a"), parse(b, "b"))
+        (
+            parse(a, &mut a_utf8, "a", max_bytes),
+            parse(b, &mut b_utf8, "b", max_bytes),
+        )
     } else {
         std::thread::scope(|scope| {
-            let second = scope.spawn(|| parse(b, "b"));
-            let first = parse(a, "a");
+            let second = scope.spawn(|| parse(b, &mut b_utf8, "b", max_bytes));
+            let first = parse(a, &mut a_utf8, "a", max_bytes);
             let second = second
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -247,7 +272,11 @@ pub fn merge_session_texts(a: Text, b: Text, max_bytes: usize) -> Result<Vec<u8>
 const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
 
 /// A whole session from JSON text, checked as a stored one is. `what` names it in errors.
-pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<NarrativeSession> {
+pub fn parse_session_text<'a, E: Deserialize<'a> + ListEntry>(
+    text: &'a [u8],
+    what: &str,
+    max_bytes: usize,
+) -> Result<NarrativeSession<E>> {
     if text.len() > max_bytes {
         return Err(session_too_large(what, text.len(), max_bytes));
     }
@@ -256,7 +285,7 @@ pub fn parse_session_text(text: &[u8], what: &str, max_bytes: usize) -> Result<N
             "session {what} must be a JSON object"
         )));
     }
-    let session: NarrativeSession = crate::model::from_json_bytes(text)
+    let session: NarrativeSession<E> = crate::model::from_json_bytes(text)
         .map_err(|e| StoreError::invalid(format!("malformed session {what}: {e}")))?;
     crate::model::validate_session(&session)?;
     Ok(session)
@@ -361,14 +390,14 @@ fn apply(
     union_by_id(
         &mut target.story_beats,
         index.as_deref_mut().map(|i| &mut i.beats),
-        patch.beats.iter().map(Cow::Borrowed).collect(),
+        patch.beats.iter().collect(),
         BEATS,
         registers.changes,
     )?;
     union_by_id(
         &mut target.conversation_history,
         index.map(|i| &mut i.entries),
-        patch.entries.iter().map(Cow::Borrowed).collect(),
+        patch.entries.iter().collect(),
         ENTRIES,
         registers.changes,
     )?;
@@ -682,7 +711,7 @@ fn fill_times<T: ListEntry>(
         return;
     }
     let now = clock.to_rfc3339();
-    let known: Option<HashMap<&str, &str>> = (incoming.len() > SCAN_LIMIT)
+    let known: Option<IdMap<&str, &str>> = (incoming.len() > SCAN_LIMIT)
         .then(|| target.iter().map(|item| (item.id(), item.time())).collect());
     for item in incoming.iter_mut() {
         if item.time().is_empty() {
@@ -803,121 +832,271 @@ pub fn settle_update(target: &NarrativeSession, mut patch: SessionPatch) -> Resu
     Ok(patch)
 }
 
-/// Beats and conversation entries: a union by id. Two different copies of one id resolve to the one
-/// with the larger JSON text, so every replica picks the same one.
 /// Up to this many incoming entries, `union_by_id` scans instead of building an index.
 const SCAN_LIMIT: usize = 8;
 
-fn union_by_id<T>(
+/// The maps keyed by entry id. foldhash is several times faster than std's SipHash on short keys,
+/// and, seeded at random per process, it still resists crafted collisions.
+type IdMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
+/// An item of a list being unioned: a borrowed one (a patch's, copied in only if it is new or wins)
+/// or an owned one (a whole session's, moved in).
+trait Incoming<T>: std::borrow::Borrow<T> {
+    fn into_item(self) -> T;
+}
+
+impl<T: Clone> Incoming<T> for &T {
+    fn into_item(self) -> T {
+        self.clone()
+    }
+}
+
+impl<T> Incoming<T> for T {
+    fn into_item(self) -> T {
+        self
+    }
+}
+
+/// What becomes of one incoming item.
+#[derive(Clone, Copy)]
+enum Fate {
+    /// Its id is kept already, and this copy does not win.
+    Dropped,
+    /// It wins over the kept item at this position.
+    Replaces(usize),
+    New,
+}
+
+/// Beats and conversation entries: a union by id, kept sorted by time and then id. Two different
+/// copies of one id resolve to the one with the larger JSON text, so every replica picks the same
+/// one. `target` is sorted and its ids are unique (the result of an earlier union).
+fn union_by_id<T, I>(
     target: &mut Vec<T>,
     mut kept_index: Option<&mut ListIndex>,
-    incoming: Vec<Cow<'_, T>>,
+    incoming: Vec<I>,
     name: &str,
     changes: &mut Changes,
 ) -> Result<()>
 where
-    T: ListEntry + Serialize + PartialEq + Clone,
+    T: UnionItem,
+    I: Incoming<T>,
 {
     if incoming.is_empty() {
         return Ok(());
     }
-    // Which incoming items replace a kept one (by position), and which are new: indexes into
-    // `incoming`, so that owned items can then be moved rather than copied.
-    let mut replaced: Vec<(usize, usize)> = Vec::new();
-    let mut appended: Vec<usize> = Vec::new();
-    {
-        // A few new entries (the usual update) are looked up by scanning from the end, where they
-        // most likely are; building an index of a long history would cost more than the whole merge.
-        if let Some(kept) = kept_index.as_deref_mut() {
-            kept.sync(target);
-        }
-        let kept = kept_index.as_deref();
-        let index: Option<HashMap<&str, usize>> =
-            (kept.is_none() && incoming.len() > SCAN_LIMIT && !target.is_empty()).then(|| {
-                target
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| (e.id(), i))
-                    .collect()
-            });
-        let position = |id: &str| match (kept, &index) {
-            (Some(kept), _) => kept.positions.get(id).copied(),
-            (None, Some(index)) => index.get(id).copied(),
-            (None, None) => target.iter().rposition(|e| e.id() == id),
-        };
-        let mut fresh: HashMap<&str, usize> = HashMap::with_capacity(incoming.len());
-        for (n, item) in incoming.iter().enumerate() {
-            let item: &T = item;
-            match position(item.id()) {
-                Some(i) => {
-                    if target[i] != *item && json_text(item) > json_text(&target[i]) {
-                        replaced.push((i, n));
-                    }
-                }
-                None => match fresh.get(item.id()) {
-                    // The same id twice in one input: keep the winner of the two.
-                    Some(&j) => {
-                        let other: &T = &incoming[appended[j]];
-                        if *other != *item && json_text(item) > json_text(other) {
-                            appended[j] = n;
-                        }
-                    }
-                    None => {
-                        fresh.insert(item.id(), appended.len());
-                        appended.push(n);
-                    }
-                },
-            }
-        }
+    if let Some(kept) = kept_index.as_deref_mut() {
+        kept.sync(target);
     }
-    if replaced.is_empty() && appended.is_empty() {
-        return Ok(());
-    }
-    let mut slots: Vec<Option<Cow<'_, T>>> = incoming.into_iter().map(Some).collect();
-    let mut take = |n: usize| slots[n].take().map(Cow::into_owned);
-    // A replaced item that moves in the order, or many new ones, mean a sort; a few new ones out
-    // of order are each moved back into place, which costs what lies after them.
+    let fates = fates(target, kept_index.as_deref(), &incoming);
     let mut needs_sort = false;
-    for (i, n) in replaced {
-        let Some(item) = take(n) else { continue };
-        needs_sort |= order_key(&target[i]) != order_key(&item);
-        changes.value_with(|| format!("{name}.{}", segment(item.id())));
-        target[i] = item;
-    }
-    let first_new = target.len();
-    let few = appended.len() <= SCAN_LIMIT;
-    let mut out_of_order = false;
-    target.reserve(appended.len());
-    // The time of the list's last item, parsed once for all the appends.
-    let mut last_millis = target.last().map(|last| parse_rfc3339_millis(last.time()));
-    for n in appended {
-        let Some(item) = take(n) else { continue };
-        // Once a sort is certain, the order of the rest need not be looked at.
-        if !(needs_sort || (out_of_order && !few)) {
-            let millis = parse_rfc3339_millis(item.time());
-            if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
-                out_of_order |=
-                    (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+    let mut new = Vec::new();
+    if target.is_empty() && fates.iter().all(|fate| matches!(fate, Fate::New)) {
+        // A whole list into an empty one (a load, or a merge's first side): moved in as it is.
+        new = incoming.into_iter().map(Incoming::into_item).collect();
+    } else {
+        for (item, fate) in incoming.into_iter().zip(fates) {
+            match fate {
+                Fate::Dropped => {}
+                Fate::Replaces(i) => {
+                    let item = item.into_item();
+                    needs_sort |= order_key(&target[i]) != order_key(&item);
+                    changes.value_with(|| format!("{name}.{}", segment(item.id())));
+                    target[i] = item;
+                }
+                Fate::New => new.push(item.into_item()),
             }
-            last_millis = Some(millis);
         }
+    }
+    for item in &new {
+        changes.value_with(|| format!("{name}.{}", segment(item.id())));
+    }
+    if needs_sort {
+        target.extend(new);
+        sort_by_time_then_id(target);
+    } else if new.len() <= SCAN_LIMIT {
+        append_few(target, new, kept_index);
+        return Ok(());
+    } else {
+        sort_by_time_then_id(&mut new);
+        let follows = match (target.last(), new.first()) {
+            (Some(last), Some(first)) => order_key(last) <= order_key(first),
+            _ => true,
+        };
+        if follows {
+            // The usual case: every new item comes after the kept ones.
+            append_sorted(target, new, kept_index);
+            return Ok(());
+        }
+        if !merge_sorted(target, new) {
+            sort_by_time_then_id(target);
+        }
+    }
+    if let Some(kept) = kept_index {
+        kept.rebuild(target);
+    }
+    Ok(())
+}
+
+/// For each incoming item, whether it is new, replaces a kept one, or is dropped. Among copies of
+/// one id within `incoming`, only the winner is new.
+fn fates<T, I>(target: &[T], kept: Option<&ListIndex>, incoming: &[I]) -> Vec<Fate>
+where
+    T: UnionItem,
+    I: Incoming<T>,
+{
+    // A few new entries (the usual update) are looked up by scanning from the end, where they most
+    // likely are; building an index of a long history would cost more than the whole merge.
+    let index: Option<IdMap<&str, usize>> =
+        (kept.is_none() && incoming.len() > SCAN_LIMIT && !target.is_empty()).then(|| {
+            target
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.id(), i))
+                .collect()
+        });
+    let position = |id: &str| match (kept, &index) {
+        (Some(kept), _) => kept.positions.get(id).copied(),
+        (None, Some(index)) => index.get(id).copied(),
+        (None, None) => target.iter().rposition(|e| e.id() == id),
+    };
+    let mut fates = vec![Fate::Dropped; incoming.len()];
+    // The incoming item now winning each id that `target` does not have.
+    let mut fresh: IdMap<&str, usize> = IdMap::default();
+    fresh.reserve(incoming.len());
+    for (n, item) in incoming.iter().enumerate() {
+        let item: &T = item.borrow();
+        match position(item.id()) {
+            Some(i) if item.replaces(&target[i]) => fates[n] = Fate::Replaces(i),
+            Some(_) => {}
+            None => match fresh.insert(item.id(), n) {
+                None => fates[n] = Fate::New,
+                // The same id twice in one input: keep the winner of the two.
+                Some(other) if item.replaces(incoming[other].borrow()) => {
+                    fates[other] = Fate::Dropped;
+                    fates[n] = Fate::New;
+                }
+                Some(other) => {
+                    fresh.insert(item.id(), other);
+                }
+            },
+        }
+    }
+    fates
+}
+
+/// An item of a list unioned by id.
+pub trait UnionItem: ListEntry + Clone {
+    /// Whether `self` wins over `kept`, another copy of the same id: the larger canonical JSON
+    /// text does. Every kind of item breaks ties alike, so a merge of texts and a merge of parsed
+    /// sessions keep the same copy.
+    fn replaces(&self, kept: &Self) -> bool;
+}
+
+impl UnionItem for StoryBeat {
+    fn replaces(&self, kept: &Self) -> bool {
+        self != kept && json_text(self) > json_text(kept)
+    }
+}
+
+impl UnionItem for ConversationEntry {
+    fn replaces(&self, kept: &Self) -> bool {
+        self != kept && json_text(self) > json_text(kept)
+    }
+}
+
+impl UnionItem for RawEntry<'_> {
+    /// As for the entries they parse as; between texts of one entry, the larger text.
+    fn replaces(&self, kept: &Self) -> bool {
+        if self.text() == kept.text() {
+            return false;
+        }
+        match (self.parsed(), kept.parsed()) {
+            (Ok(item), Ok(kept_item)) if item == kept_item => self.text() > kept.text(),
+            (Ok(item), Ok(kept_item)) => item.replaces(&kept_item),
+            // Both were checked when they were read; this is not reached.
+            (item, _) => item.is_ok(),
+        }
+    }
+}
+
+/// A few new items, appended; any that is out of order is then moved back into place, which costs
+/// what lies after it rather than a sort of the whole list.
+fn append_few<T: ListEntry>(
+    target: &mut Vec<T>,
+    new: Vec<T>,
+    mut kept_index: Option<&mut ListIndex>,
+) {
+    let first_new = target.len();
+    let mut out_of_order = false;
+    // The time of the list's last item, parsed once for all the appends.
+    let mut last_millis = target.last().map(ListEntry::millis);
+    for item in new {
+        let millis = item.millis();
+        if let (Some(last), Some(last_millis)) = (target.last(), last_millis) {
+            out_of_order |=
+                (last_millis, last.time(), last.id()) > (millis, item.time(), item.id());
+        }
+        last_millis = Some(millis);
         if let Some(kept) = kept_index.as_deref_mut() {
             kept.positions.insert(item.id().to_string(), target.len());
         }
-        changes.value_with(|| format!("{name}.{}", segment(item.id())));
         target.push(item);
     }
-    if needs_sort || (out_of_order && !few) {
-        sort_by_time_then_id(target);
-        if let Some(kept) = kept_index {
-            kept.rebuild(target);
-        }
-    } else if out_of_order {
+    if out_of_order {
         for new in first_new..target.len() {
             move_into_place(target, new, kept_index.as_deref_mut());
         }
     }
-    Ok(())
+}
+
+/// Appends `new`, which is sorted and comes after every item of `target`.
+fn append_sorted<T: ListEntry>(
+    target: &mut Vec<T>,
+    new: Vec<T>,
+    kept_index: Option<&mut ListIndex>,
+) {
+    let first_new = target.len();
+    if target.is_empty() {
+        *target = new;
+    } else {
+        target.extend(new);
+    }
+    if let Some(kept) = kept_index {
+        for (i, item) in target.iter().enumerate().skip(first_new) {
+            kept.positions.insert(item.id().to_string(), i);
+        }
+    }
+}
+
+/// Merges the sorted lists `target` and `new`, moving each item once, into one list of the right
+/// size. Returns false when `target` turned out not to be sorted, and so neither is the result.
+fn merge_sorted<T: ListEntry>(target: &mut Vec<T>, new: Vec<T>) -> bool {
+    let millis = |list: &[T]| -> Vec<Option<i64>> { list.iter().map(ListEntry::millis).collect() };
+    let (kept_millis, new_millis) = (millis(target), millis(&new));
+    let target_sorted = (1..target.len()).all(|i| {
+        let (a, b) = (&target[i - 1], &target[i]);
+        (kept_millis[i - 1], a.time(), a.id()) <= (kept_millis[i], b.time(), b.id())
+    });
+    let mut out = Vec::with_capacity(target.len() + new.len());
+    let mut kept = std::mem::take(target)
+        .into_iter()
+        .zip(kept_millis)
+        .peekable();
+    let mut new = new.into_iter().zip(new_millis).peekable();
+    loop {
+        let take_kept = match (kept.peek(), new.peek()) {
+            (Some((k, k_ms)), Some((n, n_ms))) => {
+                (*k_ms, k.time(), k.id()) <= (*n_ms, n.time(), n.id())
+            }
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_kept { kept.next() } else { new.next() };
+        out.extend(next.map(|(item, _)| item));
+    }
+    *target = out;
+    target_sorted
 }
 
 /// Moves `target[at]` back to its place among the sorted items before it, shifting those after
@@ -941,7 +1120,7 @@ fn move_into_place<T: ListEntry>(target: &mut [T], at: usize, index: Option<&mut
 /// Where each id of a list sits, kept beside a live session.
 #[derive(Clone, Debug, Default)]
 pub struct ListIndex {
-    positions: HashMap<String, usize>,
+    positions: IdMap<String, usize>,
 }
 
 impl ListIndex {
@@ -971,7 +1150,7 @@ pub struct SessionIndex {
 type OrderKey<'a> = (Option<i64>, &'a str, &'a str);
 
 fn order_key<T: ListEntry>(item: &T) -> OrderKey<'_> {
-    (parse_rfc3339_millis(item.time()), item.time(), item.id())
+    (item.millis(), item.time(), item.id())
 }
 
 /// Sorts by time, then id. The times are parsed once, and the items are moved once, into place:
@@ -980,7 +1159,7 @@ fn sort_by_time_then_id<T: ListEntry>(items: &mut Vec<T>) {
     let mut order: Vec<(Option<i64>, usize)> = items
         .iter()
         .enumerate()
-        .map(|(i, item)| (parse_rfc3339_millis(item.time()), i))
+        .map(|(i, item)| (item.millis(), i))
         .collect();
     order.sort_by(|(a_ms, a), (b_ms, b)| {
         let (a, b) = (&items[*a], &items[*b]);

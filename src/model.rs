@@ -146,10 +146,12 @@ pub struct ConversationEntry {
     pub extra: Map<String, Value>,
 }
 
-/// One user's narrative context in one workspace.
+/// One user's narrative context in one workspace. Its conversation entries are parsed
+/// [`ConversationEntry`]s, or, in a merge of JSON texts, [`RawEntry`](crate::raw::RawEntry)s that
+/// keep the text they came as.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NarrativeSession {
+pub struct NarrativeSession<E = ConversationEntry> {
     pub id: String,
     pub user_id: String,
     pub workspace_id: String,
@@ -166,8 +168,8 @@ pub struct NarrativeSession {
     pub story_position: StoryPosition,
     #[serde(default)]
     pub memory: Map<String, Value>,
-    #[serde(default)]
-    pub conversation_history: Vec<ConversationEntry>,
+    #[serde(default = "Vec::new")]
+    pub conversation_history: Vec<E>,
     #[serde(default)]
     pub config: Map<String, Value>,
     /// The clock of each last-write-wins field, by path (`"memory.goal"`). A path whose value is
@@ -197,11 +199,46 @@ impl NarrativeSession {
     }
 }
 
+impl<E> NarrativeSession<E> {
+    /// The session without its conversation history, and the history.
+    pub fn into_parts(self) -> (NarrativeSession, Vec<E>) {
+        let mut history = Vec::new();
+        let rest = self.map_history(|entries| {
+            history = entries;
+            Vec::new()
+        });
+        (rest, history)
+    }
+
+    /// The session with its conversation history made by `f` from the one it has.
+    pub fn map_history<F>(self, f: impl FnOnce(Vec<E>) -> Vec<F>) -> NarrativeSession<F> {
+        NarrativeSession {
+            id: self.id,
+            user_id: self.user_id,
+            workspace_id: self.workspace_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            universe_focus: self.universe_focus,
+            active_charts: self.active_charts,
+            story_beats: self.story_beats,
+            story_position: self.story_position,
+            memory: self.memory,
+            conversation_history: f(self.conversation_history),
+            config: self.config,
+            versions: self.versions,
+        }
+    }
+}
+
 /// Something with a stable id, kept in an append-only list.
 pub trait ListEntry {
     fn id(&self) -> &str;
     /// The time the list is ordered by (RFC 3339).
     fn time(&self) -> &str;
+    /// That time in milliseconds since 1970, if it is readable.
+    fn millis(&self) -> Option<i64> {
+        parse_rfc3339_millis(self.time())
+    }
 }
 
 impl ListEntry for StcChart {
@@ -242,7 +279,7 @@ pub fn from_json_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::R
 pub const MAX_ID_BYTES: usize = 1024;
 
 /// Check the rules serde cannot: ids present and of sane length, times in RFC 3339.
-pub fn validate_session(session: &NarrativeSession) -> Result<()> {
+pub fn validate_session<E: ListEntry>(session: &NarrativeSession<E>) -> Result<()> {
     check_id("session id", &session.id)?;
     check_id("userId", &session.user_id)?;
     check_id("workspaceId", &session.workspace_id)?;
@@ -256,8 +293,8 @@ pub fn validate_session(session: &NarrativeSession) -> Result<()> {
         check_time("story beat createdAt", &beat.created_at)?;
     }
     for entry in &session.conversation_history {
-        check_id("conversation entry id", &entry.id)?;
-        check_time("conversation entry timestamp", &entry.timestamp)?;
+        check_id("conversation entry id", entry.id())?;
+        check_time("conversation entry timestamp", entry.time())?;
     }
     Ok(())
 }

@@ -8,11 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mia_narrative_session::clock::{Hlc, HybridClock};
-use mia_narrative_session::merge::{merge_sessions, normalize};
+use mia_narrative_session::merge::{merge_session_texts, merge_sessions, normalize};
 use mia_narrative_session::model::{
     ChartStatus, ConversationEntry, NarrativeSession, Role, StcAction, StcChart, StoryBeat,
     StoryPosition, Universe, UniverseAnnotations, UniverseFocus,
 };
+use mia_narrative_session::raw::RawEntry;
+use mia_narrative_session::text::Text;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
@@ -571,6 +573,77 @@ proptest! {
             same(&merge(x, &merge(y, z)), &reference, &[a, b, c])?;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merging JSON texts, which keeps each conversation entry as the text it came as.
+
+fn text_of(session: &NarrativeSession) -> Vec<u8> {
+    serde_json::to_vec(session).unwrap()
+}
+
+/// The session's text with each conversation entry written differently: its keys in reverse
+/// order, and the whole indented.
+fn respelled(session: &NarrativeSession) -> Vec<u8> {
+    let mut value = serde_json::to_value(session).unwrap();
+    for entry in value["conversationHistory"].as_array_mut().unwrap() {
+        let fields: Vec<(String, Value)> = entry.as_object().unwrap().clone().into_iter().collect();
+        *entry = Value::Object(fields.into_iter().rev().collect());
+    }
+    serde_json::to_vec_pretty(&value).unwrap()
+}
+
+fn merge_texts(a: &[u8], b: &[u8]) -> String {
+    let merged = merge_session_texts(Text::Utf8(a.to_vec()), Text::Utf8(b.to_vec()), usize::MAX)
+        .expect("merging two valid sessions never fails");
+    String::from_utf8(merged).unwrap()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `merge_session_texts` gives the session `merge_sessions` gives, whatever the order and
+    /// grouping of its inputs, and keeps the same text of each entry, also when one side writes
+    /// the same entries differently (then the larger text of an entry is kept).
+    #[test]
+    fn merging_texts_agrees_with_merging_sessions(
+        a in session(),
+        b in session(),
+        c in session(),
+        respell in any::<bool>(),
+    ) {
+        let (a_text, c_text) = (text_of(&a), text_of(&c));
+        let b_text = if respell { respelled(&b) } else { text_of(&b) };
+        let ab = merge_texts(&a_text, &b_text);
+        let ba = merge_texts(&b_text, &a_text);
+        same(&parsed(&ab), &merge(&a, &b), &[&a, &b])?;
+        same(&parsed(&ba), &merge(&a, &b), &[&a, &b])?;
+        prop_assert_eq!(entry_texts(&ab), entry_texts(&ba));
+
+        let left = merge_texts(ab.as_bytes(), &c_text);
+        let right = merge_texts(&a_text, merge_texts(&b_text, &c_text).as_bytes());
+        same(&parsed(&left), &parsed(&right), &[&a, &b, &c])?;
+        prop_assert_eq!(entry_texts(&left), entry_texts(&right));
+
+        let a_again = respelled(&a);
+        let aa = merge_texts(&a_text, &a_again);
+        same(&parsed(&aa), &normalize(&a).unwrap(), &[&a])?;
+        prop_assert_eq!(entry_texts(&aa), entry_texts(&merge_texts(&a_again, &a_text)));
+    }
+}
+
+fn parsed(text: &str) -> NarrativeSession {
+    serde_json::from_str(text).unwrap()
+}
+
+/// The text of each conversation entry in a session's text, as written there.
+fn entry_texts(text: &str) -> Vec<String> {
+    let session: NarrativeSession<RawEntry> = serde_json::from_str(text).unwrap();
+    session
+        .conversation_history
+        .iter()
+        .map(|e| e.text().to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
