@@ -835,9 +835,59 @@ pub fn settle_update(target: &NarrativeSession, mut patch: SessionPatch) -> Resu
 /// Up to this many incoming entries, `union_by_id` scans instead of building an index.
 const SCAN_LIMIT: usize = 8;
 
-/// The maps keyed by entry id. foldhash is several times faster than std's SipHash on short keys,
-/// and, seeded at random per process, it still resists crafted collisions.
+/// Maps keyed by entry id, hashed with foldhash (see [`crate::model::hash_id`]).
 type IdMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
+/// An id with its hash ([`ListEntry::id_hash`]), which an item may have taken already.
+#[derive(Clone, Copy)]
+struct IdKey<'a> {
+    hash: u64,
+    id: &'a str,
+}
+
+impl<'a> IdKey<'a> {
+    fn of<T: ListEntry>(item: &'a T) -> Self {
+        IdKey {
+            hash: item.id_hash(),
+            id: item.id(),
+        }
+    }
+}
+
+impl PartialEq for IdKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for IdKey<'_> {}
+
+impl std::hash::Hash for IdKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of a map of [`IdKey`]s: their hash, as it is.
+#[derive(Default)]
+struct KeptHash(u64);
+
+impl std::hash::Hasher for KeptHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called, by `IdKey`; anything else is folded in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdKeyMap<'a, V> = HashMap<IdKey<'a>, V, std::hash::BuildHasherDefault<KeptHash>>;
 
 /// An item of a list being unioned: a borrowed one (a patch's, copied in only if it is new or wins)
 /// or an owned one (a whole session's, moved in).
@@ -946,29 +996,29 @@ where
 {
     // A few new entries (the usual update) are looked up by scanning from the end, where they most
     // likely are; building an index of a long history would cost more than the whole merge.
-    let index: Option<IdMap<&str, usize>> =
+    let index: Option<IdKeyMap<usize>> =
         (kept.is_none() && incoming.len() > SCAN_LIMIT && !target.is_empty()).then(|| {
             target
                 .iter()
                 .enumerate()
-                .map(|(i, e)| (e.id(), i))
+                .map(|(i, e)| (IdKey::of(e), i))
                 .collect()
         });
-    let position = |id: &str| match (kept, &index) {
-        (Some(kept), _) => kept.positions.get(id).copied(),
-        (None, Some(index)) => index.get(id).copied(),
-        (None, None) => target.iter().rposition(|e| e.id() == id),
+    let position = |item: &T| match (kept, &index) {
+        (Some(kept), _) => kept.positions.get(item.id()).copied(),
+        (None, Some(index)) => index.get(&IdKey::of(item)).copied(),
+        (None, None) => target.iter().rposition(|e| e.id() == item.id()),
     };
     let mut fates = vec![Fate::Dropped; incoming.len()];
     // The incoming item now winning each id that `target` does not have.
-    let mut fresh: IdMap<&str, usize> = IdMap::default();
+    let mut fresh: IdKeyMap<usize> = IdKeyMap::default();
     fresh.reserve(incoming.len());
     for (n, item) in incoming.iter().enumerate() {
         let item: &T = item.borrow();
-        match position(item.id()) {
+        match position(item) {
             Some(i) if item.replaces(&target[i]) => fates[n] = Fate::Replaces(i),
             Some(_) => {}
-            None => match fresh.insert(item.id(), n) {
+            None => match fresh.insert(IdKey::of(item), n) {
                 None => fates[n] = Fate::New,
                 // The same id twice in one input: keep the winner of the two.
                 Some(other) if item.replaces(incoming[other].borrow()) => {
@@ -976,7 +1026,7 @@ where
                     fates[n] = Fate::New;
                 }
                 Some(other) => {
-                    fresh.insert(item.id(), other);
+                    fresh.insert(IdKey::of(item), other);
                 }
             },
         }

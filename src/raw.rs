@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::clock::parse_rfc3339_millis;
-use crate::model::{ConversationEntry, ListEntry, Role, Universe};
+use crate::model::{hash_id, ConversationEntry, ListEntry, Role, Universe};
 
 /// A conversation entry as a slice of the JSON text it was parsed from. It was checked as a
 /// [`ConversationEntry`] would be: what parses as one parses as the other.
@@ -24,6 +24,9 @@ pub struct RawEntry<'a> {
     timestamp: Cow<'a, str>,
     /// `timestamp` read once: a merge orders by it many times over.
     millis: Option<i64>,
+    /// The hash of `id`, taken while the text is in the cache: a merge looks ids up once or twice
+    /// each, and reading them again from a large text costs more than hashing them.
+    id_hash: u64,
     text: &'a RawValue,
 }
 
@@ -49,6 +52,9 @@ impl ListEntry for RawEntry<'_> {
     fn millis(&self) -> Option<i64> {
         self.millis
     }
+    fn id_hash(&self) -> u64 {
+        self.id_hash
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawEntry<'a> {
@@ -61,11 +67,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEntry<'a> {
                 "a conversation entry must be a JSON object",
             ));
         }
-        let view: EntryView<'de> = serde_json::from_str(text.get()).map_err(de::Error::custom)?;
+        let (id, timestamp) = match quick_view(text.get()) {
+            Some((id, timestamp)) => (Cow::Borrowed(id), Cow::Borrowed(timestamp)),
+            None => {
+                let view: EntryView<'de> =
+                    serde_json::from_str(text.get()).map_err(de::Error::custom)?;
+                (view.id, view.timestamp)
+            }
+        };
         Ok(RawEntry {
-            id: view.id,
-            millis: parse_rfc3339_millis(&view.timestamp),
-            timestamp: view.timestamp,
+            id_hash: hash_id(&id),
+            id,
+            millis: parse_rfc3339_millis(&timestamp),
+            timestamp,
             text,
         })
     }
@@ -98,6 +112,154 @@ struct EntryView<'a> {
     #[allow(dead_code)]
     #[serde(default)]
     trace_id: Option<AnyString>,
+}
+
+/// The id and timestamp of the usual entry, read by walking its text, which is valid JSON: about
+/// three times faster than [`EntryView`]. Only an entry that [`EntryView`] accepts is read here,
+/// and only one whose keys, id, role, universe and timestamp have no escapes; anything else is
+/// None, and [`EntryView`] decides (and words the error).
+fn quick_view(text: &str) -> Option<(&str, &str)> {
+    let b = text.as_bytes();
+    let (mut id, mut timestamp) = (None, None);
+    // The known fields seen, one bit each: a second copy of one is for EntryView to refuse.
+    let mut seen = 0u8;
+    let mut i = 1;
+    loop {
+        i = skip_space(b, i);
+        if b.get(i) == Some(&b'}') {
+            break;
+        }
+        let (key, next) = plain_string(text, i)?;
+        i = skip_space(b, skip_space(b, next) + 1);
+        let field = ["id", "role", "content", "universe", "timestamp", "traceId"]
+            .iter()
+            .position(|known| *known == key);
+        if let Some(field) = field {
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+        }
+        let nullable = b.get(i) == Some(&b'n') && matches!(field, Some(3 | 5));
+        i = match field {
+            Some(0 | 1 | 3 | 4) if !nullable => {
+                let (value, next) = plain_string(text, i)?;
+                let allowed: &[&str] = match field {
+                    Some(1) => &["user", "assistant", "system", "agent"],
+                    Some(3) => &["engineer", "ceremony", "story"],
+                    _ => &[],
+                };
+                if !allowed.is_empty() && !allowed.contains(&value) {
+                    return None;
+                }
+                match field {
+                    Some(0) => id = Some(value),
+                    Some(4) => timestamp = Some(value),
+                    _ => {}
+                }
+                next
+            }
+            Some(2 | 5) if !nullable => {
+                (b.get(i) == Some(&b'"')).then_some(())?;
+                skip_value(b, i)?
+            }
+            _ => skip_value(b, i)?,
+        };
+        i = skip_space(b, i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            _ => break,
+        }
+    }
+    // `id` and `role` are required.
+    (seen & 0b11 == 0b11).then_some((id?, timestamp.unwrap_or("")))
+}
+
+fn skip_space(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The string starting at `text[i]` and the index after it, if it is a string with no escapes.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    (b.get(i) == Some(&b'"')).then_some(())?;
+    let end = i + 1 + quote_or_backslash(&b[i + 1..])?;
+    (b[end] == b'"').then(|| (&text[i + 1..end], end + 1))
+}
+
+/// The index of the first `"` or `\` in `b`, looked for eight bytes at a time.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // The high bit of each byte of `word` that equals `c` (and perhaps of some bytes after one
+    // that does: the lowest set bit is always a true match).
+    let matching = |word: u64, c: u8| {
+        let x = word ^ (ONES * u64::from(c));
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    let mut chunks = b.chunks_exact(8);
+    for (n, chunk) in (&mut chunks).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let found = matching(word, b'"') | matching(word, b'\\');
+        if found != 0 {
+            return Some(n * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let done = b.len() - chunks.remainder().len();
+    let at = chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')?;
+    Some(done + at)
+}
+
+/// The index after the JSON value starting at `b[i]`, in text known to be valid JSON.
+fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number or a literal runs up to where the object around it goes on.
+        _ => {
+            let len = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))?;
+            Some(i + len)
+        }
+    }
+}
+
+/// The index after the string starting at `b[i]`.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        i += quote_or_backslash(b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
 }
 
 /// A JSON string, checked and not kept.
@@ -153,9 +315,64 @@ mod tests {
             if let (Ok(typed), Ok(raw)) = (typed, raw) {
                 assert_eq!((raw.id(), raw.time()), (typed.id(), typed.time()), "{text}");
                 assert_eq!(raw.millis(), typed.millis(), "{text}");
+                assert_eq!(raw.id_hash(), typed.id_hash(), "{text}");
                 assert_eq!(raw.text(), text.trim(), "{text}");
                 assert_eq!(raw.parsed().unwrap(), typed);
             }
+        }
+    }
+
+    #[test]
+    fn the_quick_reading_accepts_only_what_the_view_accepts_and_reads_the_same() {
+        let cases = [
+            r#"{"id":"e1","role":"user","content":"a \"quoted\" {x}\n","timestamp":"2026-01-01T00:00:00.000Z"}"#,
+            r#"{ "id" : "e1" ,"role":"agent", "universe" : null , "traceId":null }"#,
+            r#"{"id":"e1","role":"user","universe":"ceremony","traceId":"t\u0031"}"#,
+            r#"{"extra":{"a":[1,-2.5e3,true,{"b":"}]\\"}],"c":null},"n":12,"id":"e1","role":"system"}"#,
+            r#"{"x":1,"x":2,"id":"e1","role":"user"}"#,
+            r#"{"id":"e1","role":"user","id":"e2"}"#,
+            r#"{"id":"e1","role":"User"}"#,
+            r#"{"id":"e\u0031","role":"user"}"#,
+            r#"{"i\u0064":"e1","role":"user"}"#,
+            r#"{"id":"e1","role":"user","universe":"st\u006fry"}"#,
+            r#"{"id":"e1","role":"user","content":null}"#,
+            r#"{"id":"e1","role":"user","content":["x"]}"#,
+            r#"{"id":"e1","role":"user","traceId":false}"#,
+            r#"{"id":"e1","role":"user","timestamp":null}"#,
+            r#"{"id":"e1","role":"user","timestamp":5}"#,
+            r#"{"id":null,"role":"user"}"#,
+            r#"{"role":"user"}"#,
+            r#"{"id":"e1"}"#,
+            r#"{}"#,
+        ];
+        for text in cases {
+            let view = serde_json::from_str::<EntryView>(text);
+            if let Some((id, timestamp)) = quick_view(text) {
+                let view = view
+                    .unwrap_or_else(|e| panic!("{text}: read quickly, refused by the view: {e}"));
+                assert_eq!((id, timestamp), (&*view.id, &*view.timestamp), "{text}");
+            }
+        }
+        // The usual forms are read quickly.
+        for text in &cases[..5] {
+            assert!(quick_view(text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_wherever_they_are() {
+        for len in 0..20 {
+            for at in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    if at + 1 < len {
+                        b[at + 1] = b'"';
+                    }
+                    assert_eq!(quote_or_backslash(&b), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![0x22 ^ 0x80; len]), None);
         }
     }
 
