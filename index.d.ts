@@ -367,8 +367,8 @@ export declare function mergeSessions(a: NarrativeSession, b: NarrativeSession):
 /**
  * `mergeSessions` for sessions held as JSON text (a string, or a Buffer of UTF-8, as read from a
  * file, Redis or a socket). Parsing (both at once), merging and serialising run off Node's thread;
- * the result is the merged session's JSON text in a Buffer. Rejects with `EINVALID` for a malformed
- * session and `ETOOLARGE` past 32 MiB.
+ * the result is the merged session's JSON text in a Buffer, each conversation entry in it the text it
+ * came as. Rejects with `EINVALID` for a malformed session and `ETOOLARGE` past 32 MiB.
  */
 export declare function mergeSessionsJson(a: string | Buffer, b: string | Buffer): Promise<Buffer>
 

@@ -697,6 +697,33 @@ describe('mergeSessions', () => {
     expect(entry.content).toBe(words.replace('\ud800', '\ufffd'));
   });
 
+  test('mergeSessionsJson writes each entry as it came, and one text of an entry written two ways whatever the order', async () => {
+    const { left, right } = await divergedCopies();
+    const [leftText, rightText] = [JSON.stringify(left), JSON.stringify(right)];
+    // The same session again, its entries with their keys in reverse order and indented.
+    const respelled = JSON.stringify(
+      { ...left, conversationHistory: left.conversationHistory.map((e) => Object.fromEntries(Object.entries(e).reverse())) },
+      null,
+      2,
+    );
+    const texts = async (x, y) => (await mergeSessionsJson(x, y)).toString('utf8');
+    const [one, other] = [await texts(leftText, respelled), await texts(respelled, leftText)];
+    expect(JSON.parse(one)).toEqual(mergeSessions(left, left));
+    const entryText = (e) => JSON.stringify(Object.fromEntries(Object.entries(e).reverse()), null, 2);
+    for (const merged of [one, other]) {
+      // Each entry is one of its two texts, the larger, whichever argument it came in.
+      for (const e of left.conversationHistory) {
+        const candidates = [JSON.stringify(e), entryText(e).replace(/\n/g, '\n    ')];
+        const larger = candidates[0] > candidates[1] ? candidates[0] : candidates[1];
+        expect(merged).toContain(larger);
+      }
+    }
+    expect(one).toBe(other);
+    // A text merge with the other copy keeps the entries of each as written there.
+    const ab = await texts(leftText, rightText);
+    for (const e of right.conversationHistory) expect(ab).toContain(JSON.stringify(e));
+  });
+
   test('mergeSessionsJson merges large diverged sessions, with non-ASCII text, as mergeSessions does', async () => {
     // Several MB each: both texts are converted and parsed on two threads at once, and the string
     // copies are big enough to be backed by 2 MiB pages.

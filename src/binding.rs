@@ -73,8 +73,8 @@ pub fn merge_sessions_js(env: &Env, a: Unknown, b: Unknown) -> Result<JsonText, 
 
 /// `mergeSessions` for sessions held as JSON text (a string, or a Buffer of UTF-8, as read from a
 /// file, Redis or a socket). Parsing (both at once), merging and serialising run off Node's thread;
-/// the result is the merged session's JSON text in a Buffer. Rejects with `EINVALID` for a malformed
-/// session and `ETOOLARGE` past 32 MiB.
+/// the result is the merged session's JSON text in a Buffer, each conversation entry in it the text it
+/// came as. Rejects with `EINVALID` for a malformed session and `ETOOLARGE` past 32 MiB.
 #[napi(
     catch_unwind,
     js_name = "mergeSessionsJson",
