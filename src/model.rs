@@ -246,8 +246,8 @@ pub trait ListEntry {
 }
 
 /// The hash of an entry id that the merge's maps use: foldhash, several times faster than std's
-/// SipHash on short keys, and seeded at random per process, so crafted ids cannot be made to
-/// collide.
+/// SipHash on short keys, and seeded at random per process, so ids that collide cannot be prepared
+/// in advance.
 pub fn hash_id(id: &str) -> u64 {
     static STATE: std::sync::LazyLock<foldhash::quality::RandomState> =
         std::sync::LazyLock::new(Default::default);

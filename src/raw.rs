@@ -119,60 +119,57 @@ struct EntryView<'a> {
 /// and only one whose keys, id, role, universe and timestamp have no escapes; anything else is
 /// None, and [`EntryView`] decides (and words the error).
 fn quick_view(text: &str) -> Option<(&str, &str)> {
+    const ROLES: &[&str] = &["user", "assistant", "system", "agent"];
+    const UNIVERSES: &[&str] = &["engineer", "ceremony", "story"];
     let b = text.as_bytes();
-    let (mut id, mut timestamp) = (None, None);
-    // The known fields seen, one bit each: a second copy of one is for EntryView to refuse.
-    let mut seen = 0u8;
+    // The known fields, each read once: a second copy of one is for EntryView to refuse.
+    let [mut id, mut role, mut content, mut universe, mut timestamp, mut trace_id] = [None; 6];
     let mut i = 1;
     loop {
         i = skip_space(b, i);
         if b.get(i) == Some(&b'}') {
             break;
         }
-        let (key, next) = plain_string(text, i)?;
-        i = skip_space(b, skip_space(b, next) + 1);
-        let field = ["id", "role", "content", "universe", "timestamp", "traceId"]
-            .iter()
-            .position(|known| *known == key);
-        if let Some(field) = field {
-            if seen & (1 << field) != 0 {
-                return None;
-            }
-            seen |= 1 << field;
-        }
-        let nullable = b.get(i) == Some(&b'n') && matches!(field, Some(3 | 5));
-        i = match field {
-            Some(0 | 1 | 3 | 4) if !nullable => {
-                let (value, next) = plain_string(text, i)?;
-                let allowed: &[&str] = match field {
-                    Some(1) => &["user", "assistant", "system", "agent"],
-                    Some(3) => &["engineer", "ceremony", "story"],
-                    _ => &[],
-                };
-                if !allowed.is_empty() && !allowed.contains(&value) {
-                    return None;
-                }
-                match field {
-                    Some(0) => id = Some(value),
-                    Some(4) => timestamp = Some(value),
-                    _ => {}
-                }
-                next
-            }
-            Some(2 | 5) if !nullable => {
-                (b.get(i) == Some(&b'"')).then_some(())?;
-                skip_value(b, i)?
-            }
-            _ => skip_value(b, i)?,
+        let (key, after_key) = plain_string(text, i)?;
+        i = skip_space(b, skip_space(b, after_key) + 1); // past the `:`
+        let null = b.get(i) == Some(&b'n');
+        let (slot, (value, end)): (Option<&mut Option<&str>>, _) = match key {
+            "id" => (Some(&mut id), plain_string(text, i)?),
+            "timestamp" => (Some(&mut timestamp), plain_string(text, i)?),
+            "role" => (Some(&mut role), one_of(plain_string(text, i)?, ROLES)?),
+            "universe" if null => (Some(&mut universe), ("", skip_value(b, i)?)),
+            "universe" => (
+                Some(&mut universe),
+                one_of(plain_string(text, i)?, UNIVERSES)?,
+            ),
+            "content" => (Some(&mut content), ("", string_end(b, i)?)),
+            "traceId" if null => (Some(&mut trace_id), ("", skip_value(b, i)?)),
+            "traceId" => (Some(&mut trace_id), ("", string_end(b, i)?)),
+            // What a `ConversationEntry` keeps in `extra`: any value.
+            _ => (None, ("", skip_value(b, i)?)),
         };
-        i = skip_space(b, i);
+        if let Some(slot) = slot {
+            slot.replace(value).is_none().then_some(())?;
+        }
+        i = skip_space(b, end);
         match b.get(i) {
             Some(b',') => i += 1,
             _ => break,
         }
     }
-    // `id` and `role` are required.
-    (seen & 0b11 == 0b11).then_some((id?, timestamp.unwrap_or("")))
+    role?;
+    Some((id?, timestamp.unwrap_or("")))
+}
+
+/// A string value that must be one of `allowed`.
+fn one_of<'t>((value, end): (&'t str, usize), allowed: &[&str]) -> Option<(&'t str, usize)> {
+    allowed.contains(&value).then_some((value, end))
+}
+
+/// The index after the string starting at `b[i]`, if a string starts there.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    (b.get(i) == Some(&b'"')).then_some(())?;
+    skip_string(b, i)
 }
 
 fn skip_space(b: &[u8], mut i: usize) -> usize {
