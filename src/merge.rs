@@ -1121,30 +1121,22 @@ fn append_sorted<T: ListEntry>(
 /// Merges the sorted lists `target` and `new`, moving each item once, into one list of the right
 /// size. Returns false when `target` turned out not to be sorted, and so neither is the result.
 fn merge_sorted<T: ListEntry>(target: &mut Vec<T>, new: Vec<T>) -> bool {
-    let millis = |list: &[T]| -> Vec<Option<i64>> { list.iter().map(ListEntry::millis).collect() };
-    let (kept_millis, new_millis) = (millis(target), millis(&new));
-    let target_sorted = (1..target.len()).all(|i| {
-        let (a, b) = (&target[i - 1], &target[i]);
-        (kept_millis[i - 1], a.time(), a.id()) <= (kept_millis[i], b.time(), b.id())
-    });
+    let target_sorted = target
+        .windows(2)
+        .all(|pair| order_key(&pair[0]) <= order_key(&pair[1]));
     let mut out = Vec::with_capacity(target.len() + new.len());
-    let mut kept = std::mem::take(target)
-        .into_iter()
-        .zip(kept_millis)
-        .peekable();
-    let mut new = new.into_iter().zip(new_millis).peekable();
-    loop {
-        let take_kept = match (kept.peek(), new.peek()) {
-            (Some((k, k_ms)), Some((n, n_ms))) => {
-                (*k_ms, k.time(), k.id()) <= (*n_ms, n.time(), n.id())
-            }
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
+    let mut kept = std::mem::take(target).into_iter().peekable();
+    let mut new = new.into_iter().peekable();
+    while let (Some(k), Some(n)) = (kept.peek(), new.peek()) {
+        let next = if order_key(k) <= order_key(n) {
+            kept.next()
+        } else {
+            new.next()
         };
-        let next = if take_kept { kept.next() } else { new.next() };
-        out.extend(next.map(|(item, _)| item));
+        out.extend(next);
     }
+    out.extend(kept);
+    out.extend(new);
     *target = out;
     target_sorted
 }
