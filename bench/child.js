@@ -262,8 +262,13 @@ function w2() {
       const store = await baselineStore(job.system)
       return { store, session: await store.load(stem) }
     },
-    async rep(state, i) {
-      const update = updateOf(i)
+    // The entry a client sent, made before the timed part (generating its text is neither
+    // system's work).
+    prepare(state, i) {
+      state.update = updateOf(i)
+    },
+    async rep(state) {
+      const { update } = state
       lastId = update.conversationHistory[0].id
       appended++
       if (OURS) {

@@ -270,6 +270,59 @@ fn the_lock_is_exclusive_across_threads() {
     waiter.join().unwrap();
 }
 
+/// Appends `bytes` to the journal of `stem` under its lock; returns the journal's new length.
+fn append(backend: &FileBackend, stem: &str, bytes: &[u8]) -> u64 {
+    let lock = backend.lock(stem).unwrap();
+    backend.append_journal(stem, bytes, &lock).unwrap()
+}
+
+#[test]
+fn an_append_after_another_process_replaced_the_journal_goes_to_the_new_one() {
+    let (root, mine) = backend();
+    // A second store on the same directory, as another mia-code-server process would open it.
+    let other = FileBackend::open(&root.path().join("data").join("sessions")).unwrap();
+    let stem = key().file_stem();
+    let journal = mine.dir().join(format!("{stem}.journal"));
+
+    assert_eq!(append(&mine, &stem, b"one."), 4);
+    assert_eq!(
+        append(&mine, &stem, b"two."),
+        8,
+        "the kept journal appends at its end"
+    );
+    // The other process compacts the session (its journal goes) and journals a new update.
+    {
+        let lock = other.lock(&stem).unwrap();
+        other.remove_journal(&stem, &lock).unwrap();
+    }
+    assert_eq!(append(&other, &stem, b"three."), 6);
+
+    // Written into the file it kept open, this would be lost with the removed journal.
+    assert_eq!(append(&mine, &stem, b"four."), 11);
+    assert_eq!(fs::read(&journal).unwrap(), b"three.four.");
+    // Each side goes on appending to the same, current file.
+    assert_eq!(append(&other, &stem, b"five."), 16);
+    assert_eq!(fs::read(&journal).unwrap(), b"three.four.five.");
+}
+
+#[test]
+fn an_append_after_the_journal_was_removed_here_creates_a_new_private_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_root, backend) = backend();
+    let stem = key().file_stem();
+    let journal = backend.dir().join(format!("{stem}.journal"));
+    append(&backend, &stem, b"old.");
+    {
+        let lock = backend.lock(&stem).unwrap();
+        backend.remove_journal(&stem, &lock).unwrap();
+    }
+    assert!(!journal.exists());
+    assert_eq!(append(&backend, &stem, b"new."), 4);
+    assert_eq!(fs::read(&journal).unwrap(), b"new.");
+    let mode = fs::metadata(&journal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
 #[test]
 fn a_delete_while_another_thread_waits_hands_it_a_lock_on_the_new_file() {
     let (_root, backend) = backend();

@@ -16,11 +16,12 @@
 //! first step, on a tokio worker that has handed its other tasks on), never on Node's thread.
 //! Every function that reads or changes a session's files takes its [`SessionLock`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::de::IgnoredAny;
@@ -38,6 +39,9 @@ const TEMP_EXT: &str = ".tmp";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How many journals stay open between appends (see [`OpenJournals`]).
+const MAX_OPEN_JOURNALS: usize = 128;
+
 pub use super::lock::SessionLock;
 use super::lock::SessionLocks;
 
@@ -45,6 +49,66 @@ use super::lock::SessionLocks;
 pub struct FileBackend {
     dir: PathBuf,
     locks: SessionLocks,
+    journals: OpenJournals,
+}
+
+/// Journals kept open between appends, so that a save is a `stat`, a write and an `fdatasync`,
+/// without an open and a close around them (which also makes every store watching the directory
+/// see one event per append instead of three).
+///
+/// An open file is used only while the journal's path still names it (same device and inode):
+/// another process that compacts a session removes its journal, and the next append then opens the
+/// new one. The inode cannot be reused meanwhile, since the open file keeps it. Unix only: elsewhere
+/// there is no inode to check, and every append opens the journal.
+#[derive(Debug, Default)]
+struct OpenJournals(Mutex<HashMap<String, OpenJournal>>);
+
+#[derive(Debug)]
+struct OpenJournal {
+    file: File,
+    identity: (u64, u64),
+}
+
+impl OpenJournals {
+    /// Takes the open journal of `stem` if it is still the file at its path.
+    fn take(&self, stem: &str, at_path: &fs::Metadata) -> Option<File> {
+        let open = lock_map(&self.0).remove(stem)?;
+        (Some(open.identity) == file_identity(at_path)).then_some(open.file)
+    }
+
+    fn keep(&self, stem: &str, file: File, identity: (u64, u64)) {
+        let mut map = lock_map(&self.0);
+        if map.len() >= MAX_OPEN_JOURNALS && !map.contains_key(stem) {
+            // Any one: a session whose journal is closed only pays an open on its next save.
+            if let Some(other) = map.keys().next().cloned() {
+                map.remove(&other);
+            }
+        }
+        map.insert(stem.to_string(), OpenJournal { file, identity });
+    }
+
+    /// Closes the journal of `stem`, before it is removed.
+    fn forget(&self, stem: &str) {
+        lock_map(&self.0).remove(stem);
+    }
+}
+
+fn lock_map<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A file's device and inode, or None where there are none (not Unix).
+fn file_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// What reading a session's files found.
@@ -144,6 +208,7 @@ impl FileBackend {
         Ok(FileBackend {
             dir: dir.to_path_buf(),
             locks: SessionLocks::open(dir)?,
+            journals: OpenJournals::default(),
         })
     }
 
@@ -290,26 +355,41 @@ impl FileBackend {
     /// Appends framed records to the journal and makes them durable. Returns the new length.
     pub fn append_journal(&self, stem: &str, records: &[u8], _lock: &SessionLock) -> Result<u64> {
         let path = self.path(stem, JOURNAL_EXT);
-        let created = !path.exists();
-        let mut file = private_file_options()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("cannot open", &path, e))?;
+        let at_path = match fs::metadata(&path) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::io("cannot stat", &path, e)),
+        };
+        let kept = at_path
+            .as_ref()
+            .and_then(|meta| self.journals.take(stem, meta));
+        let mut file = match kept {
+            Some(file) => file,
+            None => private_file_options()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|e| StoreError::io("cannot open", &path, e))?,
+        };
         file.write_all(records)
             .and_then(|()| file.sync_data())
             .map_err(|e| StoreError::io("cannot append to", &path, e))?;
-        if created {
+        if at_path.is_none() {
             sync_dir(&self.dir)?;
         }
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| StoreError::io("cannot stat", &path, e))
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io("cannot stat", &path, e))?;
+        if let Some(identity) = file_identity(&meta) {
+            self.journals.keep(stem, file, identity);
+        }
+        Ok(meta.len())
     }
 
     /// Removes the journal once a snapshot holds everything in it.
     pub fn remove_journal(&self, stem: &str, _lock: &SessionLock) -> Result<()> {
         let path = self.path(stem, JOURNAL_EXT);
+        self.journals.forget(stem);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -328,6 +408,7 @@ impl FileBackend {
     /// directory durable once at the end with [`FileBackend::sync`].
     pub fn unlink(&self, stem: &str, lock: SessionLock) -> Result<bool> {
         let mut existed = false;
+        self.journals.forget(stem);
         // Backup first: a crash between the two must not bring a deleted session back from it.
         for (path, is_main) in [
             (self.path(stem, JOURNAL_EXT), false),
