@@ -496,6 +496,26 @@ describe('onMerge listeners', () => {
 });
 
 describe('save, delete and list', () => {
+  test('a burst of durable merges and saves, more than run on blocking threads at once, all reach the disk', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir);
+    const users = Array.from({ length: 8 }, (_, i) => `user-${i}`);
+    // Per user: three durable merges, and a plain merge followed by a save, all started at once.
+    const calls = [];
+    for (const user of users) {
+      for (const k of ['a', 'b', 'c']) calls.push(store.merge(user, '/proj', { memory: { [k]: user } }, { durable: true, returnSession: false }));
+      calls.push(store.merge(user, '/proj', { memory: { d: user } }).then(() => store.save(user, '/proj')));
+    }
+    const results = await Promise.all(calls);
+    expect(results).toHaveLength(32);
+    // Read by another process from the files alone.
+    for (const user of [users[0], users[7]]) {
+      const { session } = await loadInChild(dataDir, user, '/proj');
+      expect(session.memory).toEqual({ a: user, b: user, c: user, d: user });
+    }
+    expect((await store.list()).filter((s) => s.dirty)).toEqual([]);
+  });
+
   test('save() resolves true when there was something to write, false when clean', async () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir);

@@ -384,6 +384,11 @@ impl SessionStore {
         &self.inner.options.data_dir
     }
 
+    /// Whether sessions are kept in files (rather than in Redis).
+    pub fn is_file_backed(&self) -> bool {
+        matches!(self.inner.backend, Backend::File(_))
+    }
+
     /// The file backend, or None with Redis.
     fn files(&self) -> Option<Arc<FileBackend>> {
         match &self.inner.backend {
@@ -1040,9 +1045,10 @@ where
         .map_err(|e| StoreError::internal(format!("blocking task failed: {e}")))?
 }
 
-/// Runs short blocking work that a caller waits on (a save's lock, look and append) on this tokio
-/// worker thread, which hands its other tasks to another thread meanwhile. That saves waking a
-/// blocking-pool thread and waking this one again, a good part of a small save's time on a VM.
+/// Runs short blocking work that a caller waits on (a save's lock, look and append) on this thread.
+/// On a tokio worker, the worker hands its other tasks to another thread meanwhile. That saves
+/// waking a blocking-pool thread and waking this one again, a good part of a small save's time on a
+/// VM. On a blocking-pool thread (where the binding runs durable merges and saves) it just runs.
 /// Off a multi-threaded runtime (as in `#[tokio::test]`) it goes to the blocking pool instead.
 async fn blocking_here<T, F>(work: F) -> Result<T>
 where
