@@ -530,9 +530,8 @@ where
 }
 
 /// How many calls run on blocking-pool threads at once. The rest run on tokio's workers like every
-/// other call, so that a burst of saves (a host saving 100 sessions at once) is not a burst of
-/// threads competing with Node's for the cores: that held Node's thread 9–23 ms in W3, against
-/// 3 ms on the workers.
+/// other call, so that a burst of saves (a host saving 100 sessions at once) does not start a thread
+/// each, all competing with Node's thread for the cores.
 const MAX_BLOCKING_CALLS: usize = 2;
 
 static BLOCKING_CALLS: AtomicUsize = AtomicUsize::new(0);
