@@ -72,12 +72,12 @@ struct OpenJournal {
 impl OpenJournals {
     /// Takes the open journal of `stem` if it is still the file at its path.
     fn take(&self, stem: &str, at_path: &fs::Metadata) -> Option<File> {
-        let open = lock_map(&self.0).remove(stem)?;
+        let open = super::lock(&self.0).remove(stem)?;
         (Some(open.identity) == file_identity(at_path)).then_some(open.file)
     }
 
     fn keep(&self, stem: &str, file: File, identity: (u64, u64)) {
-        let mut map = lock_map(&self.0);
+        let mut map = super::lock(&self.0);
         if map.len() >= MAX_OPEN_JOURNALS && !map.contains_key(stem) {
             // Any one: a session whose journal is closed only pays an open on its next save.
             if let Some(other) = map.keys().next().cloned() {
@@ -89,12 +89,8 @@ impl OpenJournals {
 
     /// Closes the journal of `stem`, before it is removed.
     fn forget(&self, stem: &str) {
-        lock_map(&self.0).remove(stem);
+        super::lock(&self.0).remove(stem);
     }
-}
-
-fn lock_map<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A file's device and inode, or None where there are none (not Unix).

@@ -1062,7 +1062,8 @@ where
     }
 }
 
-/// Locks a std mutex, recovering from poisoning: every critical section here leaves the data whole.
+/// Locks a std mutex, recovering from poisoning: every critical section in the store (this module
+/// and its backends) leaves the data whole.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

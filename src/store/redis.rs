@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::file::StoredSummary;
+use super::lock;
 use crate::clock::wall_clock_millis;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
@@ -1332,12 +1333,6 @@ fn new_generation() -> u64 {
     );
     // Kept below 2^53 so that it survives a trip through JavaScript numbers too.
     (hasher.finish() >> 11).max(1)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
