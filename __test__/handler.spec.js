@@ -692,3 +692,68 @@ describe('messages for the host', () => {
     expect(hostSeen).toEqual(['subscribe', 'session-update']);
   });
 });
+
+describe('large sessions', () => {
+  const { FRAGMENT_BYTES } = require('../lib/fragments');
+
+  /** Stores, before anyone connects, a session of alice's whose JSON is several fragments long. */
+  async function storeLargeSession(on) {
+    const entries = Array.from({ length: 400 }, (_, n) => ({
+      id: `big-${n}`,
+      role: n % 2 ? 'agent' : 'user',
+      content: `${n} ${'é tension and resolution '.repeat(80)}`,
+    }));
+    await on.store.merge('alice', WORKSPACE, { conversationHistory: entries, memory: { big: true } });
+    const { sessionJson } = await on.store.loadRaw('alice', WORKSPACE);
+    expect(sessionJson.length).toBeGreaterThan(3 * FRAGMENT_BYTES);
+    return JSON.parse(sessionJson.toString());
+  }
+
+  test('a session several fragments long is restored whole, and so is the ack that carries it', async () => {
+    const stored = await storeLargeSession(server);
+    const { client, session } = await open({ user: 'alice', workspace: WORKSPACE });
+    expect(session).toEqual(stored);
+    client.update({ memory: { after: 'big' } }, 'big-ack');
+    const ack = await client.nextEvent('ack');
+    expect(ack.traceId).toBe('big-ack');
+    expect(ack.payload.session.conversationHistory).toEqual(stored.conversationHistory);
+    expect(ack.payload.session.memory).toEqual({ big: true, after: 'big' });
+  });
+
+  test("the host's sends made while a large restore is going out arrive whole and in order, none inside it", async () => {
+    let sent = 0;
+    let hostDone = false;
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-host-'),
+      hostHandler(ws) {
+        // A host that sends on every turn of the loop for a while, as a busy host's own channel would.
+        const started = Date.now();
+        const tick = () => {
+          if (ws.readyState !== 1 || Date.now() - started > 200) {
+            hostDone = true;
+            return;
+          }
+          ws.send(JSON.stringify({ type: 'host-tick', n: sent++ }));
+          setImmediate(tick);
+        };
+        tick();
+      },
+    });
+    const stored = await storeLargeSession(host);
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    await client.opened;
+    const restored = await client.nextEvent('restored', () => true, { timeoutMs: 5000 });
+    expect(restored.payload.session).toEqual(stored);
+    await pollUntil(() => hostDone && client.messages.filter((m) => m.type === 'host-tick').length === sent, {
+      what: "all the host's messages",
+    });
+    const ticks = client.messages.filter((m) => m.type === 'host-tick').map((m) => m.n);
+    expect(ticks).toEqual(Array.from({ length: sent }, (_, n) => n));
+    expect(client.messages.filter((m) => m.unparsable !== undefined)).toEqual([]);
+    expect(client.isOpen).toBe(true);
+    // Some of the host's messages were sent while the restore was going out, and were held until its end.
+    const restoredAt = client.messages.indexOf(restored);
+    expect(restoredAt).toBeGreaterThan(0);
+    expect(restoredAt).toBeLessThan(client.messages.length - 1);
+  });
+});

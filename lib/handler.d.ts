@@ -4,7 +4,9 @@ import type { NarrativeSessionStore } from '../index'
 /** The socket the handler needs: what the `ws` package's WebSocket provides. */
 export interface NarrativeSocket {
   readonly readyState: number
-  send(data: string): void
+  /** Bytes queued by `send` and not yet handed to the network; large restores wait for it to be 0. */
+  readonly bufferedAmount: number
+  send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }): void
   close(code?: number, reason?: string): void
   on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): unknown
   on(event: 'close' | 'error', listener: (...args: unknown[]) => void): unknown

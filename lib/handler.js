@@ -5,6 +5,7 @@
 
 const os = require('node:os')
 const { normalizeWorkspaceId } = require('../index')
+const { sendTextMessage } = require('./fragments')
 
 /** Message types this handler takes; a host's own handler can skip them. */
 const SESSION_MESSAGE_TYPES = Object.freeze(['session-update'])
@@ -49,15 +50,14 @@ function attachNarrativeSession(ws, req, options) {
     ws.send(JSON.stringify(envelope))
   }
   // A session-event whose payload ends with the session as the JSON text Rust produced: the text is
-  // never parsed here, and goes out as the middle fragment of one text message, uncopied.
+  // never parsed here, and goes out uncopied as the middle of one text message, in fragments when it
+  // is large (lib/fragments.js). Settles when the message is out.
   const sendWithSession = (payload, sessionJson, traceId) => {
     if (ws.readyState !== WS_OPEN) return
     const envelope = { type: 'session-event', channel: 'session', timestamp: new Date().toISOString() }
     if (traceId !== undefined) envelope.traceId = traceId
     const head = `${JSON.stringify(envelope).slice(0, -1)},"payload":${JSON.stringify(payload).slice(0, -1)},"session":`
-    ws.send(head, { binary: false, fin: false })
-    ws.send(sessionJson, { binary: false, fin: false })
-    ws.send('}}', { binary: false, fin: true })
+    return sendTextMessage(ws, head, sessionJson, '}}')
   }
   const post = (type, payload, traceId) => {
     outbox = outbox.then(() => send(type, payload, traceId))
@@ -67,7 +67,7 @@ function attachNarrativeSession(ws, req, options) {
       if (ws.readyState !== WS_OPEN) return
       try {
         const { sessionJson } = await store.loadRaw(connection.userId, connection.workspaceId)
-        sendWithSession(payload, sessionJson, traceId)
+        await sendWithSession(payload, sessionJson, traceId)
       } catch (err) {
         send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
       }
