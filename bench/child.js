@@ -10,6 +10,8 @@ const http = require('node:http')
 const { spawn } = require('node:child_process')
 
 const { measure, idleNoise, sleep } = require('./lib/measure')
+const { StallProbe } = require('./lib/stall-probe')
+const { sendTextMessage } = require('../lib/fragments')
 const gen = require('./generate')
 
 const job = JSON.parse(process.argv[2])
@@ -85,6 +87,9 @@ function mergeLean(store, userId, workspaceId, update) {
   return store.merge(userId, workspaceId, update, { origin: 'bench', returnSession: false })
 }
 
+/** At most this many repetitions with the stall probe, after the timed ones. */
+const PROBE_REPS = 15
+
 async function run(body) {
   const samples = []
   if (REDIS) {
@@ -111,11 +116,22 @@ async function run(body) {
     if (body.check) sample.check = body.check(value, i)
     samples.push(sample)
   }
+  // The stall probe's repetitions, after the timed ones: its pings would count in their figures.
+  const probe = new StallProbe()
+  noise.stallMs = await probe.idle(300)
+  const probeSamples = []
+  for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) {
+    if (prepare) await prepare(state, i)
+    const { sample, value } = await measure(() => rep(state, i), probe)
+    if (body.check) sample.check = body.check(value, i)
+    probeSamples.push(sample)
+  }
+  await probe.close()
   const maxRSSKB = process.resourceUsage().maxRSS
   const verification = verify ? await verify(state) : { ok: true }
   if (body.teardown) await body.teardown(state)
   if (admin) admin.close()
-  return { samples, maxRSSKB, noise, verify: verification }
+  return { samples, probeSamples, maxRSSKB, noise, verify: verification }
 }
 
 // ---------------------------------------------------------------- W1: restore on connect
@@ -141,12 +157,11 @@ function w1() {
       timestamp: new Date().toISOString(),
     })
 
+  // As the handler sends it (lib/fragments.js): in fragments, one per turn of the loop, when large.
   const sendFramed = (sessionJson, created, recovered) => {
     const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
     const tail = `},"timestamp":"${new Date().toISOString()}"}`
-    socket.send(head, { binary: false, fin: false })
-    socket.send(sessionJson, { binary: false, fin: false })
-    socket.send(tail, { binary: false, fin: true })
+    return sendTextMessage(socket, head, sessionJson, tail)
   }
 
   return {
@@ -192,13 +207,13 @@ function w1() {
     },
     async rep(state) {
       if (job.system === 'send-only') {
-        sendFramed(state.text, false, false)
+        await sendFramed(state.text, false, false)
       } else if (OURS) {
         const store = state.store
         if (features.loadRaw) {
           // The session's JSON text goes out as it came from Rust, framed by the envelope, unparsed.
           const { sessionJson, created, recovered } = await store.loadRaw(userId, workspaceId)
-          sendFramed(sessionJson, created, recovered)
+          await sendFramed(sessionJson, created, recovered)
         } else {
           const { session, created, recovered } = await store.load(userId, workspaceId)
           socket.send(envelope(session, created, recovered))

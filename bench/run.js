@@ -243,6 +243,7 @@ function pad(cells, widths) {
 const RATIO_METRICS = [
   ['wallMs', 'wall'],
   ['blockMaxMs', 'block'],
+  ['stallMs', 'stall'],
   ['busyMs', 'busy'],
   ['cpuMs', 'cpu'],
   ['writeBytes', 'written'],
@@ -253,6 +254,7 @@ const RATIO_METRICS = [
 const REDIS_RATIO_METRICS = [
   ['wallMs', 'wall'],
   ['blockMaxMs', 'block'],
+  ['stallMs', 'stall'],
   ['busyMs', 'busy'],
   ['cpuMs', 'cpu'],
   ['redisInBytes', 'to redis'],
@@ -263,12 +265,12 @@ const ratioMetrics = (baseline) => (REDIS_SYSTEMS.has(baseline) ? REDIS_RATIO_ME
 
 function table(groups) {
   const lines = []
-  const widths = [10, 3, 9, 9, 9, 9, 9, 9, 7, 9, 10]
+  const widths = [10, 3, 9, 9, 9, 7, 9, 9, 9, 7, 9, 10]
   let workload
   for (const g of groups) {
     // Bytes to and from Redis, in the groups where a system ran on Redis.
     const withRedis = g.rows.some((r) => REDIS_SYSTEMS.has(r.system))
-    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'busy ms', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
+    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'stall', 'busy ms', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
     if (g.workload !== workload) {
       workload = g.workload
       lines.push('', `== ${TITLES[workload]}`)
@@ -286,6 +288,7 @@ function table(groups) {
         fmtMs(m.wallMs),
         fmtMs(m.blockMaxMs),
         fmtMs(m.blockP99Ms),
+        fmtMs(m.stallMs),
         fmtMs(m.busyMs),
         fmtMs(m.cpuMs),
         REDIS_SYSTEMS.has(r.system) ? '—' : fmtBytes(m.writeBytes),
@@ -300,7 +303,7 @@ function table(groups) {
     }
     const bad = g.rows.filter((r) => r.verify && r.verify.ok === false)
     if (bad.length) lines.push(`   VERIFICATION FAILED: ${bad.map((r) => r.system).join(', ')}`)
-    const failedChecks = g.rows.filter((r) => r.samples && r.samples.some((s) => s.check === false))
+    const failedChecks = g.rows.filter((r) => r.samples && [...r.samples, ...(r.probeSamples || [])].some((s) => s.check === false))
     if (failedChecks.length) lines.push(`   per-rep check failed: ${failedChecks.map((r) => r.system).join(', ')}`)
   }
   return lines.join('\n')
@@ -431,7 +434,7 @@ async function main() {
       }
       fs.rmSync(workDir, { recursive: true, force: true })
       const row = { ...job, ...result }
-      if (!result.error) Object.assign(row, summarize(result.samples))
+      if (!result.error) Object.assign(row, summarize(result.samples, result.probeSamples))
       results.push(row)
       const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)}${row.median.wallMs >= 1000 ? '' : ' ms'}${result.verify.ok ? '' : ' VERIFY FAILED'}`
       log(`  [${i + 1}/${jobs.length}] ${job.workload} ${job.variant} ${job.system}: ${status} (${((Date.now() - t) / 1000).toFixed(1)} s)`)

@@ -6,6 +6,8 @@
 //   blocked is `max − 1 ms`, floored at 0; p99 likewise. Node skips the first interval after
 //   `enable()`, so the monitor is primed for a few ms before the operation starts, and the loop is
 //   let run for a few ms after it ends, so that a block at the very end is seen.
+// - Stall: the longest an event posted to the main thread waited for it, to within ~0.25 ms
+//   (lib/stall-probe.js), in repetitions of its own (the probe's pings cost the main thread time).
 // - Main-thread busy time: event-loop utilisation over the operation (active ms), i.e. all the
 //   time the main thread spent running JavaScript or native callbacks, however it was split up.
 // - CPU: process.cpuUsage() delta, user + system, all threads of the process (tokio, libuv pool).
@@ -39,11 +41,15 @@ function readIo() {
 
 const gc = typeof global.gc === 'function' ? global.gc : () => {}
 
-/** Runs `fn` once and measures it. `fn` may be sync or async. */
-async function measure(fn) {
+/**
+ * Runs `fn` once and measures it. `fn` may be sync or async. With a `probe` (a StallProbe), the
+ * sample also has `stallMs`: the longest an event waited for the main thread (lib/stall-probe.js).
+ */
+async function measure(fn, probe) {
   gc()
   histogram.reset()
   histogram.enable()
+  if (probe) probe.start()
   await sleep(4)
   const io0 = readIo()
   const cpu0 = process.cpuUsage()
@@ -56,6 +62,7 @@ async function measure(fn) {
   const io1 = readIo()
   await sleep(4)
   histogram.disable()
+  const stallMs = probe ? probe.stop() : undefined
   const blocked = (ns) => Math.max(0, ns / 1e6 - RESOLUTION_MS)
   return {
     value,
@@ -67,6 +74,7 @@ async function measure(fn) {
       cpuMs: (cpu.user + cpu.system) / 1000,
       writeBytes: io0 && io1 ? io1.write_bytes - io0.write_bytes : null,
       wcharBytes: io0 && io1 ? io1.wchar - io0.wchar : null,
+      ...(probe ? { stallMs } : {}),
     },
   }
 }
@@ -90,14 +98,16 @@ function median(values) {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
 }
 
-const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
+const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'stallMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
 
-function summarize(samples) {
+/** Medians and maxima of the timed samples, and of the stall probe's own samples for `stallMs`. */
+function summarize(samples, probeSamples = []) {
   const med = {}
   const max = {}
   for (const m of METRICS) {
-    med[m] = median(samples.map((s) => s[m]))
-    const vals = samples.map((s) => s[m]).filter((x) => typeof x === 'number')
+    const from = m === 'stallMs' ? probeSamples : samples
+    med[m] = median(from.map((s) => s[m]))
+    const vals = from.map((s) => s[m]).filter((x) => typeof x === 'number')
     max[m] = vals.length ? Math.max(...vals) : null
   }
   return { median: med, max }
