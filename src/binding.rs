@@ -132,8 +132,7 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
 /// ask V8 for the length a second time first.
 fn utf16_of(value: Unknown, units: usize) -> Result<Vec<u16>> {
     let capacity = units + 1; // V8 also writes a NUL.
-    let mut out: Vec<u16> = Vec::with_capacity(capacity);
-    crate::text::prefer_huge_pages(&mut out);
+    let mut out = crate::text::utf16_buffer(capacity);
     let mut written = 0;
     let raw = value.value();
     // SAFETY: V8 writes at most `capacity` units, the NUL included, and reports how many it wrote

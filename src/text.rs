@@ -1,6 +1,12 @@
 //! JSON text as it comes from JavaScript: the bytes of a Buffer, or the UTF-16 code units of a
 //! string. Copying a string's units is a plain copy for V8; the UTF-8 conversion then runs off
 //! Node's thread, in [`Text::into_utf8`].
+//!
+//! The copy is made on Node's thread, so the buffers it goes into are reused ([`utf16_buffer`]): a
+//! new one costs a page fault and a zeroed page for every page it spans, as much time again as the
+//! copy itself.
+
+use std::sync::Mutex;
 
 pub enum Text {
     Utf8(Vec<u8>),
@@ -25,7 +31,56 @@ impl Text {
     pub fn into_utf8(self) -> Vec<u8> {
         match self {
             Text::Utf8(bytes) => bytes,
-            Text::Utf16(units) => utf16_to_utf8(&units),
+            Text::Utf16(units) => {
+                let utf8 = utf16_to_utf8(&units);
+                give_back(units);
+                utf8
+            }
+        }
+    }
+}
+
+/// Spare buffers for strings' UTF-16 units, already backed by memory: at most this many, each of
+/// at most SPARE_MAX_UNITS (16 MiB), so that at most 32 MiB are kept.
+const SPARE_BUFFERS: usize = 2;
+const SPARE_MAX_UNITS: usize = 8 << 20;
+static SPARE_UTF16: Mutex<Vec<Vec<u16>>> = Mutex::new(Vec::new());
+
+fn spare_utf16() -> std::sync::MutexGuard<'static, Vec<Vec<u16>>> {
+    SPARE_UTF16
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An empty buffer for at least `capacity` UTF-16 units: the smallest spare one that fits, or a
+/// new one.
+pub fn utf16_buffer(capacity: usize) -> Vec<u16> {
+    let spare = {
+        let mut spare = spare_utf16();
+        let fits = (0..spare.len())
+            .filter(|&i| spare[i].capacity() >= capacity)
+            .min_by_key(|&i| spare[i].capacity());
+        fits.map(|i| spare.swap_remove(i))
+    };
+    spare.unwrap_or_else(|| {
+        let mut fresh = Vec::with_capacity(capacity);
+        prefer_huge_pages(&mut fresh);
+        fresh
+    })
+}
+
+/// Keeps `units` for the next string, unless it is too large or the spares are larger.
+fn give_back(mut units: Vec<u16>) {
+    if units.capacity() > SPARE_MAX_UNITS {
+        return;
+    }
+    units.clear();
+    let mut spare = spare_utf16();
+    if spare.len() < SPARE_BUFFERS {
+        spare.push(units);
+    } else if let Some(smallest) = spare.iter_mut().min_by_key(|b| b.capacity()) {
+        if smallest.capacity() < units.capacity() {
+            *smallest = units;
         }
     }
 }
@@ -105,6 +160,32 @@ mod tests {
         ] {
             assert_eq!(utf8_of(text), text.as_bytes(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn spare_buffers_are_reused_and_bounded() {
+        // Other tests share the spares; these capacities are this test's own.
+        let wanted = 3 * 1024 * 1024 + 17;
+        let mut first = utf16_buffer(wanted);
+        first.extend("{}".encode_utf16());
+        let address = first.as_ptr();
+        assert_eq!(Text::Utf16(first).into_utf8(), b"{}");
+        let again = utf16_buffer(wanted);
+        assert!(again.is_empty() && again.capacity() >= wanted);
+        assert_eq!(
+            again.as_ptr(),
+            address,
+            "the buffer given back is the one taken"
+        );
+        give_back(again);
+        // One larger than the bound is not kept.
+        let huge = utf16_buffer(SPARE_MAX_UNITS + 1);
+        let huge_address = huge.as_ptr();
+        give_back(huge);
+        assert!(spare_utf16()
+            .iter()
+            .all(|b| b.as_ptr() != huge_address && b.capacity() <= SPARE_MAX_UNITS));
+        assert!(spare_utf16().len() <= SPARE_BUFFERS);
     }
 
     #[test]
