@@ -703,6 +703,24 @@ describe('mergeSessions', () => {
     expect(JSON.stringify(left)).toBe(leftText);
   });
 
+  test('mergeSessionsJson gives each merge its own result, whatever ran before it or beside it', async () => {
+    // Texts are copied into buffers kept from earlier merges: a large merge, then small ones and
+    // many at once, each must see only its own text.
+    const { left, right } = await divergedCopies();
+    const entries = Array.from({ length: 3000 }, (_, n) => ({ id: `big-${n}`, role: 'user', content: `é ${n} ${'x'.repeat(200)}`, timestamp: right.updatedAt }));
+    const bigRight = { ...right, conversationHistory: [...right.conversationHistory, ...entries] };
+    const bigExpected = mergeSessions(left, bigRight);
+    const smallExpected = mergeSessions(left, right);
+    const [leftText, rightText, bigText] = [JSON.stringify(left), JSON.stringify(right), JSON.stringify(bigRight)];
+    expect(JSON.parse((await mergeSessionsJson(leftText, bigText)).toString())).toEqual(bigExpected);
+    expect(JSON.parse((await mergeSessionsJson(leftText, rightText)).toString())).toEqual(smallExpected);
+    const pairs = Array.from({ length: 12 }, (_, n) =>
+      n % 3 === 0 ? [Buffer.from(bigText), leftText, bigExpected] : [n % 2 ? Buffer.from(rightText) : rightText, leftText, smallExpected],
+    );
+    const results = await Promise.all(pairs.map(([x, y]) => mergeSessionsJson(x, y)));
+    results.forEach((merged, n) => expect(JSON.parse(merged.toString())).toEqual(pairs[n][2]));
+  });
+
   test('mergeSessionsJson reads non-ASCII text from a string as Buffer.from(string) would', async () => {
     const { left, right } = await divergedCopies();
     const words = 'héllo wörld, 日本語, 🌍🚀 and a lone \ud800 surrogate';

@@ -120,7 +120,9 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
             if bytes.len() > MAX {
                 return Err(session_too_large(what, bytes.len(), MAX));
             }
-            Ok(Text::Utf8(bytes.to_vec()))
+            let mut copy = crate::text::UTF8_SPARES.take(bytes.len());
+            copy.extend_from_slice(&bytes);
+            Ok(Text::Utf8(copy))
         }
         _ => Err(StoreError::invalid(format!(
             "{what} must be a string or a Buffer of JSON text"
@@ -132,7 +134,7 @@ fn text_arg(value: Unknown, what: &str) -> Outcome<Text> {
 /// ask V8 for the length a second time first.
 fn utf16_of(value: Unknown, units: usize) -> Result<Vec<u16>> {
     let capacity = units + 1; // V8 also writes a NUL.
-    let mut out = crate::text::utf16_buffer(capacity);
+    let mut out = crate::text::UTF16_SPARES.take(capacity);
     let mut written = 0;
     let raw = value.value();
     // SAFETY: V8 writes at most `capacity` units, the NUL included, and reports how many it wrote

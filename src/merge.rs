@@ -31,7 +31,7 @@ use crate::model::{
     UniverseFocus,
 };
 use crate::raw::RawEntry;
-use crate::text::Text;
+use crate::text::{Text, UTF8_SPARES};
 
 /// How a patch treats a field whose value equals the target's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +265,9 @@ pub fn merge_session_texts(a: Text, b: Text, max_bytes: usize) -> Result<Vec<u8>
     let mut out = Vec::with_capacity(capacity);
     crate::text::prefer_huge_pages(&mut out);
     serde_json::to_writer(&mut out, &merged).map_err(internal)?;
+    drop(merged);
+    UTF8_SPARES.give_back(a_utf8);
+    UTF8_SPARES.give_back(b_utf8);
     Ok(out)
 }
 

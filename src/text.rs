@@ -2,9 +2,9 @@
 //! string. Copying a string's units is a plain copy for V8; the UTF-8 conversion then runs off
 //! Node's thread, in [`Text::into_utf8`].
 //!
-//! The copy is made on Node's thread, so the buffers it goes into are reused ([`utf16_buffer`]): a
-//! new one costs a page fault and a zeroed page for every page it spans, as much time again as the
-//! copy itself.
+//! The buffers these texts are copied and converted into are reused ([`Spares`]): a new one costs
+//! a page fault and a zeroed page for every page it spans, as much time again as the copy itself,
+//! and the copy is made on Node's thread.
 
 use std::sync::Mutex;
 
@@ -33,78 +33,93 @@ impl Text {
             Text::Utf8(bytes) => bytes,
             Text::Utf16(units) => {
                 let utf8 = utf16_to_utf8(&units);
-                give_back(units);
+                UTF16_SPARES.give_back(units);
                 utf8
             }
         }
     }
 }
 
-/// Spare buffers for strings' UTF-16 units, already backed by memory: at most this many, each of
-/// at most SPARE_MAX_UNITS (16 MiB), so that at most 32 MiB are kept.
+/// Buffers kept for the next text instead of freed, already backed by memory: at most
+/// SPARE_BUFFERS per kind, each of at most SPARE_MAX_BYTES, so that at most 64 MiB are kept (and only
+/// as much as the largest texts seen).
+pub struct Spares<T> {
+    buffers: Mutex<Vec<Vec<T>>>,
+}
+
 const SPARE_BUFFERS: usize = 2;
-const SPARE_MAX_UNITS: usize = 8 << 20;
-static SPARE_UTF16: Mutex<Vec<Vec<u16>>> = Mutex::new(Vec::new());
+const SPARE_MAX_BYTES: usize = 16 << 20;
 
-fn spare_utf16() -> std::sync::MutexGuard<'static, Vec<Vec<u16>>> {
-    SPARE_UTF16
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Copies of strings' UTF-16 units, made on Node's thread.
+pub static UTF16_SPARES: Spares<u16> = Spares::new();
+/// UTF-8 texts: Buffers' copies (made on Node's thread) and strings converted to UTF-8.
+pub static UTF8_SPARES: Spares<u8> = Spares::new();
 
-/// An empty buffer for at least `capacity` UTF-16 units: the smallest spare one that fits, or a
-/// new one.
-pub fn utf16_buffer(capacity: usize) -> Vec<u16> {
-    let spare = {
-        let mut spare = spare_utf16();
-        let fits = (0..spare.len())
-            .filter(|&i| spare[i].capacity() >= capacity)
-            .min_by_key(|&i| spare[i].capacity());
-        fits.map(|i| spare.swap_remove(i))
-    };
-    spare.unwrap_or_else(|| {
-        let mut fresh = Vec::with_capacity(capacity);
-        prefer_huge_pages(&mut fresh);
-        fresh
-    })
-}
-
-/// Keeps `units` for the next string, unless it is too large or the spares are larger.
-fn give_back(mut units: Vec<u16>) {
-    if units.capacity() > SPARE_MAX_UNITS {
-        return;
+impl<T> Spares<T> {
+    const fn new() -> Self {
+        Spares {
+            buffers: Mutex::new(Vec::new()),
+        }
     }
-    units.clear();
-    let mut spare = spare_utf16();
-    if spare.len() < SPARE_BUFFERS {
-        spare.push(units);
-    } else if let Some(smallest) = spare.iter_mut().min_by_key(|b| b.capacity()) {
-        if smallest.capacity() < units.capacity() {
-            *smallest = units;
+
+    fn buffers(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An empty buffer for at least `capacity` items: the smallest spare one that fits, or a new
+    /// one.
+    pub fn take(&self, capacity: usize) -> Vec<T> {
+        let spare = {
+            let mut buffers = self.buffers();
+            let fits = (0..buffers.len())
+                .filter(|&i| buffers[i].capacity() >= capacity)
+                .min_by_key(|&i| buffers[i].capacity());
+            fits.map(|i| buffers.swap_remove(i))
+        };
+        spare.unwrap_or_else(|| {
+            let mut fresh = Vec::with_capacity(capacity);
+            prefer_huge_pages(&mut fresh);
+            fresh
+        })
+    }
+
+    /// Keeps `buffer` for a later `take`, unless it is too large or the spares are all larger.
+    pub fn give_back(&self, mut buffer: Vec<T>) {
+        if buffer.capacity() * std::mem::size_of::<T>() > SPARE_MAX_BYTES {
+            return;
+        }
+        buffer.clear();
+        let mut buffers = self.buffers();
+        if buffers.len() < SPARE_BUFFERS {
+            buffers.push(buffer);
+        } else if let Some(smallest) = buffers.iter_mut().min_by_key(|b| b.capacity()) {
+            if smallest.capacity() < buffer.capacity() {
+                *smallest = buffer;
+            }
         }
     }
 }
 
 /// `String::from_utf16_lossy`, with ASCII (most of a session's JSON) narrowed 16 units at a time
-/// instead of decoded char by char.
+/// instead of decoded char by char, into a spare buffer.
 fn utf16_to_utf8(units: &[u16]) -> Vec<u8> {
     const BLOCK: usize = 16;
-    let mut out = Vec::with_capacity(units.len());
+    // ASCII takes one byte a unit; a little more room for what is not.
+    let mut out = UTF8_SPARES.take(units.len() + units.len() / 32 + 16);
     let mut rest = units;
     while !rest.is_empty() {
-        let mut ascii = 0;
-        // Whole blocks first (the OR of a block compiles to a few vector instructions), then
-        // unit by unit up to the first non-ASCII one.
-        while let Some(block) = rest.get(ascii..ascii + BLOCK) {
+        // Whole ASCII blocks, each checked and narrowed in one go (both compile to a few vector
+        // instructions); then unit by unit up to the first non-ASCII one.
+        while let Some(block) = rest.first_chunk::<BLOCK>() {
             if block.iter().fold(0, |all, &u| all | u) >= 0x80 {
                 break;
             }
-            ascii += BLOCK;
+            out.extend_from_slice(&block.map(|u| u as u8));
+            rest = &rest[BLOCK..];
         }
-        ascii += rest[ascii..]
-            .iter()
-            .position(|&u| u >= 0x80)
-            .unwrap_or(rest.len() - ascii);
+        let ascii = rest.iter().position(|&u| u >= 0x80).unwrap_or(rest.len());
         out.extend(rest[..ascii].iter().map(|&u| u as u8));
         rest = &rest[ascii..];
         // A run of non-ASCII units holds both halves of any surrogate pair in it.
@@ -164,28 +179,38 @@ mod tests {
 
     #[test]
     fn spare_buffers_are_reused_and_bounded() {
-        // Other tests share the spares; these capacities are this test's own.
+        // A pool of this test's own: the shared ones are used by other tests at the same time.
+        let spares: Spares<u16> = Spares::new();
         let wanted = 3 * 1024 * 1024 + 17;
-        let mut first = utf16_buffer(wanted);
-        first.extend("{}".encode_utf16());
+        let first = spares.take(wanted);
         let address = first.as_ptr();
-        assert_eq!(Text::Utf16(first).into_utf8(), b"{}");
-        let again = utf16_buffer(wanted);
+        spares.give_back(first);
+        let again = spares.take(wanted);
         assert!(again.is_empty() && again.capacity() >= wanted);
         assert_eq!(
             again.as_ptr(),
             address,
             "the buffer given back is the one taken"
         );
-        give_back(again);
-        // One larger than the bound is not kept.
-        let huge = utf16_buffer(SPARE_MAX_UNITS + 1);
+        // The smallest that fits is taken; a new one when none fits.
+        let small = spares.take(10);
+        let small_address = small.as_ptr();
+        spares.give_back(again);
+        spares.give_back(small);
+        let (small, large) = (spares.take(5), spares.take(wanted));
+        assert_eq!(small.as_ptr(), small_address);
+        assert_eq!(large.as_ptr(), address);
+        // No more than SPARE_BUFFERS are kept, the largest of them, and none over the bound.
+        for units in [100, 200, 300] {
+            spares.give_back(Vec::with_capacity(units));
+        }
+        let huge: Vec<u16> = Vec::with_capacity(SPARE_MAX_BYTES / 2 + 1);
         let huge_address = huge.as_ptr();
-        give_back(huge);
-        assert!(spare_utf16()
-            .iter()
-            .all(|b| b.as_ptr() != huge_address && b.capacity() <= SPARE_MAX_UNITS));
-        assert!(spare_utf16().len() <= SPARE_BUFFERS);
+        spares.give_back(huge);
+        let kept: Vec<usize> = spares.buffers().iter().map(|b| b.capacity()).collect();
+        assert_eq!(kept.len(), SPARE_BUFFERS);
+        assert!(kept.iter().all(|c| (200..SPARE_MAX_BYTES / 2).contains(c)));
+        assert!(spares.buffers().iter().all(|b| b.as_ptr() != huge_address));
     }
 
     #[test]
