@@ -862,6 +862,46 @@ describe('NarrativeSessionStore.open', () => {
     expect(fs.readFileSync(path.join(dataDir, 'README.txt'), 'utf8')).toBe('operator notes');
   });
 
+  test('works in worker threads, one after another and beside the main thread: every call settles', async () => {
+    // Each worker is a Node environment of its own. When the last one using the addon goes, napi-rs
+    // stops its tokio runtime, and starts a new one for the next: calls made then must still run.
+    const script = `
+      const { Worker, isMainThread, workerData, parentPort } = require('node:worker_threads')
+      // Loaded only when first used: the main thread uses the addon after two workers have.
+      async function session(dir, tag) {
+        const { NarrativeSessionStore } = require(${JSON.stringify(INDEX)})
+        const store = await NarrativeSessionStore.open({ dataDir: dir, autosaveIntervalMs: 0, cleanupIntervalMs: 0 })
+        await Promise.all([1, 2, 3].map((n) => store.merge('alice', '/proj', { memory: { [tag + n]: n } }, { returnSession: false })))
+        const { session } = await store.load('alice', '/proj')
+        await store.close()
+        return Object.keys(session.memory).sort().join(',')
+      }
+      const inWorker = (dir, tag) => new Promise((resolve, reject) => {
+        const worker = new Worker(__filename, { workerData: { dir, tag } })
+        worker.once('message', resolve)
+        worker.once('error', reject)
+      })
+      if (!isMainThread) {
+        session(workerData.dir, workerData.tag).then((keys) => parentPort.postMessage(keys))
+      } else {
+        ;(async () => {
+          const dir = process.argv[2]
+          const out = []
+          out.push(await inWorker(dir, 'w'))
+          out.push(await inWorker(dir, 'x'))
+          out.push(await session(dir, 'm'))
+          out.push(await inWorker(dir, 'y'))
+          console.log(JSON.stringify(out))
+        })()
+      }
+    `;
+    const file = path.join(box.tempDir(), 'workers.js');
+    fs.writeFileSync(file, script);
+    const result = await runNode([file, newDataDir()]);
+    expect(result).toMatchObject({ code: 0, killed: false });
+    expect(JSON.parse(result.stdout)).toEqual(['w1,w2,w3', 'w1,w2,w3,x1,x2,x3', 'm1,m2,m3,w1,w2,w3,x1,x2,x3', 'm1,m2,m3,w1,w2,w3,x1,x2,x3,y1,y2,y3']);
+  });
+
   test('returns a store instance whose close() can be called twice', async () => {
     const store = await box.open(newDataDir());
     expect(store).toBeInstanceOf(NarrativeSessionStore);

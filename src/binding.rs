@@ -478,18 +478,52 @@ impl ToNapiValue for JsonText {
     }
 }
 
-/// Runs `work` on tokio and returns its promise. A panic in it rejects with EINTERNAL.
+/// Runs `work` on tokio (spawned through [`dispatch`]) and returns its promise. A panic in it
+/// rejects with EINTERNAL.
 fn promise<T, F>(env: &Env, work: F) -> Result<PromiseRaw<'_, Coded<T>>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
-    env.spawn_future(async move {
+    let (deferred, promise) = env.create_deferred::<Coded<T>, _>()?;
+    dispatch(Box::pin(async move {
         let outcome = CatchUnwind(Box::pin(work))
             .await
             .unwrap_or_else(|_| Err(StoreError::internal("task failed: it panicked")));
-        Ok(Coded(outcome))
-    })
+        deferred.resolve(move |_| Ok(Coded(outcome)));
+    }));
+    Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Spawns `task` on tokio through the dispatcher, a tokio task that spawns what it is sent.
+/// Spawning from Node's thread wakes a parked tokio worker for every call, a system call and a
+/// thread switch on Node's thread each; the channel wakes the dispatcher only when it is waiting,
+/// so a burst of calls (a host saving 100 sessions in a loop) wakes it once.
+fn dispatch(task: Task) {
+    type Sender = tokio::sync::mpsc::UnboundedSender<Task>;
+    static DISPATCHER: std::sync::Mutex<Option<Sender>> = std::sync::Mutex::new(None);
+    let mut dispatcher = DISPATCHER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // napi-rs stops its runtime when the last Node environment using the addon goes (and starts a
+    // new one for the next): the dispatcher then went with it, and a new one is started.
+    let sender = match dispatcher.as_ref() {
+        Some(sender) if !sender.is_closed() => sender,
+        _ => {
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Task>();
+            napi::bindgen_prelude::spawn(async move {
+                while let Some(task) = receiver.recv().await {
+                    tokio::spawn(task);
+                }
+            });
+            dispatcher.insert(sender)
+        }
+    };
+    if let Err(refused) = sender.send(task) {
+        napi::bindgen_prelude::spawn(refused.0);
+    }
 }
 
 /// [`promise`], or [`promise_blocking`] when the call waits on a file write and its fsync (a
