@@ -334,14 +334,12 @@ pub fn apply_patch(target: &mut NarrativeSession, patch: &SessionPatch) -> Resul
 
 /// `apply_patch` for a session that lives on, with its [`SessionIndex`]: adding to a long history
 /// then costs the same as adding to a short one. Every change to `target` must go through here for
-/// the index to stay true (a change of a list's length alone is noticed and repaired), and for its
-/// generation to tell that the session changed.
+/// the index to stay true (a change of a list's length alone is noticed and repaired).
 pub fn apply_patch_indexed(
     target: &mut NarrativeSession,
     patch: &SessionPatch,
     index: &mut SessionIndex,
 ) -> Result<Changes> {
-    index.generation = next_generation();
     apply(target, patch, Some(index), false)
 }
 
@@ -1188,35 +1186,10 @@ impl ListIndex {
 }
 
 /// The indexes of a live session's long lists: beats and conversation entries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SessionIndex {
     beats: ListIndex,
     entries: ListIndex,
-    /// Changes with every patch applied through this index, and is new for a new index: no two
-    /// states of any session in this process have the same one (a counter for the whole process).
-    generation: u64,
-}
-
-impl Default for SessionIndex {
-    fn default() -> Self {
-        SessionIndex {
-            beats: ListIndex::default(),
-            entries: ListIndex::default(),
-            generation: next_generation(),
-        }
-    }
-}
-
-impl SessionIndex {
-    /// Which state of its session this index knows: equal generations, the same session.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-}
-
-fn next_generation() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 type OrderKey<'a> = (Option<i64>, &'a str, &'a str);

@@ -229,14 +229,7 @@ struct Live {
     disk: DiskView,
     /// The same for the Redis backend: the keys as this store last read or wrote them.
     redis: redis::RedisView,
-    /// The session's JSON text as last made for a caller, with the index generation it was made at,
-    /// for large sessions only (JSON_CACHE_MIN_BYTES): several tabs load an unchanged session after
-    /// every merge, and serialising 10 MB takes ~12 ms where copying it takes ~2.
-    json: Option<(u64, String)>,
 }
-
-/// Sessions whose JSON text is at least this long keep it between loads.
-const JSON_CACHE_MIN_BYTES: usize = 256 * 1024;
 
 impl Live {
     fn new(session: NarrativeSession) -> Live {
@@ -248,22 +241,7 @@ impl Live {
             index: SessionIndex::default(),
             disk: DiskView::default(),
             redis: redis::RedisView::default(),
-            json: None,
         }
-    }
-
-    /// The session as JSON text: the kept copy while the session is unchanged (the index's
-    /// generation is the one it was made at), else made anew, and kept if large.
-    fn session_json(&mut self) -> Result<String> {
-        let generation = self.index.generation();
-        if let Some((made_at, json)) = &self.json {
-            if *made_at == generation {
-                return Ok(json.clone());
-            }
-        }
-        let json = to_json(&self.session)?;
-        self.json = (json.len() >= JSON_CACHE_MIN_BYTES).then(|| (generation, json.clone()));
-        Ok(json)
     }
 
     fn is_dirty(&self) -> bool {
@@ -439,7 +417,7 @@ impl SessionStore {
         let (created, recovered) = self.ensure_loaded(&slot.key, &mut state).await?;
         let live = loaded(&mut state)?;
         Ok(LoadOutcome {
-            session_json: live.session_json()?,
+            session_json: to_json(&live.session)?,
             session_id: live.session.id.clone(),
             created,
             recovered,
@@ -514,7 +492,7 @@ impl SessionStore {
             self.persist(&slot.key, live, false).await?;
         }
         let session_json = if options.with_session {
-            Some(live.session_json()?)
+            Some(to_json(&live.session)?)
         } else {
             None
         };
