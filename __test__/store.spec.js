@@ -403,6 +403,44 @@ describe('merge', () => {
   });
 });
 
+describe('a large session loaded again', () => {
+  // Every change must show in the next load, whichever path it took (a cache of the session's
+  // text, as was tried, must pass this).
+  const bigUpdate = () => ({
+    conversationHistory: Array.from({ length: 600 }, (_, n) => ({ id: `big-${n}`, role: 'user', content: `${n} ${'words '.repeat(100)}` })),
+  });
+  const raw = async (store) => JSON.parse((await store.loadRaw('alice', '/proj')).sessionJson.toString());
+
+  test.each([
+    ['with room to spare', {}],
+    // Every merge then goes into a copy of the session, which replaces it.
+    ['near its size limit', { maxSessionBytes: 470 * 1024 }],
+  ])('%s: shows every change made since the last load, by this store or another', async (_, options) => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, options);
+    await store.merge('alice', '/proj', bigUpdate());
+    const first = await raw(store);
+    expect((await store.loadRaw('alice', '/proj')).sessionJson.length).toBeGreaterThan(256 * 1024);
+    expect(await raw(store)).toEqual(first);
+
+    await store.merge('alice', '/proj', { memory: { step: 1 } }, { returnSession: false });
+    expect((await raw(store)).memory).toEqual({ step: 1 });
+    const { session } = await store.merge('alice', '/proj', { memory: { step: 2 } });
+    expect(session.memory).toEqual({ step: 2 });
+    await store.merge('alice', '/proj', { conversationHistory: [{ id: 'late', role: 'agent', content: 'x' }] }, { returnSession: false });
+    const afterLocal = await raw(store);
+    expect(afterLocal.memory).toEqual({ step: 2 });
+    expect(afterLocal.conversationHistory.map((e) => e.id)).toContain('late');
+    expect((await store.load('alice', '/proj')).session).toEqual(afterLocal);
+
+    await store.save('alice', '/proj');
+    const other = await box.open(dataDir, options);
+    await other.merge('alice', '/proj', { memory: { from: 'other' } }, { durable: true, returnSession: false });
+    await pollUntil(async () => (await raw(store)).memory.from === 'other', { what: "the other store's change" });
+    expect(await raw(store)).toEqual(await raw(other));
+  });
+});
+
 describe('onMerge listeners', () => {
   test('hear every merge that changed something, with user, workspace, session, origin and changes', async () => {
     const store = await box.open(newDataDir());
