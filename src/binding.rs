@@ -504,9 +504,7 @@ type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 fn dispatch(task: Task) {
     type Sender = tokio::sync::mpsc::UnboundedSender<Task>;
     static DISPATCHER: std::sync::Mutex<Option<Sender>> = std::sync::Mutex::new(None);
-    let mut dispatcher = DISPATCHER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut dispatcher = crate::lock(&DISPATCHER);
     // napi-rs stops its runtime when the last Node environment using the addon goes (and starts a
     // new one for the next): the dispatcher then went with it, and a new one is started.
     let sender = match dispatcher.as_ref() {

@@ -27,3 +27,13 @@ pub mod raw;
 pub mod store;
 pub mod text;
 pub mod update;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks a std mutex, recovering from poisoning: every critical section in this crate leaves its
+/// data whole, so a panic elsewhere while one was held must not make the data unreachable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -63,9 +63,7 @@ impl<T> Spares<T> {
     }
 
     fn buffers(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {
-        self.buffers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.buffers)
     }
 
     /// An empty buffer for at least `capacity` items: the smallest spare one that fits, or a new

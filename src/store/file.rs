@@ -72,12 +72,12 @@ struct OpenJournal {
 impl OpenJournals {
     /// Takes the open journal of `stem` if it is still the file at its path.
     fn take(&self, stem: &str, at_path: &fs::Metadata) -> Option<File> {
-        let open = super::lock(&self.0).remove(stem)?;
+        let open = crate::lock(&self.0).remove(stem)?;
         (Some(open.identity) == file_identity(at_path)).then_some(open.file)
     }
 
     fn keep(&self, stem: &str, file: File, identity: (u64, u64)) {
-        let mut map = super::lock(&self.0);
+        let mut map = crate::lock(&self.0);
         if map.len() >= MAX_OPEN_JOURNALS && !map.contains_key(stem) {
             // Any one: a session whose journal is closed only pays an open on its next save.
             if let Some(other) = map.keys().next().cloned() {
@@ -89,7 +89,7 @@ impl OpenJournals {
 
     /// Closes the journal of `stem`, before it is removed.
     fn forget(&self, stem: &str) {
-        super::lock(&self.0).remove(stem);
+        crate::lock(&self.0).remove(stem);
     }
 }
 

@@ -179,7 +179,7 @@ impl Drop for SessionLock {
 #[cfg(target_os = "linux")]
 impl RangeFile {
     fn take(&self) -> Result<File> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = crate::lock(&self.pool).pop();
         match pooled {
             Some(file) => Ok(file),
             None => open_private(&self.path),
@@ -187,7 +187,7 @@ impl RangeFile {
     }
 
     fn give_back(&self, file: File) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = crate::lock(&self.pool);
         if pool.len() < POOL_SIZE {
             pool.push(file);
         }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +30,7 @@ use crate::cleanup::{self, CleanupReport};
 use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
+use crate::lock;
 use crate::merge::{
     apply_patch, apply_patch_indexed, normalize_owned, settle_update, SessionIndex, SessionPatch,
 };
@@ -1060,14 +1061,6 @@ where
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => blocking(work).await,
     }
-}
-
-/// Locks a std mutex, recovering from poisoning: every critical section in the store (this module
-/// and its backends) leaves the data whole.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn to_json(session: &NarrativeSession) -> Result<String> {

@@ -57,10 +57,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::file::StoredSummary;
-use super::lock;
 use crate::clock::wall_clock_millis;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
+use crate::lock;
 use crate::merge::{apply_patch, SessionPatch};
 use crate::model::{check_id, from_json_bytes, validate_session, NarrativeSession};
 use crate::paths::{is_file_stem, SessionKey};
