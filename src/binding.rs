@@ -487,12 +487,17 @@ where
 {
     let (deferred, promise) = env.create_deferred::<Coded<T>, _>()?;
     dispatch(Box::pin(async move {
-        let outcome = CatchUnwind(Box::pin(work))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::internal("task failed: it panicked")));
+        let outcome = outcome_of(work).await;
         deferred.resolve(move |_| Ok(Coded(outcome)));
     }));
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+/// `work`'s outcome; a panic while it runs becomes EINTERNAL.
+async fn outcome_of<T>(work: impl Future<Output = Outcome<T>>) -> Outcome<T> {
+    CatchUnwind(Box::pin(work))
+        .await
+        .unwrap_or_else(|_| Err(StoreError::internal("task failed: it panicked")))
 }
 
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -552,10 +557,7 @@ where
 {
     let (deferred, promise) = env.create_deferred::<Coded<T>, _>()?;
     napi::bindgen_prelude::spawn_blocking(move || {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tokio::runtime::Handle::current().block_on(work)
-        }))
-        .unwrap_or_else(|_| Err(StoreError::internal("task failed: it panicked")));
+        let outcome = tokio::runtime::Handle::current().block_on(outcome_of(work));
         drop(slot);
         deferred.resolve(move |_| Ok(Coded(outcome)));
     });
