@@ -104,28 +104,25 @@ async function run(body) {
     if (prepare) await prepare(state, i)
     await rep(state, i)
   }
-  for (let i = 0; i < reps; i++) {
+  /** Repetition `i`, measured (with `probe`, its stall too), its result checked. */
+  const measured = async (i, probe) => {
     if (prepare) await prepare(state, i)
     const net0 = meter ? await meter.read() : null
-    const { sample, value } = await measure(() => rep(state, i))
+    const { sample, value } = await measure(() => rep(state, i), probe)
     if (meter) {
       const net = await meter.since(net0)
       sample.redisInBytes = net.in
       sample.redisOutBytes = net.out
     }
     if (body.check) sample.check = body.check(value, i)
-    samples.push(sample)
+    return sample
   }
+  for (let i = 0; i < reps; i++) samples.push(await measured(i))
   // The stall probe's repetitions, after the timed ones: its pings would count in their figures.
   const probe = new StallProbe()
   noise.stallMs = await probe.idle(300)
   const probeSamples = []
-  for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) {
-    if (prepare) await prepare(state, i)
-    const { sample, value } = await measure(() => rep(state, i), probe)
-    if (body.check) sample.check = body.check(value, i)
-    probeSamples.push(sample)
-  }
+  for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) probeSamples.push(await measured(i, probe))
   await probe.close()
   const maxRSSKB = process.resourceUsage().maxRSS
   const verification = verify ? await verify(state) : { ok: true }
