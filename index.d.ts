@@ -156,6 +156,12 @@ export interface OpenOptions {
   autosaveIntervalMs?: number
   /** How often cleanup runs (it also runs at open). Default 3600000; 0 turns it off. */
   cleanupIntervalMs?: number
+  /**
+   * How long a session that no `load` or `merge` has used stays in memory once everything in it
+   * is written, checked at each autosave tick. The next call loads it again. Default 600000
+   * (10 minutes); 0 keeps sessions in memory until `close()`.
+   */
+  unloadAfterMs?: number
   /** The largest a session (and so an update) may grow, in bytes. Default 32 MiB. */
   maxSessionBytes?: number
 }
@@ -321,7 +327,11 @@ export declare class NarrativeSessionStore {
    * unsubscribes. A listener never keeps Node alive.
    */
   onMerge(listener: (event: MergeEvent) => void): () => void
-  /** Writes every dirty session and stops the timers. Later calls reject with `ECLOSED`. */
+  /**
+   * Writes every dirty session, stops the timers and frees the sessions' memory. Later calls
+   * reject with `ECLOSED`, except `close()`: if a write failed, the sessions stay in memory and
+   * another `close()` tries again.
+   */
   close(): Promise<void>
 }
 

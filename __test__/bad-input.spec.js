@@ -481,6 +481,8 @@ describe('NarrativeSessionStore.open options', () => {
     ['a negative autosaveIntervalMs', { autosaveIntervalMs: -5 }],
     ['a string autosaveIntervalMs', { autosaveIntervalMs: 'often' }],
     ['a negative cleanupIntervalMs', { cleanupIntervalMs: -1 }],
+    ['a negative unloadAfterMs', { unloadAfterMs: -1 }],
+    ['a string unloadAfterMs', { unloadAfterMs: '10m' }],
     ['a zero maxSessionBytes', { maxSessionBytes: 0 }],
     ['a negative maxSessionBytes', { maxSessionBytes: -100 }],
     ['an unknown option', { ttlDay: 5 }],

@@ -671,6 +671,31 @@ describe('save, delete and list', () => {
       ['bob', '/b', false, false],
     ]);
   });
+
+  test('a session no call uses leaves memory once written (unloadAfterMs), and loads again whole', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, { autosaveIntervalMs: 20, unloadAfterMs: 100 });
+    await store.merge('alice', '/proj', richUpdate());
+    await store.load('bob', '/proj');
+    const loaded = async () => (await store.list()).filter((s) => s.loaded).map((s) => s.userId);
+    expect(await loaded()).toEqual(['alice', 'bob']);
+
+    // Alice's session stays while it is used; Bob's goes.
+    const until = Date.now() + 500;
+    while (Date.now() < until) {
+      await store.load('alice', '/proj');
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(await loaded()).toEqual(['alice']);
+    let waited = 0;
+    while ((await loaded()).length && waited < 5000) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      waited += 20;
+    }
+    expect(await loaded()).toEqual([]);
+    expectRestored((await store.load('alice', '/proj')).session, richUpdate());
+    expect(await loaded()).toEqual(['alice']);
+  });
 });
 
 describe('mergeSessions', () => {

@@ -25,6 +25,7 @@ use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
     DEFAULT_CLEANUP_INTERVAL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
+    DEFAULT_UNLOAD_AFTER,
 };
 use crate::text::Text;
 
@@ -441,7 +442,9 @@ impl NarrativeSessionStore {
         .map_err(status_error)
     }
 
-    /// Writes every dirty session and stops the timers. Later calls reject with `ECLOSED`.
+    /// Writes every dirty session, stops the timers and frees the sessions' memory. Later calls
+    /// reject with `ECLOSED`, except `close()`: if a write failed, the sessions stay in memory and
+    /// another `close()` tries again.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<()>>> {
         let store = self.store.clone();
@@ -675,6 +678,7 @@ struct OpenOptionsJson {
     ttl_days: Option<f64>,
     autosave_interval_ms: Option<f64>,
     cleanup_interval_ms: Option<f64>,
+    unload_after_ms: Option<f64>,
     max_session_bytes: Option<f64>,
 }
 
@@ -721,6 +725,8 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
         input.cleanup_interval_ms,
         DEFAULT_CLEANUP_INTERVAL,
     )?;
+    options.unload_after =
+        duration_ms("unloadAfterMs", input.unload_after_ms, DEFAULT_UNLOAD_AFTER)?;
     if let Some(max) = input.max_session_bytes {
         if !(max.is_finite() && max >= 1.0 && max <= (1u64 << 40) as f64) {
             return Err(StoreError::invalid(
@@ -732,7 +738,7 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
     Ok(options)
 }
 
-/// A millisecond interval; 0 turns the timer off.
+/// A millisecond interval; 0 turns off what it times.
 fn duration_ms(
     what: &str,
     value: Option<f64>,

@@ -156,6 +156,12 @@ export interface OpenOptions {
   autosaveIntervalMs?: number
   /** How often cleanup runs (it also runs at open). Default 3600000; 0 turns it off. */
   cleanupIntervalMs?: number
+  /**
+   * How long a session that no `load` or `merge` has used stays in memory once everything in it
+   * is written, checked at each autosave tick. The next call loads it again. Default 600000
+   * (10 minutes); 0 keeps sessions in memory until `close()`.
+   */
+  unloadAfterMs?: number
   /** The largest a session (and so an update) may grow, in bytes. Default 32 MiB. */
   maxSessionBytes?: number
 }

@@ -396,6 +396,110 @@ async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    store.load("bob", WORKSPACE).await.unwrap();
+    merge(
+        &store,
+        json!({"memory": {"goal": "kept through a failed close"}}),
+    )
+    .await;
+    assert_eq!(store.loaded_sessions(), 2);
+
+    // A directory where the backup goes: the snapshot that close writes cannot be put in place.
+    let blocker = session_file(dir.path()).with_extension("json.bak");
+    fs::create_dir(&blocker).unwrap();
+    fs::write(blocker.join("inside"), b"x").unwrap();
+    let failed = store.close().await.unwrap_err();
+    assert_eq!(failed.code, ErrorCode::Io);
+    assert_eq!(store.loaded_sessions(), 2, "nothing unsaved is dropped");
+    assert_eq!(
+        store.load(USER, WORKSPACE).await.unwrap_err().code,
+        ErrorCode::Closed
+    );
+
+    fs::remove_dir_all(&blocker).unwrap();
+    store.close().await.unwrap();
+    assert_eq!(store.loaded_sessions(), 0);
+    assert_eq!(
+        on_disk(dir.path()).memory["goal"],
+        "kept through a failed close"
+    );
+}
+
+/// A store that checks for idle sessions every 20 ms and unloads those unused for `unload_after`.
+async fn open_unloading(dir: &Path, unload_after: Duration) -> SessionStore {
+    let mut options = quiet_options(dir);
+    options.autosave_interval = Duration::from_millis(20);
+    options.unload_after = unload_after;
+    SessionStore::open(options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unused_session_leaves_memory_once_written_and_a_used_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unloading(dir.path(), Duration::from_millis(150)).await;
+    store.load("bob", WORKSPACE).await.unwrap();
+    merge(
+        &store,
+        json!({"memory": {"goal": "written, then unloaded"}}),
+    )
+    .await;
+    assert_eq!(store.loaded_sessions(), 2);
+
+    // Alice's session is used every 30 ms for 600 ms; Bob's not at all.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        store.load(USER, WORKSPACE).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(
+        store.loaded_sessions(),
+        1,
+        "Bob's session went, Alice's stayed"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || store.loaded_sessions()
+            == 0)
+        .await,
+        "Alice's went once unused"
+    );
+    assert_eq!(on_disk(dir.path()).memory["goal"], "written, then unloaded");
+
+    // The next call loads it again, whole.
+    assert_eq!(
+        parse(&current(&store).await).memory["goal"],
+        "written, then unloaded"
+    );
+    assert_eq!(store.loaded_sessions(), 1);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_write_fails_stays_in_memory_until_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unloading(dir.path(), Duration::from_millis(1)).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    // A directory where the journal goes: autosave's append fails.
+    let blocker = session_file(dir.path()).with_extension("journal");
+    fs::create_dir(&blocker).unwrap();
+    merge(&store, json!({"memory": {"goal": "not lost"}})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.loaded_sessions(), 1, "unwritten, so kept");
+
+    fs::remove_dir(&blocker).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || store.loaded_sessions()
+            == 0)
+        .await
+    );
+    assert_eq!(on_disk(dir.path()).memory["goal"], "not lost");
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn listeners_hear_each_merge_with_its_origin_and_changes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;

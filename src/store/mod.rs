@@ -6,6 +6,9 @@
 //!   store reads the file, merges what another process wrote into its own copy, and writes the
 //!   result. So two processes on one data dir never lose each other's updates.
 //!
+//! - **Unload**: a session no call has used for `unload_after`, and with nothing left to write, is
+//!   dropped from memory at an autosave tick; the next call loads it again.
+//!
 //! Calls on one session are serialised by that session's mutex; calls on different sessions run in
 //! parallel. Blocking file work runs on tokio's blocking pool; a save's short first step (lock, look,
 //! append) runs in place on its tokio worker instead (`blocking_here`).
@@ -21,7 +24,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -42,6 +45,7 @@ use file::{FileBackend, FileStamp, JournalRead};
 pub const DEFAULT_TTL_DAYS: f64 = 30.0;
 pub const DEFAULT_AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_UNLOAD_AFTER: Duration = Duration::from_secs(10 * 60);
 /// The default limit on a session's size, and so on one update's.
 pub const DEFAULT_MAX_SESSION_BYTES: usize = 32 * 1024 * 1024;
 /// The origin of merge events for changes found on disk (another process, or an operator).
@@ -77,6 +81,9 @@ pub struct StoreOptions {
     pub autosave_interval: Duration,
     /// How often the TTL sweep runs (it also runs at open). Zero turns it off.
     pub cleanup_interval: Duration,
+    /// How long a session no call uses stays in memory once everything is written (checked at each
+    /// autosave tick). Zero keeps sessions until close.
+    pub unload_after: Duration,
     pub max_session_bytes: usize,
 }
 
@@ -88,6 +95,7 @@ impl StoreOptions {
             ttl_days: DEFAULT_TTL_DAYS,
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+            unload_after: DEFAULT_UNLOAD_AFTER,
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
         }
     }
@@ -230,6 +238,8 @@ struct Live {
     disk: DiskView,
     /// The same for the Redis backend: the keys as this store last read or wrote them.
     redis: redis::RedisView,
+    /// When a load or merge last used it.
+    last_used: Instant,
 }
 
 impl Live {
@@ -242,6 +252,7 @@ impl Live {
             index: SessionIndex::default(),
             disk: DiskView::default(),
             redis: redis::RedisView::default(),
+            last_used: Instant::now(),
         }
     }
 
@@ -403,6 +414,11 @@ impl SessionStore {
             Backend::Redis(redis) => Some(redis.clone()),
             Backend::File(_) => None,
         }
+    }
+
+    /// How many sessions this store holds in memory.
+    pub fn loaded_sessions(&self) -> usize {
+        lock(&self.inner.live).len()
     }
 
     /// This store's clock node id, which tags the versions of the writes it stamps.
@@ -647,19 +663,28 @@ impl SessionStore {
         listeners.len() != before
     }
 
-    /// Writes every dirty session and stops the timers. Later calls fail with ECLOSED; a second
-    /// close does nothing.
+    /// Writes every dirty session, stops the timers, and frees the sessions' memory. Later calls
+    /// fail with ECLOSED, except close: when a write failed, the sessions stay in memory and
+    /// another close tries again.
     pub async fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::SeqCst) {
-            return Ok(());
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            let _ = self.inner.stop.send(true);
+            lock(&self.inner.watcher).take();
+            let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+            for task in tasks {
+                let _ = task.await;
+            }
         }
-        let _ = self.inner.stop.send(true);
-        lock(&self.inner.watcher).take();
-        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
-        for task in tasks {
-            let _ = task.await;
-        }
-        self.flush(true).await.map(|_| ())
+        self.flush(true).await?;
+        // Freed here, on the blocking pool, rather than wherever the last handle goes: for an
+        // addon, that is Node's thread, when its garbage collector gets to the store (a 10 MB
+        // session takes ~15 ms to free).
+        let live = std::mem::take(&mut *lock(&self.inner.live));
+        blocking(move || {
+            drop(live);
+            Ok(())
+        })
+        .await
     }
 
     /// Writes every dirty session. Returns how many were written; on failures, the first error
@@ -995,6 +1020,7 @@ impl SessionStore {
                 while store.sleep_unless_stopped(autosave).await {
                     // Failed sessions stay dirty and are retried on the next tick.
                     let _ = store.flush_dirty().await;
+                    store.unload_idle().await;
                 }
             });
         }
@@ -1009,6 +1035,40 @@ impl SessionStore {
                     }
                 }
             });
+        }
+    }
+
+    /// Drops from memory the sessions that no call has used for `unload_after` and that have
+    /// nothing left to write. A session a call holds (or waits for) stays: a slot leaves the map
+    /// only while the map is its one holder, and no call can take it from the map meanwhile.
+    async fn unload_idle(&self) {
+        let after = self.inner.options.unload_after;
+        if after.is_zero() {
+            return;
+        }
+        let mut unloaded = Vec::new();
+        lock(&self.inner.live).retain(|_, slot| {
+            if Arc::strong_count(slot) > 1 {
+                return true;
+            }
+            let Ok(mut state) = slot.state.try_lock() else {
+                return true;
+            };
+            match state.as_ref() {
+                Some(live) if live.is_dirty() || live.last_used.elapsed() < after => true,
+                _ => {
+                    unloaded.extend(state.take());
+                    false
+                }
+            }
+        });
+        if !unloaded.is_empty() {
+            // Freed on the blocking pool: a large session takes milliseconds to free.
+            let _ = blocking(move || {
+                drop(unloaded);
+                Ok(())
+            })
+            .await;
         }
     }
 
@@ -1029,10 +1089,13 @@ impl SessionStore {
     }
 }
 
+/// The loaded session of a load or merge, marked as used now.
 fn loaded(state: &mut Option<Live>) -> Result<&mut Live> {
-    state
+    let live = state
         .as_mut()
-        .ok_or_else(|| StoreError::internal("session vanished while loading"))
+        .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
+    live.last_used = Instant::now();
+    Ok(live)
 }
 
 /// Runs blocking work on tokio's blocking pool. A panic there becomes EINTERNAL.
