@@ -175,11 +175,12 @@ fn delete_if_still_expired(
     }
     // Unchanged files (same snapshot stamp, no journal) hold what was judged expired; anything
     // else is read again under the lock.
-    let unchanged = seen.is_some() && backend.stamp(stem) == seen && backend.journal_len(stem) == 0;
+    let journal = backend.journal_size(stem);
+    let unchanged = seen.is_some() && backend.stamp(stem) == seen && journal.unwrap_or(0) == 0;
     if !unchanged && !is_expired(backend, stem, cutoff_millis, true) {
         return Ok(false);
     }
-    backend.unlink(stem, lock)
+    backend.unlink(stem, lock, journal.is_some())
 }
 
 /// Milliseconds since the epoch, `ttl_days` before `now_millis`.

@@ -323,14 +323,21 @@ impl FileBackend {
 
     /// The journal's length, 0 when there is none.
     pub fn journal_len(&self, stem: &str) -> u64 {
-        fs::metadata(self.path(stem, JOURNAL_EXT)).map_or(0, |m| m.len())
+        self.journal_size(stem).unwrap_or(0)
+    }
+
+    /// The journal's length, or None when there is no journal file.
+    pub fn journal_size(&self, stem: &str) -> Option<u64> {
+        fs::metadata(self.path(stem, JOURNAL_EXT))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Reads the journal's complete records from `from` on. A torn or damaged tail (a crash during an
     /// append) is cut off, so the next append starts on a record boundary.
     pub fn read_journal(&self, stem: &str, from: u64, _lock: &SessionLock) -> Result<JournalRead> {
         let path = self.path(stem, JOURNAL_EXT);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_file(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(JournalRead::default()),
             Err(e) => return Err(StoreError::io("cannot read", &path, e)),
@@ -395,22 +402,23 @@ impl FileBackend {
 
     /// Removes a session's files (quarantined copies are kept). Returns whether it existed.
     pub fn delete(&self, stem: &str, lock: SessionLock) -> Result<bool> {
-        let existed = self.unlink(stem, lock)?;
+        let existed = self.unlink(stem, lock, true)?;
         self.sync()?;
         Ok(existed)
     }
 
     /// `delete` without the directory fsync, for a sweep that removes many sessions and makes the
-    /// directory durable once at the end with [`FileBackend::sync`].
-    pub fn unlink(&self, stem: &str, lock: SessionLock) -> Result<bool> {
+    /// directory durable once at the end with [`FileBackend::sync`]. `journal: false` says the
+    /// caller saw no journal under this lock, so there is none to remove (appends take the lock).
+    pub fn unlink(&self, stem: &str, lock: SessionLock, journal: bool) -> Result<bool> {
         let mut existed = false;
         self.journals.forget(stem);
+        let journal = journal.then(|| (self.path(stem, JOURNAL_EXT), false));
         // Backup first: a crash between the two must not bring a deleted session back from it.
-        for (path, is_main) in [
-            (self.path(stem, JOURNAL_EXT), false),
+        for (path, is_main) in journal.into_iter().chain([
             (self.path(stem, BACKUP_EXT), false),
             (self.path(stem, SESSION_EXT), true),
-        ] {
+        ]) {
             match fs::remove_file(&path) {
                 Ok(()) => existed |= is_main,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -460,9 +468,9 @@ impl FileBackend {
     /// The journal is looked for only when `has_journal` (as [`FileBackend::stems_with_journals`]
     /// reported it).
     pub fn summary(&self, stem: &str, has_journal: bool) -> Option<(StoredSummary, u64)> {
-        let bytes = fs::read(self.path(stem, SESSION_EXT)).ok()?;
+        let bytes = read_file(&self.path(stem, SESSION_EXT)).ok()?;
         let journal = if has_journal {
-            fs::read(self.path(stem, JOURNAL_EXT)).unwrap_or_default()
+            read_file(&self.path(stem, JOURNAL_EXT)).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -543,7 +551,7 @@ impl FileBackend {
 }
 
 fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
-    let bytes = match fs::read(path) {
+    let bytes = match read_file(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Parsed::Missing),
         Err(e) => return Err(StoreError::io("cannot read", path, e)),
@@ -558,6 +566,36 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
         return Ok(Parsed::Bad);
     }
     Ok(Parsed::Good(Box::new(session), bytes.len() as u64))
+}
+
+/// `fs::read`, without updating the file's access time where the system allows (Linux's
+/// `O_NOATIME`, for the files' owner): reading a session then writes nothing to the disk, and a
+/// directory watcher is not told of an attribute change for every file a sweep reads.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path);
+        match opened {
+            Ok(mut file) => {
+                // Sized as fs::read does it (File's own read_to_end also asks for its position).
+                let size = file.metadata().map_or(0, |m| m.len() as usize);
+                let mut bytes = Vec::with_capacity(size);
+                Read::by_ref(&mut file)
+                    .take(u64::MAX)
+                    .read_to_end(&mut bytes)?;
+                return Ok(bytes);
+            }
+            // Not the owner (and without CAP_FOWNER): an ordinary read.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    fs::read(path)
 }
 
 /// Moves a bad file aside, next to where it was. Never deletes it: if it cannot be moved, the

@@ -205,7 +205,7 @@ struct StoreInner {
     closed: AtomicBool,
     stop: watch::Sender<bool>,
     /// Reports session files that change on disk; dropped at close.
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    watcher: Mutex<Option<watcher::Watch>>,
     /// Autosave, cleanup and watcher tasks; close waits for them, so nothing touches the
     /// directory once close has resolved.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
