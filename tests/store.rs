@@ -429,6 +429,48 @@ async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_merge_that_close_did_not_refuse_is_on_disk_after_it() {
+    for round in 0..30 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        // Large, so that each merge spends a while parsing before it reaches its session: the
+        // time close() has to slip in. Made before the merges start.
+        let pad = "x".repeat(512 << 10);
+        let merges: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let update = json!({"memory": {"n": i, "pad": pad}}).to_string();
+                tokio::spawn(async move {
+                    let user = format!("user-{i}");
+                    let done = store
+                        .merge(&user, WORKSPACE, &update, None, Default::default())
+                        .await;
+                    (user, done.map(|_| ()))
+                })
+            })
+            .collect();
+        // close() races the merges: each is refused with ECLOSED or is written by close.
+        tokio::time::sleep(Duration::from_micros(50 * round)).await;
+        store.close().await.unwrap();
+        let reopened = open(dir.path()).await;
+        for merge in merges {
+            let (user, done) = merge.await.unwrap();
+            match done {
+                Err(e) => assert_eq!(e.code, ErrorCode::Closed),
+                Ok(()) => {
+                    let json = reopened.load(&user, WORKSPACE).await.unwrap().session_json;
+                    assert!(
+                        parse(&json).memory.contains_key("n"),
+                        "round {round}: {user}'s acknowledged merge was lost"
+                    );
+                }
+            }
+        }
+        reopened.close().await.unwrap();
+    }
+}
+
 /// A store that checks for idle sessions every 20 ms and unloads those unused for `unload_after`.
 async fn open_unloading(dir: &Path, unload_after: Duration) -> SessionStore {
     let mut options = quiet_options(dir);

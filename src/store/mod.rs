@@ -22,7 +22,7 @@ pub mod watcher;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,9 @@ struct StoreInner {
     listeners: Mutex<Vec<(u64, MergeListener)>>,
     next_listener: AtomicU64,
     closed: AtomicBool,
+    /// Calls in progress, and a signal when one ends: close waits for them before it flushes.
+    calls: AtomicUsize,
+    call_ended: tokio::sync::Notify,
     stop: watch::Sender<bool>,
     /// Reports session files that change on disk; dropped at close.
     watcher: Mutex<Option<watcher::Watch>>,
@@ -214,6 +217,17 @@ struct StoreInner {
 enum Backend {
     File(Arc<FileBackend>),
     Redis(Arc<redis::RedisBackend>),
+}
+
+/// A call in progress (see [`SessionStore::enter`]).
+struct Call<'a>(&'a StoreInner);
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.0.calls.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.call_ended.notify_waiters();
+        }
+    }
 }
 
 struct Slot {
@@ -381,6 +395,8 @@ impl SessionStore {
                 listeners: Mutex::new(Vec::new()),
                 next_listener: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                calls: AtomicUsize::new(0),
+                call_ended: tokio::sync::Notify::new(),
                 stop,
                 watcher: Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
@@ -428,7 +444,7 @@ impl SessionStore {
 
     /// The session of `user_id` in `workspace_id`, created (and persisted) on first access.
     pub async fn load(&self, user_id: &str, workspace_id: &str) -> Result<LoadOutcome> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let slot = self.slot(SessionKey::new(user_id, workspace_id)?);
         let mut state = slot.state.lock().await;
         let (created, recovered) = self.ensure_loaded(&slot.key, &mut state).await?;
@@ -452,7 +468,7 @@ impl SessionStore {
         origin: Option<&str>,
         options: MergeMode,
     ) -> Result<MergeOutcome> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let key = SessionKey::new(user_id, workspace_id)?;
         let origin = origin.unwrap_or(DEFAULT_ORIGIN);
         check_id("origin", origin)?;
@@ -523,7 +539,7 @@ impl SessionStore {
 
     /// Writes the session durably now, if it has unsaved changes. Returns whether it wrote.
     pub async fn save(&self, user_id: &str, workspace_id: &str) -> Result<bool> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let key = SessionKey::new(user_id, workspace_id)?;
         let Some(slot) = lock(&self.inner.live).get(&key.file_stem()).cloned() else {
             return Ok(false);
@@ -540,7 +556,7 @@ impl SessionStore {
 
     /// Removes the session from memory and disk. Returns whether it was stored.
     pub async fn delete(&self, user_id: &str, workspace_id: &str) -> Result<bool> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let key = SessionKey::new(user_id, workspace_id)?;
         let stem = key.file_stem();
         let slot = lock(&self.inner.live).get(&stem).cloned();
@@ -570,7 +586,7 @@ impl SessionStore {
 
     /// A summary of every stored session.
     pub async fn list(&self) -> Result<Vec<SessionSummary>> {
-        self.check_open()?;
+        let _call = self.enter()?;
         let stored = match self.files() {
             Some(backend) => {
                 blocking(move || {
@@ -630,7 +646,7 @@ impl SessionStore {
         ttl_days: Option<f64>,
         now_millis: Option<i64>,
     ) -> Result<CleanupReport> {
-        self.check_open()?;
+        let _call = self.enter()?;
         self.sweep(ttl_days, now_millis).await
     }
 
@@ -675,6 +691,8 @@ impl SessionStore {
                 let _ = task.await;
             }
         }
+        // A merge that began before the flag was set may not have reached its session yet.
+        self.calls_finished().await;
         self.flush(true).await?;
         // Freed here, on the blocking pool, rather than wherever the last handle goes: for an
         // addon, that is Node's thread, when its garbage collector gets to the store (a 10 MB
@@ -691,7 +709,7 @@ impl SessionStore {
     /// (the failed sessions stay dirty and are tried again next time). ECLOSED after `close`.
     /// One session at a time: the tick then never competes with Node's thread for the cores.
     pub async fn flush_dirty(&self) -> Result<usize> {
-        self.check_open()?;
+        let _call = self.enter()?;
         self.flush(false).await
     }
 
@@ -715,11 +733,27 @@ impl SessionStore {
         first_error.map_or(Ok(written), Err)
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Starts a call: ECLOSED once `close()` has begun; otherwise `close()` waits until the call
+    /// is over, so that whatever it changed is flushed.
+    fn enter(&self) -> Result<Call<'_>> {
+        // Counted first, then the flag read; close sets the flag, then reads the count. (SeqCst
+        // both ways: either the call sees the flag, or close sees the call.)
+        self.inner.calls.fetch_add(1, Ordering::SeqCst);
+        let call = Call(&self.inner);
         if self.inner.closed.load(Ordering::SeqCst) {
-            Err(StoreError::closed())
-        } else {
-            Ok(())
+            return Err(StoreError::closed());
+        }
+        Ok(call)
+    }
+
+    /// Waits until no call that started before `close()` is still running.
+    async fn calls_finished(&self) {
+        loop {
+            let finished = self.inner.call_ended.notified();
+            if self.inner.calls.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            finished.await;
         }
     }
 
@@ -919,9 +953,9 @@ impl SessionStore {
     /// left them; Redis's counters are where it left them) and change nothing. Listeners hear of
     /// the rest with origin `"external"`.
     async fn refresh(&self, stem: &str) -> Result<()> {
-        if self.check_open().is_err() {
+        let Ok(_call) = self.enter() else {
             return Ok(());
-        }
+        };
         let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
             return Ok(());
         };
