@@ -569,8 +569,8 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
 }
 
 /// `fs::read`, without updating the file's access time where the system allows (Linux's
-/// `O_NOATIME`, for the files' owner): reading a session then writes nothing to the disk, and a
-/// directory watcher is not told of an attribute change for every file a sweep reads.
+/// `O_NOATIME`, for the files' owner): reading a session then writes nothing to the disk (a sweep
+/// of 100,000 files: 2.07–2.23 s against 2.25–2.43 s, alternating runs).
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     #[cfg(target_os = "linux")]
     {
@@ -582,7 +582,8 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
             .open(path);
         match opened {
             Ok(mut file) => {
-                // Sized as fs::read does it (File's own read_to_end also asks for its position).
+                // Sized once from the length, as fs::read does. (File's own read_to_end also asks
+                // the kernel for the file position: one more system call per read.)
                 let size = file.metadata().map_or(0, |m| m.len() as usize);
                 let mut bytes = Vec::with_capacity(size);
                 Read::by_ref(&mut file)

@@ -694,15 +694,11 @@ impl SessionStore {
         // A merge that began before the flag was set may not have reached its session yet.
         self.calls_finished().await;
         self.flush(true).await?;
-        // Freed here, on the blocking pool, rather than wherever the last handle goes: for an
-        // addon, that is Node's thread, when its garbage collector gets to the store (a 10 MB
-        // session takes ~15 ms to free).
+        // Freed now rather than wherever the last handle goes: for an addon, that is Node's
+        // thread, when its garbage collector gets to the store.
         let live = std::mem::take(&mut *lock(&self.inner.live));
-        blocking(move || {
-            drop(live);
-            Ok(())
-        })
-        .await
+        free_off_thread(live).await;
+        Ok(())
     }
 
     /// Writes every dirty session. Returns how many were written; on failures, the first error
@@ -1096,14 +1092,7 @@ impl SessionStore {
                 }
             }
         });
-        if !unloaded.is_empty() {
-            // Freed on the blocking pool: a large session takes milliseconds to free.
-            let _ = blocking(move || {
-                drop(unloaded);
-                Ok(())
-            })
-            .await;
-        }
+        free_off_thread(unloaded).await;
     }
 
     fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -1130,6 +1119,16 @@ fn loaded(state: &mut Option<Live>) -> Result<&mut Live> {
         .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
     live.last_used = Instant::now();
     Ok(live)
+}
+
+/// Frees sessions on tokio's blocking pool: a 10 MB session takes ~15 ms to free, which no tokio
+/// worker (and never Node's thread) should spend.
+async fn free_off_thread<T: Send + 'static>(sessions: T) {
+    let _ = blocking(move || {
+        drop(sessions);
+        Ok(())
+    })
+    .await;
 }
 
 /// Runs blocking work on tokio's blocking pool. A panic there becomes EINTERNAL.
