@@ -291,7 +291,9 @@ export declare class NarrativeSessionStore {
   /**
    * The session as UTF-8 JSON text in a Buffer, for a host that only forwards it (to a socket:
    * `ws.send(sessionJson, { binary: false })`). Nothing is parsed or converted on Node's thread:
-   * the Buffer is the memory Rust serialised into. Otherwise as `load`.
+   * the Buffer is filled on a tokio thread. The store keeps the text until the session changes,
+   * so a second load of an unchanged session copies it instead of serialising the session
+   * again; each Buffer is the caller's own. Otherwise as `load`.
    */
   loadRaw(userId: string, workspaceId: string): Promise<LoadRawResult>
   /**

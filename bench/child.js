@@ -185,6 +185,12 @@ function w1() {
         state.text = fs.readFileSync(fixture.file)
         return state
       }
+      if (job.system === 'ours' && !job.unmarked) {
+        // Stored as the store writes it: its close writes the snapshot of what it merged.
+        const writer = await openStore()
+        await writer.merge(userId, workspaceId, { config: { restoredBy: 'bench' } }, { returnSession: false })
+        await writer.close()
+      }
       if (OURS) {
         state.store = await openStore()
         features.loadRaw = typeof state.store.loadRaw === 'function'

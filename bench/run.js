@@ -167,6 +167,10 @@ function plan(redis) {
       for (const system of ['ours', 'naive', 'send-only', 'ours-redis', 'ioredis']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
     }
   }
+  // The long way: a snapshot the store did not write (the generator's file, never marked), so every
+  // cold load parses, checks and serialises it, as every cold load did before marks.
+  const [reps, warmup] = REPS['10MB']
+  add({ workload: 'W1', variant: '10MB cold, unmarked file', size: '10MB', mode: 'cold', unmarked: true, system: 'ours', reps, warmup })
   for (const size of SIZE_KEYS) {
     for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']) {
       const [reps, warmup] = W2_CHEAP.has(system) ? W2_CHEAP_REPS : REPS[size]
@@ -265,12 +269,12 @@ const ratioMetrics = (baseline) => (REDIS_SYSTEMS.has(baseline) ? REDIS_RATIO_ME
 
 function table(groups) {
   const lines = []
-  const widths = [10, 3, 9, 9, 9, 7, 9, 9, 9, 7, 9, 10]
+  const widths = [10, 3, 9, 9, 9, 7, 9, 7, 9, 9, 7, 9, 10]
   let workload
   for (const g of groups) {
     // Bytes to and from Redis, in the groups where a system ran on Redis.
     const withRedis = g.rows.some((r) => REDIS_SYSTEMS.has(r.system))
-    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'stall', 'busy ms', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
+    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'stall', 'busy ms', 'queued', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
     if (g.workload !== workload) {
       workload = g.workload
       lines.push('', `== ${TITLES[workload]}`)
@@ -290,6 +294,7 @@ function table(groups) {
         fmtMs(m.blockP99Ms),
         fmtMs(m.stallMs),
         fmtMs(m.busyMs),
+        fmtMs(m.queuedMs),
         fmtMs(m.cpuMs),
         REDIS_SYSTEMS.has(r.system) ? '—' : fmtBytes(m.writeBytes),
         (r.maxRSSKB / 1024).toFixed(0),
@@ -484,11 +489,13 @@ async function main() {
         'All figures are medians over the measured repetitions, after warm-ups; every job ran in its own process, one at a time.',
         'blockMaxMs / blockP99Ms: monitorEventLoopDelay (1 ms resolution) max / p99 minus the 1 ms resolution: the longest stretch the main thread was blocked. noise: the same, measured idle in each process.',
         'busyMs: event-loop utilisation (active time) of the main thread during the operation.',
+        'queuedMs: the total time the main thread was ready to run but waited for a core during the operation (Linux schedstat).',
         'cpuMs: process.cpuUsage() delta, user + system, all threads. writeBytes: /proc/self/io write_bytes delta (page-granular, all threads); wcharBytes: bytes passed to write syscalls (sockets included).',
         'maxRSSKB: process.resourceUsage().maxRSS of the job process, taken before verification.',
         'ratios: baseline ÷ ours (above 1: ours uses less).',
         'Event-loop delay also counts time the main thread was runnable but not scheduled (2 cores shared with tokio threads, the ws client and anything else running); busyMs does not. loadavg: the 1-minute load average before and after each job.',
         'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
+        'W1 ours: the stored session is as the store writes it (the fixture merged in once, with one config value, and the store closed, which writes its snapshot, marked as its own: see docs/storage.md); a cold load then sends the snapshot\'s text unparsed. W1 10MB cold, unmarked file: the generator\'s file as it is, which every cold load parses, checks and serialises.',
         'W1 send-only: no load at all, only the send, framed as ours frames it, of the same session text from a Buffer made before the job: the floor that sending the bytes sets, whoever loads them. send-only ÷ ours near 1 means the load adds next to nothing on top of the send.',
         'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones; ours-tick is one store.flush(), the store\'s own autosave tick (what runs every 30 s with no call from the host).',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',
@@ -549,7 +556,7 @@ async function main() {
     console.log(`mia-narrative-session benchmark — ${info.cpu}, ${info.cores} cores, ${info.os}, Node ${info.node}, ${info.tmpFs}${QUICK ? ' — BENCH_QUICK' : ''}`)
     const yesNo = (v) => (v === undefined ? 'not exercised' : v ? 'yes' : 'no')
     console.log(`addon features used: store.loadRaw ${yesNo(features.loadRaw)}; merge { returnSession: false, durable: true }`)
-    console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; written = /proc/self/io write_bytes')
+    console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); busy = main-thread active time; queued = main thread waiting for a core, in total; written = /proc/self/io write_bytes')
     if (redis) console.log(`Redis systems on redis-server ${redis.version} (persistence off); to/from redis = INFO stats total_net_input/output_bytes deltas`)
     if (redisNote) console.log(`NOTE: ${redisNote}`)
     console.log(table(groups))

@@ -241,7 +241,9 @@ impl NarrativeSessionStore {
 
     /// The session as UTF-8 JSON text in a Buffer, for a host that only forwards it (to a socket:
     /// `ws.send(sessionJson, { binary: false })`). Nothing is parsed or converted on Node's thread:
-    /// the Buffer is the memory Rust serialised into. Otherwise as `load`.
+    /// the Buffer is filled on a tokio thread. The store keeps the text until the session changes,
+    /// so a second load of an unchanged session copies it instead of serialising the session
+    /// again; each Buffer is the caller's own. Otherwise as `load`.
     #[napi(
         catch_unwind,
         ts_args_type = "userId: string, workspaceId: string",
@@ -259,7 +261,8 @@ impl NarrativeSessionStore {
             let (user, workspace) = ids?;
             let loaded = store.load(&user, &workspace).await?;
             Ok(LoadRawResult {
-                session_json: loaded.session_json.into_bytes().into(),
+                // A copy, made here on a tokio thread: JavaScript may write into its Buffer.
+                session_json: loaded.session_json.as_bytes().to_vec().into(),
                 session_id: loaded.session_id,
                 created: loaded.created,
                 recovered: loaded.recovered,

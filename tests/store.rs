@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mia_narrative_session::error::ErrorCode;
 use mia_narrative_session::model::{NarrativeSession, UniverseFocus};
 use mia_narrative_session::paths::SessionKey;
+use mia_narrative_session::store::file::FileBackend;
 use mia_narrative_session::store::{MergeEvent, SessionStore, StoreOptions};
 use serde_json::{json, Value};
 
@@ -66,7 +67,12 @@ async fn merge(store: &SessionStore, update: Value) -> Vec<String> {
 }
 
 async fn current(store: &SessionStore) -> String {
-    store.load(USER, WORKSPACE).await.unwrap().session_json
+    store
+        .load(USER, WORKSPACE)
+        .await
+        .unwrap()
+        .session_json
+        .to_string()
 }
 
 /// Polls `check` until it holds or `limit` passes.
@@ -223,6 +229,48 @@ async fn two_stores_on_one_directory_keep_both_updates() {
         ),
         (Some(&json!(1)), Some(&json!(2)))
     );
+}
+
+/// A load's text is kept until the session changes. Every way a loaded session changes shows in
+/// the next load: a merge here, records another store appended, a snapshot another store
+/// rewrote. A merge that changes nothing leaves the text as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_after_any_change_returns_the_changed_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let reading = open(dir.path()).await;
+    let writing = open(dir.path()).await;
+    writing.load(USER, WORKSPACE).await.unwrap();
+    current(&reading).await;
+
+    merge(&reading, json!({"memory": {"here": 1}})).await;
+    let text = current(&reading).await;
+    assert_eq!(parse(&text).memory["here"], 1, "a merge here");
+    assert_eq!(
+        merge(&reading, json!({"memory": {"here": 1}})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        current(&reading).await,
+        text,
+        "a merge that changed nothing"
+    );
+
+    merge(&writing, json!({"memory": {"appended": 2}})).await;
+    writing.save(USER, WORKSPACE).await.unwrap();
+    let appended = eventually(Duration::from_secs(5), async || {
+        parse(&current(&reading).await).memory.get("appended") == Some(&json!(2))
+    })
+    .await;
+    assert!(appended, "records another store appended");
+
+    merge(&writing, json!({"memory": {"rewritten": 3}})).await;
+    writing.close().await.unwrap();
+    let rewritten = eventually(Duration::from_secs(5), async || {
+        parse(&current(&reading).await).memory.get("rewritten") == Some(&json!(3))
+    })
+    .await;
+    assert!(rewritten, "a snapshot another store rewrote");
+    reading.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -744,6 +792,116 @@ async fn a_corrupt_file_is_recovered_from_the_backup_on_load() {
         .collect();
     assert_eq!(aside.len(), 1);
     assert_eq!(fs::read(aside[0].path()).unwrap(), b"\0\0\0\0");
+    store.close().await.unwrap();
+}
+
+/// A snapshot the store wrote is marked as its own (docs/storage.md): a load sends its text as it
+/// is, and the first merge parses it. A marked file changed since, in place, is read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_the_store_wrote_is_sent_as_it_is_and_one_changed_since_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    merge(&store, json!({"memory": {"goal": "first"}})).await;
+    store.close().await.unwrap(); // close writes the snapshot
+    let stem = SessionKey::new(USER, WORKSPACE).unwrap().file_stem();
+    let backend = FileBackend::open(dir.path()).unwrap();
+    let marked = backend.read_canonical(&stem, &backend.lock(&stem).unwrap());
+    let written = fs::read(session_file(dir.path())).unwrap();
+    assert_eq!(marked.map(String::into_bytes), Some(written.clone()));
+
+    let store = open(dir.path()).await;
+    assert_eq!(
+        current(&store).await.into_bytes(),
+        written,
+        "the file's text"
+    );
+    merge(&store, json!({"memory": {"then": "second"}})).await;
+    let merged = parse(&current(&store).await);
+    assert_eq!(
+        (&merged.memory["goal"], &merged.memory["then"]),
+        (&json!("first"), &json!("second")),
+        "merged into the parsed text"
+    );
+    store.close().await.unwrap();
+
+    // Edited in place (the mark stays on the file) to name another user: checked, and refused.
+    let text = fs::read_to_string(session_file(dir.path())).unwrap();
+    let edited = text.replace(&format!("\"userId\":\"{USER}\""), "\"userId\":\"mallory\"");
+    assert_ne!(edited, text);
+    fs::write(session_file(dir.path()), edited).unwrap();
+    let store = open(dir.path()).await;
+    let loaded = store.load(USER, WORKSPACE).await.unwrap();
+    assert!(loaded.recovered, "the edited file is moved aside");
+    assert_eq!(parse(&loaded.session_json).user_id, USER);
+    store.close().await.unwrap();
+}
+
+/// A session held only as its marked snapshot's text still hears of another store's write: the
+/// change is parsed in, and listeners hear of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_loaded_as_text_takes_in_another_stores_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    merge(&store, json!({"memory": {"goal": "first"}})).await;
+    store.close().await.unwrap();
+    let reading = open(dir.path()).await;
+    let writing = open(dir.path()).await;
+    current(&reading).await;
+    let (events, _) = recorder(&reading);
+
+    merge(&writing, json!({"memory": {"goal": "from elsewhere"}})).await;
+    writing.save(USER, WORKSPACE).await.unwrap();
+    let arrived = eventually(Duration::from_secs(5), async || {
+        !events.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(arrived, "an external merge");
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events[0].origin, "external");
+    assert!(
+        events[0].changes.contains(&"memory.goal".to_string()),
+        "{events:?}"
+    );
+    assert_eq!(
+        parse(&current(&reading).await).memory["goal"],
+        "from elsewhere"
+    );
+    reading.close().await.unwrap();
+    writing.close().await.unwrap();
+}
+
+/// Another user's marked snapshot moved over this user's file is not this user's session: the
+/// mark binds the file's name, and the long way checks the ids inside.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_users_marked_snapshot_under_this_users_name_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    merge(&store, json!({"memory": {"goal": "alice's"}})).await;
+    store
+        .merge(
+            "bob",
+            WORKSPACE,
+            r#"{"memory":{"goal":"bob's"}}"#,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let bob = dir.path().join(format!(
+        "{}.json",
+        SessionKey::new("bob", WORKSPACE).unwrap().file_stem()
+    ));
+    fs::rename(&bob, session_file(dir.path())).unwrap();
+
+    let store = open(dir.path()).await;
+    let loaded = store.load(USER, WORKSPACE).await.unwrap();
+    let session = parse(&loaded.session_json);
+    assert!(loaded.recovered, "the file is moved aside");
+    assert_eq!(
+        (session.user_id.as_str(), session.memory.get("goal")),
+        (USER, None)
+    );
     store.close().await.unwrap();
 }
 

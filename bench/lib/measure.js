@@ -11,6 +11,9 @@
 // - Main-thread busy time: event-loop utilisation over the operation (active ms), i.e. all the
 //   time the main thread spent running JavaScript or native callbacks, however it was split up.
 // - CPU: process.cpuUsage() delta, user + system, all threads of the process (tokio, libuv pool).
+// - Queued: how long the main thread was ready to run but waited for a core during the operation,
+//   in total (/proc/self/task/<pid>/schedstat, Linux). Time the main thread was held up without
+//   working: whatever kept both cores busy.
 // - Bytes written: /proc/self/io `write_bytes` delta (bytes the process caused to be sent to the
 //   storage layer, page-granular, all threads), and `wchar` (bytes passed to write syscalls).
 
@@ -39,6 +42,16 @@ function readIo() {
   }
 }
 
+// The main thread's schedstat: ns on a core, ns waiting for one, timeslices.
+const SCHEDSTAT = `/proc/self/task/${process.pid}/schedstat`
+function queuedNs() {
+  try {
+    return Number(fs.readFileSync(SCHEDSTAT, 'utf8').split(' ')[1])
+  } catch {
+    return null
+  }
+}
+
 const gc = typeof global.gc === 'function' ? global.gc : () => {}
 
 /**
@@ -53,12 +66,14 @@ async function measure(fn, probe) {
   await sleep(4)
   const io0 = readIo()
   const cpu0 = process.cpuUsage()
+  const queued0 = queuedNs()
   const elu0 = performance.eventLoopUtilization()
   const t0 = performance.now()
   const value = await fn()
   const wallMs = performance.now() - t0
   const elu = performance.eventLoopUtilization(elu0)
   const cpu = process.cpuUsage(cpu0)
+  const queued1 = queuedNs()
   const io1 = readIo()
   await sleep(4)
   histogram.disable()
@@ -71,6 +86,7 @@ async function measure(fn, probe) {
       blockMaxMs: blocked(histogram.max),
       blockP99Ms: blocked(histogram.percentile(99)),
       busyMs: elu.active,
+      queuedMs: queued0 != null && queued1 != null ? (queued1 - queued0) / 1e6 : null,
       cpuMs: (cpu.user + cpu.system) / 1000,
       writeBytes: io0 && io1 ? io1.write_bytes - io0.write_bytes : null,
       wcharBytes: io0 && io1 ? io1.wchar - io0.wchar : null,
@@ -98,7 +114,7 @@ function median(values) {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
 }
 
-const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'stallMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
+const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'queuedMs', 'stallMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
 
 /** Medians and maxima of the timed samples, and of the stall probe's own samples for `stallMs`. */
 function summarize(samples, probeSamples = []) {

@@ -42,6 +42,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// How many journals stay open between appends (see [`OpenJournals`]).
 const MAX_OPEN_JOURNALS: usize = 128;
 
+use super::canonical;
 pub use super::lock::SessionLock;
 use super::lock::SessionLocks;
 
@@ -113,6 +114,8 @@ pub struct ReadOutcome {
     pub session: Option<NarrativeSession>,
     /// Bytes of the file the session came from.
     pub bytes: u64,
+    /// That file's content.
+    pub raw: Vec<u8>,
     /// True when the main file was unusable: the session came from the backup, or was lost.
     pub recovered: bool,
     /// Files moved aside because they did not parse.
@@ -191,8 +194,8 @@ pub struct JournalRead {
 }
 
 enum Parsed {
-    /// Boxed: a session is large, and the other variants are empty.
-    Good(Box<NarrativeSession>, u64),
+    /// The session (boxed: it is large, and the other variants are empty) and the file's bytes.
+    Good(Box<NarrativeSession>, Vec<u8>),
     Missing,
     Bad,
 }
@@ -241,9 +244,10 @@ impl FileBackend {
         let mut outcome = ReadOutcome::default();
         let main = self.path(stem, SESSION_EXT);
         match parse_file(&main, expected)? {
-            Parsed::Good(session, bytes) => {
+            Parsed::Good(session, raw) => {
                 outcome.session = Some(*session);
-                outcome.bytes = bytes;
+                outcome.bytes = raw.len() as u64;
+                outcome.raw = raw;
                 return Ok(outcome);
             }
             Parsed::Bad => {
@@ -254,9 +258,10 @@ impl FileBackend {
         }
         let backup = self.path(stem, BACKUP_EXT);
         match parse_file(&backup, expected)? {
-            Parsed::Good(session, bytes) => {
+            Parsed::Good(session, raw) => {
                 outcome.session = Some(*session);
-                outcome.bytes = bytes;
+                outcome.bytes = raw.len() as u64;
+                outcome.raw = raw;
                 outcome.recovered = true;
             }
             Parsed::Bad => {
@@ -272,9 +277,24 @@ impl FileBackend {
     /// file as the backup, rename, fsync the directory. A crash at any point leaves either the old
     /// or the new version in `S.json`, never a torn one.
     pub fn write(&self, stem: &str, bytes: &[u8], _lock: &SessionLock) -> Result<()> {
+        self.write_file(stem, bytes, false)
+    }
+
+    /// `write`, marking the file as the store's own serialisation of a checked session (see
+    /// [`super::canonical`]), so that a load can send it as it is. `text` must be the JSON the
+    /// store serialised from a live session.
+    pub fn write_canonical(&self, stem: &str, text: &[u8], _lock: &SessionLock) -> Result<()> {
+        self.write_file(stem, text, true)
+    }
+
+    fn write_file(&self, stem: &str, bytes: &[u8], canonical: bool) -> Result<()> {
         let main = self.path(stem, SESSION_EXT);
         let temp = self.temp_path(stem);
         let result = self.write_temp(&temp, bytes).and_then(|()| {
+            // On the temp file, so that the mark arrives with the bytes, in the same rename.
+            if canonical {
+                canonical::mark(&temp, stem, bytes);
+            }
             self.refresh_backup(stem, &main)?;
             fs::rename(&temp, &main).map_err(|e| StoreError::io("cannot rename into", &main, e))?;
             sync_dir(&self.dir)
@@ -294,6 +314,24 @@ impl FileBackend {
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io("cannot write", temp, e))
+    }
+
+    /// The snapshot's text when it is marked as the store's own write and still holds what was
+    /// marked (see [`super::canonical`]); None otherwise, and the caller reads it with `read`.
+    pub fn read_canonical(&self, stem: &str, _lock: &SessionLock) -> Option<String> {
+        let main = self.path(stem, SESSION_EXT);
+        let mark = canonical::read_mark(&main)?;
+        let bytes = read_file(&main).ok()?;
+        if mark != canonical::mark_for(stem, &bytes) {
+            return None;
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    /// Marks the snapshot as the store's own write of `text`, which the caller found it holds
+    /// byte for byte (a file written before marks existed, or by a copy).
+    pub fn mark_canonical(&self, stem: &str, text: &[u8], _lock: &SessionLock) {
+        canonical::mark(&self.path(stem, SESSION_EXT), stem, text);
     }
 
     /// Make the current main file the backup, atomically, through a hard link (or a copy where the
@@ -565,7 +603,7 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
     if !matches || validate_session(&session).is_err() {
         return Ok(Parsed::Bad);
     }
-    Ok(Parsed::Good(Box::new(session), bytes.len() as u64))
+    Ok(Parsed::Good(Box::new(session), bytes))
 }
 
 /// `fs::read`, without updating the file's access time where the system allows (Linux's

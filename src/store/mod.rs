@@ -13,7 +13,9 @@
 //! parallel. Blocking file work runs on tokio's blocking pool; a save's short first step (lock, look,
 //! append) runs in place on its tokio worker instead (`blocking_here`).
 
+mod canonical;
 pub mod file;
+mod live;
 pub mod lock;
 pub mod redis;
 mod redis_sessions;
@@ -34,13 +36,12 @@ use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
 use crate::lock;
-use crate::merge::{
-    apply_patch, apply_patch_indexed, normalize_owned, settle_update, SessionIndex, SessionPatch,
-};
+use crate::merge::{apply_patch, normalize_owned, settle_update, SessionPatch};
 use crate::model::{check_id, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
 use file::{FileBackend, FileStamp, JournalRead};
+use live::Live;
 
 pub const DEFAULT_TTL_DAYS: f64 = 30.0;
 pub const DEFAULT_AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -122,7 +123,9 @@ fn check_ttl(ttl_days: f64) -> Result<()> {
 /// A loaded session, as JSON text: what a host sends to a socket without parsing it.
 #[derive(Clone, Debug)]
 pub struct LoadOutcome {
-    pub session_json: String,
+    /// Shared with the copy the store keeps until the session changes: a caller that hands the
+    /// text on to code that may write into it (a JavaScript Buffer) gives a copy.
+    pub session_json: Arc<String>,
     /// The session's id, so that a caller forwarding the text need not parse it.
     pub session_id: String,
     /// The session did not exist and was created.
@@ -236,50 +239,6 @@ struct Slot {
     state: tokio::sync::Mutex<Option<Live>>,
 }
 
-struct Live {
-    session: NarrativeSession,
-    /// Journal records of merges not yet on disk.
-    pending: Vec<u8>,
-    /// The files lack something this session holds: the next save writes a snapshot.
-    needs_snapshot: bool,
-    /// The size of the session as JSON, estimated from what was read, written and merged.
-    approx_bytes: usize,
-    /// Where each beat and entry sits, so that appending to a long history costs what appending to a
-    /// short one does. Every change to `session` goes through `apply_patch_indexed`.
-    index: SessionIndex,
-    /// The files as this store last read or wrote them: a change that leaves them looking like
-    /// this is the store's own write.
-    disk: DiskView,
-    /// The same for the Redis backend: the keys as this store last read or wrote them.
-    redis: redis::RedisView,
-    /// When a load or merge last used it.
-    last_used: Instant,
-}
-
-impl Live {
-    fn new(session: NarrativeSession) -> Live {
-        Live {
-            session,
-            pending: Vec::new(),
-            needs_snapshot: false,
-            approx_bytes: 0,
-            index: SessionIndex::default(),
-            disk: DiskView::default(),
-            redis: redis::RedisView::default(),
-            last_used: Instant::now(),
-        }
-    }
-
-    fn is_dirty(&self) -> bool {
-        !self.pending.is_empty() || self.needs_snapshot
-    }
-
-    /// Records wait in a journal (or Redis log) beside the snapshot.
-    fn has_journal(&self) -> bool {
-        self.disk.journal_len > 0 || self.redis.log_len > 0
-    }
-}
-
 /// A session's files as a store last saw them: the snapshot's stamp and the journal's length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct DiskView {
@@ -350,15 +309,74 @@ fn starting_session(
     }))
 }
 
+/// Loads a session from its files, under its lock: the marked snapshot's text alone when `want`
+/// allows it (see `canonical.rs`); otherwise the snapshot (or its backup), parsed and checked, with
+/// its journal replayed. Returns (live, created, recovered).
+fn load_from_files(
+    backend: &FileBackend,
+    key: &SessionKey,
+    now: String,
+    want: Want,
+) -> Result<(Live, bool, bool)> {
+    let stem = key.file_stem();
+    let lock = backend.lock(&stem)?;
+    // The store's own snapshot, with no journal: its text is the session's.
+    if want == Want::Text && backend.journal_size(&stem).is_none() {
+        if let Some(text) = backend.read_canonical(&stem, &lock) {
+            let mut live = Live::unparsed(text);
+            live.disk.snapshot = backend.stamp(&stem);
+            return Ok((live, false, false));
+        }
+    }
+    let mut read = backend.read(&stem, Some(key), &lock)?;
+    let created = read.session.is_none();
+    let mut session = starting_session(read.session.take(), key, now)?;
+    // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
+    let journal = backend.read_journal(&stem, 0, &lock)?;
+    for patch in &journal.patches {
+        apply_patch(&mut session, patch)?;
+    }
+    let own = session.id == key.session_id();
+    let mut live = Live::new(session);
+    // A new session is persisted at once; a recovered one is written back over the bad file.
+    if created || read.recovered {
+        let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
+        live.disk = write_snapshot(backend, &stem, &bytes, own, &lock)?;
+        live.approx_bytes = bytes.len();
+    } else {
+        live.disk = DiskView {
+            snapshot: backend.stamp(&stem),
+            journal_len: journal.end,
+        };
+        live.approx_bytes = (read.bytes + journal.end) as usize;
+    }
+    if want == Want::Text {
+        let text = live.text()?;
+        // A snapshot that holds, byte for byte, what the store would write (one written before
+        // marks existed) is marked now, so that the next load is a read.
+        if own && journal.end == 0 && !created && !read.recovered && text.as_bytes() == read.raw {
+            backend.mark_canonical(&stem, &read.raw, &lock);
+        }
+    }
+    Ok((live, created, read.recovered))
+}
+
 /// Writes a full snapshot and drops the journal it now contains. (A crash between the two leaves a
 /// journal whose records the snapshot already holds: replaying joins twice changes nothing.)
+/// `own`: `bytes` serialise a live session whose id is the one the stem gives; the snapshot is
+/// then marked as the store's own write, so that a load can send it unparsed.
 fn write_snapshot(
     backend: &FileBackend,
     stem: &str,
     bytes: &[u8],
+    own: bool,
     lock: &file::SessionLock,
 ) -> Result<DiskView> {
-    backend.write(stem, bytes, lock)?;
+    if own {
+        backend.write_canonical(stem, bytes, lock)?;
+    } else {
+        backend.write(stem, bytes, lock)?;
+    }
     backend.remove_journal(stem, lock)?;
     // Stamped under the lock, so it is this write's stamp and no one else's.
     Ok(DiskView {
@@ -447,11 +465,13 @@ impl SessionStore {
         let _call = self.enter()?;
         let slot = self.slot(SessionKey::new(user_id, workspace_id)?);
         let mut state = slot.state.lock().await;
-        let (created, recovered) = self.ensure_loaded(&slot.key, &mut state).await?;
+        let (created, recovered) = self
+            .ensure_loaded(&slot.key, &mut state, Want::Text)
+            .await?;
         let live = loaded(&mut state)?;
         Ok(LoadOutcome {
-            session_json: to_json(&live.session)?,
-            session_id: live.session.id.clone(),
+            session_json: live.text()?,
+            session_id: slot.key.session_id(),
             created,
             recovered,
         })
@@ -480,39 +500,43 @@ impl SessionStore {
 
         let slot = self.slot(key);
         let mut state = slot.state.lock().await;
-        self.ensure_loaded(&slot.key, &mut state).await?;
+        self.ensure_loaded(&slot.key, &mut state, Want::Session)
+            .await?;
         let live = loaded(&mut state)?;
         // The update as the join it amounts to: what is applied here is what the journal replays.
         let mut patch = settle_update(
-            &live.session,
+            live.session()?,
             update.into_patch(&mut lock(&self.inner.clock))?,
         )?;
         // Near the limit, merge into a copy, so a refused update leaves the session as it was.
         // (Clocks and defaults make a merged update larger than its text; the margin covers that.)
         let near_limit = live.approx_bytes + MERGE_GROWTH * update_json.len() + 64 * 1024 > max;
-        let mut copy = near_limit.then(|| live.session.clone());
+        let mut copy = near_limit.then(|| live.session().cloned()).transpose()?;
         let changes = match copy.as_mut() {
             Some(copy) => apply_patch(copy, &patch)?,
-            None => apply_patch_indexed(&mut live.session, &patch, &mut live.index)?,
+            None => live.apply(&patch)?,
         };
-        let target = copy.as_mut().unwrap_or(&mut live.session);
         if changes.touched {
             let stamp = patch.clock.to_rfc3339();
-            if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(&target.updated_at) {
-                target.updated_at = stamp.clone();
+            let current = match copy.as_ref() {
+                Some(copy) => &copy.updated_at,
+                None => &live.session()?.updated_at,
+            };
+            if parse_rfc3339_millis(&stamp) > parse_rfc3339_millis(current) {
+                match copy.as_mut() {
+                    Some(copy) => copy.updated_at = stamp.clone(),
+                    None => live.set_updated_at(stamp.clone())?,
+                }
             }
             patch.updated_at = Some(stamp);
         }
-        if near_limit {
-            let size = serde_json::to_vec(target).map_err(internal)?.len();
+        if let Some(merged) = copy {
+            let size = serde_json::to_vec(&merged).map_err(internal)?.len();
             if size > max {
                 return Err(too_large("session", size, max));
             }
             live.approx_bytes = size;
-        }
-        if let Some(merged) = copy {
-            live.session = merged;
-            live.index = SessionIndex::default();
+            live.replace(merged);
         }
         if changes.touched {
             let record = journal::encode(&patch)?;
@@ -525,7 +549,7 @@ impl SessionStore {
             self.persist(&slot.key, live, false).await?;
         }
         let session_json = if options.with_session {
-            Some(to_json(&live.session)?)
+            Some(to_json(live.session()?)?)
         } else {
             None
         };
@@ -624,11 +648,14 @@ impl SessionStore {
             if let Some(slot) = live.get(&stem) {
                 summary.loaded = true;
                 if let Ok(state) = slot.state.try_lock() {
+                    // (A session held only as its stored text is what the file holds.)
                     if let Some(l) = state.as_ref() {
-                        summary.updated_at = l.session.updated_at.clone();
-                        summary.charts = l.session.active_charts.len();
-                        summary.beats = l.session.story_beats.len();
-                        summary.entries = l.session.conversation_history.len();
+                        if let Some(session) = l.parsed() {
+                            summary.updated_at = session.updated_at.clone();
+                            summary.charts = session.active_charts.len();
+                            summary.beats = session.story_beats.len();
+                            summary.entries = session.conversation_history.len();
+                        }
                         summary.dirty = l.is_dirty();
                     }
                 }
@@ -765,15 +792,27 @@ impl SessionStore {
             .clone()
     }
 
-    /// Loads the session into `state` when it is not there yet: the snapshot, then its journal.
-    /// Returns (created, recovered).
+    /// Loads the session into `state` when it is not there yet, and parses it when `want` asks
+    /// for the session and only its text is held. Returns (created, recovered).
     async fn ensure_loaded(
         &self,
         key: &SessionKey,
         state: &mut Option<Live>,
+        want: Want,
     ) -> Result<(bool, bool)> {
-        if state.is_some() {
-            return Ok((false, false));
+        if let Some(live) = state.as_mut() {
+            let Some(text) = live.unparsed_text().filter(|_| want == Want::Session) else {
+                return Ok((false, false));
+            };
+            match blocking(move || parse_marked(&text)).await {
+                Ok(session) => {
+                    live.set_parsed(session);
+                    return Ok((false, false));
+                }
+                // The mark matched, yet the text is not a good session: read it the long way,
+                // which moves a bad file aside and recovers the backup.
+                Err(_) => *state = None,
+            }
         }
         let Some(backend) = self.files() else {
             let (live, created, recovered) = self.load_from_redis(key).await?;
@@ -782,33 +821,8 @@ impl SessionStore {
         };
         let key = key.clone();
         let now = lock(&self.inner.clock).now().to_rfc3339();
-        let (live, created, recovered) = blocking(move || {
-            let stem = key.file_stem();
-            let lock = backend.lock(&stem)?;
-            let mut read = backend.read(&stem, Some(&key), &lock)?;
-            let created = read.session.is_none();
-            let mut session = starting_session(read.session.take(), &key, now)?;
-            // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
-            let journal = backend.read_journal(&stem, 0, &lock)?;
-            for patch in &journal.patches {
-                apply_patch(&mut session, patch)?;
-            }
-            let mut live = Live::new(session);
-            // A new session is persisted at once; a recovered one is written back over the bad file.
-            if created || read.recovered {
-                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
-                live.disk = write_snapshot(&backend, &stem, &bytes, &lock)?;
-                live.approx_bytes = bytes.len();
-            } else {
-                live.disk = DiskView {
-                    snapshot: backend.stamp(&stem),
-                    journal_len: journal.end,
-                };
-                live.approx_bytes = (read.bytes + journal.end) as usize;
-            }
-            Ok((live, created, read.recovered))
-        })
-        .await?;
+        let (live, created, recovered) =
+            blocking(move || load_from_files(&backend, &key, now, want)).await?;
         *state = Some(live);
         Ok((created, recovered))
     }
@@ -860,10 +874,11 @@ impl SessionStore {
         let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
         if compact || live.needs_snapshot || journal_after > snapshot_len {
-            let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+            let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
+            let own = live.session()?.id == key.session_id();
             let written = bytes.len();
             live.disk =
-                blocking(move || write_snapshot(&backend, &stem, &bytes, &file_lock)).await?;
+                blocking(move || write_snapshot(&backend, &stem, &bytes, own, &file_lock)).await?;
             live.approx_bytes = written;
         } else if !live.pending.is_empty() {
             let records = live.pending.clone();
@@ -907,7 +922,7 @@ impl SessionStore {
     ) -> Result<()> {
         let mut paths = Vec::new();
         for patch in patches {
-            paths.extend(apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths);
+            paths.extend(live.apply(patch)?.paths);
         }
         self.emit(key, EXTERNAL_ORIGIN, &paths);
         Ok(())
@@ -928,17 +943,19 @@ impl SessionStore {
         let mut stored_copy = match stored {
             Some(stored) => {
                 let patch = SessionPatch::from_session(&stored);
-                paths
-                    .extend(apply_patch_indexed(&mut live.session, &patch, &mut live.index)?.paths);
+                paths.extend(live.apply(&patch)?.paths);
                 stored
             }
-            None => live.session.clone(),
+            None => live.session()?.clone(),
         };
         for patch in patches {
-            paths.extend(apply_patch_indexed(&mut live.session, patch, &mut live.index)?.paths);
+            paths.extend(live.apply(patch)?.paths);
             apply_patch(&mut stored_copy, patch)?;
         }
-        let lacking = apply_patch(&mut stored_copy, &SessionPatch::from_session(&live.session))?;
+        let lacking = apply_patch(
+            &mut stored_copy,
+            &SessionPatch::from_session(live.session()?),
+        )?;
         live.needs_snapshot |= lacking.touched;
         self.emit(key, EXTERNAL_ORIGIN, &paths);
         Ok(())
@@ -973,6 +990,15 @@ impl SessionStore {
                     read_disk_changes(&backend, &stem, &key, known, &lock)
                 })
                 .await?;
+                if matches!(change, DiskChange::Unchanged) {
+                    return Ok(());
+                }
+                // A session held as its stored text is parsed to take the change in.
+                self.ensure_loaded(&slot.key, &mut state, Want::Session)
+                    .await?;
+                let live = state
+                    .as_mut()
+                    .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
                 self.absorb(&slot.key, live, change)
             }
             Backend::Redis(redis) => {
@@ -1110,6 +1136,23 @@ impl SessionStore {
             _ = stop.changed() => false,
         }
     }
+}
+
+/// What a call needs of a loaded session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    /// Its JSON text only (a load): a marked snapshot is sent as it is, unparsed.
+    Text,
+    /// The session itself (a merge, or a change from elsewhere to take in).
+    Session,
+}
+
+/// A marked snapshot's text, parsed and checked as any stored session is.
+fn parse_marked(text: &str) -> Result<NarrativeSession> {
+    let session: NarrativeSession =
+        crate::model::from_json_bytes(text.as_bytes()).map_err(internal)?;
+    crate::model::validate_session(&session)?;
+    normalize_owned(session)
 }
 
 /// The loaded session of a load or merge, marked as used now.

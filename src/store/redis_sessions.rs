@@ -11,7 +11,6 @@ use super::{internal, lock, starting_session, Live, SessionStore, StoredRow};
 use crate::cleanup::CleanupReport;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
-use crate::merge::apply_patch_indexed;
 use crate::paths::SessionKey;
 
 /// How often a save may find the keys changed under it before it gives up (the data stays dirty).
@@ -33,13 +32,13 @@ impl SessionStore {
             let session = starting_session(loaded.snapshot.take(), key, now)?;
             let mut live = Live::new(session);
             for patch in &loaded.patches {
-                apply_patch_indexed(&mut live.session, patch, &mut live.index)?;
+                live.apply(patch)?;
             }
             live.redis = loaded.view;
             live.approx_bytes = (loaded.view.snapshot_bytes + loaded.view.log_bytes) as usize;
             // A new session is persisted at once, and a recovered one rewritten whole.
             if !had_snapshot {
-                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+                let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
                 match redis.write_snapshot(&stem, &bytes, live.redis).await? {
                     Some(view) => {
                         live.redis = view;
@@ -70,7 +69,7 @@ impl SessionStore {
             let snapshot_due =
                 compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes;
             let committed = if snapshot_due {
-                let bytes = serde_json::to_vec(&live.session).map_err(internal)?;
+                let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
                 let view = redis.write_snapshot(&stem, &bytes, live.redis).await?;
                 if view.is_some() {
                     live.approx_bytes = bytes.len();
