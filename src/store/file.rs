@@ -290,11 +290,8 @@ impl FileBackend {
     fn write_file(&self, stem: &str, bytes: &[u8], canonical: bool) -> Result<()> {
         let main = self.path(stem, SESSION_EXT);
         let temp = self.temp_path(stem);
-        let result = self.write_temp(&temp, bytes).and_then(|()| {
-            // On the temp file, so that the mark arrives with the bytes, in the same rename.
-            if canonical {
-                canonical::mark(&temp, stem, bytes);
-            }
+        let mark = canonical.then_some(stem);
+        let result = self.write_temp(&temp, bytes, mark).and_then(|()| {
             self.refresh_backup(stem, &main)?;
             fs::rename(&temp, &main).map_err(|e| StoreError::io("cannot rename into", &main, e))?;
             sync_dir(&self.dir)
@@ -305,12 +302,17 @@ impl FileBackend {
         result
     }
 
-    fn write_temp(&self, temp: &Path, bytes: &[u8]) -> Result<()> {
+    /// Writes and fsyncs the temp file; with `mark`, marks it as session `mark`'s canonical text
+    /// first, so that the mark is synced with the bytes and arrives with them in the rename.
+    fn write_temp(&self, temp: &Path, bytes: &[u8], mark: Option<&str>) -> Result<()> {
         let mut file = private_file_options()
             .write(true)
             .create_new(true)
             .open(temp)
             .map_err(|e| StoreError::io("cannot create", temp, e))?;
+        if let Some(stem) = mark {
+            canonical::mark(temp, stem, bytes);
+        }
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io("cannot write", temp, e))
