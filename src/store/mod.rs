@@ -471,7 +471,10 @@ impl SessionStore {
         let live = loaded(&mut state)?;
         Ok(LoadOutcome {
             session_json: live.text()?,
-            session_id: slot.key.session_id(),
+            // (Only a session whose id is the one its key gives is ever held unparsed.)
+            session_id: live
+                .parsed()
+                .map_or_else(|| slot.key.session_id(), |s| s.id.clone()),
             created,
             recovered,
         })
