@@ -508,13 +508,26 @@ async fn outcome_of<T>(work: impl Future<Output = Outcome<T>>) -> Outcome<T> {
 
 type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
+type Sender = tokio::sync::mpsc::UnboundedSender<Task>;
+static DISPATCHER: std::sync::Mutex<Option<Sender>> = std::sync::Mutex::new(None);
+
+/// Runs as each Node environment (the main thread, a worker) loads the addon, and makes its first
+/// call start a new dispatcher. napi-rs stops its tokio runtime when the last environment using the
+/// addon goes and starts a new one for the next; the old runtime's dispatcher still looked open
+/// while that runtime shut down (up to 100 ms), and a call sent to it then never ran: its promise
+/// never settled (3 of 200 runs of the worker-threads test, run 4 at a time). A dispatcher that
+/// another environment's calls still use is only replaced: the old one runs what it was sent.
+#[napi(module_exports)]
+pub fn on_environment_start(_exports: Object) -> Result<()> {
+    crate::lock(&DISPATCHER).take();
+    Ok(())
+}
+
 /// Spawns `task` on tokio through the dispatcher, a tokio task that spawns what it is sent.
 /// Spawning from Node's thread wakes a parked tokio worker for every call, a system call and a
 /// thread switch on Node's thread each; the channel wakes the dispatcher only when it is waiting,
 /// so a burst of calls (a host saving 100 sessions in a loop) wakes it once.
 fn dispatch(task: Task) {
-    type Sender = tokio::sync::mpsc::UnboundedSender<Task>;
-    static DISPATCHER: std::sync::Mutex<Option<Sender>> = std::sync::Mutex::new(None);
     let mut dispatcher = crate::lock(&DISPATCHER);
     // napi-rs stops its runtime when the last Node environment using the addon goes (and starts a
     // new one for the next): the dispatcher then went with it, and a new one is started.
