@@ -340,9 +340,9 @@ fn load_from_files(
     let mut live = Live::new(session);
     // A new session is persisted at once; a recovered one is written back over the bad file.
     if created || read.recovered {
-        let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-        live.disk = write_snapshot(backend, &stem, &bytes, own, &lock)?;
-        live.approx_bytes = bytes.len();
+        let text = live.text()?;
+        live.disk = write_snapshot(backend, &stem, text.as_bytes(), own, &lock)?;
+        live.approx_bytes = text.len();
     } else {
         live.disk = DiskView {
             snapshot: backend.stamp(&stem),
