@@ -596,16 +596,20 @@ fn parse_file(path: &Path, expected: Option<&SessionKey>) -> Result<Parsed> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Parsed::Missing),
         Err(e) => return Err(StoreError::io("cannot read", path, e)),
     };
-    let Ok(session) = from_json_bytes::<NarrativeSession>(&bytes) else {
-        return Ok(Parsed::Bad);
-    };
+    match parse_stored(&bytes, expected) {
+        Some(session) => Ok(Parsed::Good(Box::new(session), bytes)),
+        None => Ok(Parsed::Bad),
+    }
+}
+
+/// A stored session's bytes, parsed and checked: it parses, passes the model's checks, and holds
+/// the user and workspace (`expected`) its name was derived from. None when it is not good.
+pub fn parse_stored(bytes: &[u8], expected: Option<&SessionKey>) -> Option<NarrativeSession> {
+    let session = from_json_bytes::<NarrativeSession>(bytes).ok()?;
     let matches = expected.is_none_or(|key| {
         key.user_id == session.user_id && key.workspace_id == session.workspace_id
     });
-    if !matches || validate_session(&session).is_err() {
-        return Ok(Parsed::Bad);
-    }
-    Ok(Parsed::Good(Box::new(session), bytes))
+    (matches && validate_session(&session).is_ok()).then_some(session)
 }
 
 /// `fs::read`, without updating the file's access time where the system allows (Linux's

@@ -59,8 +59,9 @@ impl Live {
 
     /// A session known only by the text of its marked snapshot.
     pub(super) fn unparsed(text: String) -> Live {
+        let approx_bytes = text.len();
         let mut live = Live::holding(Held::Unparsed(Arc::new(text)));
-        live.approx_bytes = live.text_len();
+        live.approx_bytes = approx_bytes;
         live
     }
 
@@ -96,15 +97,15 @@ impl Live {
 
     /// The session, once parsed (every call that needs it parses it first).
     pub(super) fn session(&self) -> Result<&NarrativeSession> {
-        match &self.held {
-            Held::Parsed { session, .. } => Ok(session),
-            Held::Unparsed(_) => Err(not_parsed()),
-        }
+        self.parsed().ok_or_else(not_parsed)
     }
 
     /// The session if it is parsed, without asking for it.
     pub(super) fn parsed(&self) -> Option<&NarrativeSession> {
-        self.session().ok()
+        match &self.held {
+            Held::Parsed { session, .. } => Some(session),
+            Held::Unparsed(_) => None,
+        }
     }
 
     /// Merges `patch` into the session (see `apply_patch_indexed`).
@@ -155,13 +156,6 @@ impl Live {
                 *text = Some(serialised.clone());
                 Ok(serialised)
             }
-        }
-    }
-
-    fn text_len(&self) -> usize {
-        match &self.held {
-            Held::Unparsed(text) => text.len(),
-            Held::Parsed { text, .. } => text.as_ref().map_or(0, |t| t.len()),
         }
     }
 

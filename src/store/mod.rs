@@ -336,12 +336,13 @@ fn load_from_files(
     for patch in &journal.patches {
         apply_patch(&mut session, patch)?;
     }
-    let own = session.id == key.session_id();
+    let id = session.id.clone();
+    let own = id == key.session_id();
     let mut live = Live::new(session);
     // A new session is persisted at once; a recovered one is written back over the bad file.
     if created || read.recovered {
         let text = live.text()?;
-        live.disk = write_snapshot(backend, &stem, text.as_bytes(), own, &lock)?;
+        live.disk = write_snapshot(backend, key, &id, text.as_bytes(), &lock)?;
         live.approx_bytes = text.len();
     } else {
         live.disk = DiskView {
@@ -361,18 +362,19 @@ fn load_from_files(
     Ok((live, created, read.recovered))
 }
 
-/// Writes a full snapshot and drops the journal it now contains. (A crash between the two leaves a
-/// journal whose records the snapshot already holds: replaying joins twice changes nothing.)
-/// `own`: `bytes` serialise a live session whose id is the one the stem gives; the snapshot is
-/// then marked as the store's own write, so that a load can send it unparsed.
+/// Writes a full snapshot (`bytes` serialise a live session with id `session_id`) and drops the
+/// journal it now contains. (A crash between the two leaves a journal whose records the snapshot
+/// already holds: replaying joins twice changes nothing.) The snapshot is marked as the store's own
+/// write, so that a load can send it unparsed, when the session's id is the one its key gives.
 fn write_snapshot(
     backend: &FileBackend,
-    stem: &str,
+    key: &SessionKey,
+    session_id: &str,
     bytes: &[u8],
-    own: bool,
     lock: &file::SessionLock,
 ) -> Result<DiskView> {
-    if own {
+    let stem = &key.file_stem();
+    if session_id == key.session_id() {
         backend.write_canonical(stem, bytes, lock)?;
     } else {
         backend.write(stem, bytes, lock)?;
@@ -807,7 +809,8 @@ impl SessionStore {
             let Some(text) = live.unparsed_text().filter(|_| want == Want::Session) else {
                 return Ok((false, false));
             };
-            match blocking(move || parse_marked(&text)).await {
+            let key = key.clone();
+            match blocking(move || parse_marked(&text, &key)).await {
                 Ok(session) => {
                     live.set_parsed(session);
                     return Ok((false, false));
@@ -878,10 +881,10 @@ impl SessionStore {
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
         if compact || live.needs_snapshot || journal_after > snapshot_len {
             let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-            let own = live.session()?.id == key.session_id();
+            let (key, id) = (key.clone(), live.session()?.id.clone());
             let written = bytes.len();
             live.disk =
-                blocking(move || write_snapshot(&backend, &stem, &bytes, own, &file_lock)).await?;
+                blocking(move || write_snapshot(&backend, &key, &id, &bytes, &file_lock)).await?;
             live.approx_bytes = written;
         } else if !live.pending.is_empty() {
             let records = live.pending.clone();
@@ -1151,10 +1154,9 @@ enum Want {
 }
 
 /// A marked snapshot's text, parsed and checked as any stored session is.
-fn parse_marked(text: &str) -> Result<NarrativeSession> {
-    let session: NarrativeSession =
-        crate::model::from_json_bytes(text.as_bytes()).map_err(internal)?;
-    crate::model::validate_session(&session)?;
+fn parse_marked(text: &str, key: &SessionKey) -> Result<NarrativeSession> {
+    let session = file::parse_stored(text.as_bytes(), Some(key))
+        .ok_or_else(|| StoreError::internal("a marked snapshot is not a good session"))?;
     normalize_owned(session)
 }
 
