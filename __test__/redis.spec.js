@@ -7,6 +7,7 @@
 // Addon errors come from another realm than Jest's, so they are matched on `code`, never instanceof.
 
 const crypto = require('crypto');
+const zlib = require('zlib');
 const fs = require('fs');
 const path = require('path');
 const { fork, spawn } = require('child_process');
@@ -72,7 +73,14 @@ function stemOf(userId, workspaceId) {
 /** The Redis keys of a session: `{ snap, log, ver, gen }`. */
 function keysOf(prefix, userId, workspaceId) {
   const base = `${prefix}{${stemOf(userId, workspaceId)}}`;
-  return { snap: `${base}:snap`, log: `${base}:log`, ver: `${base}:ver`, gen: `${base}:gen` };
+  return { snap: `${base}:snap`, log: `${base}:log`, ver: `${base}:ver`, gen: `${base}:gen`, mark: `${base}:mark` };
+}
+
+/** The mark of a snapshot the store wrote (docs/storage.md): "1 <CRC-32 of the stem, a zero byte and
+ * the bytes, 8 hex digits> <length>". */
+function markOf(userId, workspaceId, bytes) {
+  const crc = zlib.crc32(Buffer.concat([Buffer.from(stemOf(userId, workspaceId)), Buffer.from([0]), bytes]));
+  return `1 ${crc.toString(16).padStart(8, '0')} ${bytes.length}`;
 }
 
 /** Every key matching `pattern`, found with SCAN. */
@@ -428,14 +436,16 @@ describe('the Redis backend', () => {
   const redisAt = (keyPrefix = freshPrefix(), db = 0) => ({ backend: 'redis', redisUrl: redis.url(db), keyPrefix });
 
   describe('keys and options', () => {
-    test('a session is four hash-tagged keys, each with the TTL; a save appends one journal frame', async () => {
+    test("a session is five hash-tagged keys, each with the TTL; the snapshot's mark is its CRC; a save appends one journal frame", async () => {
       const prefix = freshPrefix('keys');
       const store = await openStore(redisAt(prefix), { ttlDays: 3 });
       await store.load('alice', '/proj');
       const keys = keysOf(prefix, 'alice', '/proj');
-      expect(await scanKeys(redis.port, `${prefix}*`)).toEqual([keys.gen, keys.snap, keys.ver].sort());
-      const snap = JSON.parse((await redis.text('GET', keys.snap)) || 'null');
+      expect(await scanKeys(redis.port, `${prefix}*`)).toEqual([keys.gen, keys.mark, keys.snap, keys.ver].sort());
+      const snapBytes = await redis.command('GET', keys.snap);
+      const snap = JSON.parse(snapBytes.toString('utf8'));
       expect(snap).toMatchObject({ userId: 'alice', workspaceId: '/proj', id: stemOf('alice', '/proj').slice(0, 32) });
+      expect(await redis.text('GET', keys.mark)).toBe(markOf('alice', '/proj', snapBytes));
 
       await store.merge('alice', '/proj', { memory: { k: 1 } });
       expect(await store.save('alice', '/proj')).toBe(true);
@@ -459,8 +469,48 @@ describe('the Redis backend', () => {
       await store.load('alice', '/default-prefix');
       const keys = keysOf('mia:ns:', 'alice', '/default-prefix');
       expect(await redis.command('EXISTS', keys.snap)).toBe(0); // not in db 0
-      expect(await scanKeysInDb(redis.port, db, 'mia:ns:*')).toEqual([keys.gen, keys.snap, keys.ver].sort());
+      expect(await scanKeysInDb(redis.port, db, 'mia:ns:*')).toEqual([keys.gen, keys.mark, keys.snap, keys.ver].sort());
       await store.delete('alice', '/default-prefix');
+    });
+
+    test("a restore sends the snapshot the store wrote as it is; one changed since is read again; a session restored so takes in another instance's change", async () => {
+      const prefix = freshPrefix('mark');
+      const keys = keysOf(prefix, 'alice', '/proj');
+      const writer = await openStore(redisAt(prefix));
+      await writer.merge('alice', '/proj', richUpdate());
+      await writer.close(); // compacts: the snapshot, marked, and an empty log
+      expect(await redis.command('LLEN', keys.log)).toBe(0);
+      const stored = await redis.command('GET', keys.snap);
+      const restore = async () => {
+        const store = await openStore(redisAt(prefix));
+        return { store, text: (await store.loadRaw('alice', '/proj')).sessionJson.toString('utf8') };
+      };
+      expect((await restore()).text).toBe(stored.toString('utf8'));
+
+      // The same session with spaces added, by hand: the mark no longer matches, so it is parsed
+      // and sent as the store serialises it.
+      const spaced = JSON.stringify(JSON.parse(stored.toString('utf8')), null, 1);
+      await redis.command('SET', keys.snap, spaced);
+      const reread = await restore();
+      expect(reread.text).not.toBe(spaced);
+      expect(JSON.parse(reread.text)).toEqual(JSON.parse(stored.toString('utf8')));
+      await reread.store.close();
+      // With a mark that matches those bytes, the store sends them unparsed, spaces and all.
+      await redis.command('SET', keys.snap, spaced);
+      await redis.command('SET', keys.mark, markOf('alice', '/proj', Buffer.from(spaced)));
+      const { store: here, text } = await restore();
+      expect(text).toBe(spaced);
+
+      // The session here is still its text; another instance's saved change is parsed in.
+      const events = [];
+      here.onMerge((e) => events.push(e));
+      const there = await openStore(redisAt(prefix));
+      await there.merge('alice', '/proj', { conversationHistory: [{ id: 'late-1', role: 'user', content: 'from there' }] });
+      expect(await there.save('alice', '/proj')).toBe(true);
+      await pollUntil(() => externalChanges(events).has('conversationHistory.late-1'), { timeoutMs: 5000, what: 'the external event' });
+      const history = JSON.parse((await here.loadRaw('alice', '/proj')).sessionJson.toString('utf8')).conversationHistory;
+      expect(history.map((e) => e.id)).toContain('late-1');
+      expect(history).toHaveLength(JSON.parse(stored.toString('utf8')).conversationHistory.length + 1);
     });
 
     test('two key prefixes on one Redis are two separate stores: sessions, lists and events stay apart', async () => {
@@ -907,6 +957,26 @@ describe('the Redis backend', () => {
       expect(again.session.memory.after).toBe(2);
       expect((await reader.list()).map((s) => s.userId)).toContain('alice');
       expect(await scanKeys(redis.port, `${planted.from}:corrupt:*`)).toEqual(aside); // still there
+    });
+
+    test('a snapshot planted with a mark that matches but no session in it: the first merge reads it the long way and moves it aside', async () => {
+      const prefix = freshPrefix('badmark');
+      const keys = keysOf(prefix, 'alice', '/proj');
+      const planted = '{"hello":"world"}';
+      await redis.command('SET', keys.snap, planted);
+      await redis.command('SET', keys.mark, markOf('alice', '/proj', Buffer.from(planted)));
+      const store = await openStore(redisAt(prefix));
+      // The mark finds accidents, not forgery (whoever can write Redis can write any session): a
+      // restore sends the text as it is. The merge needs the session, and finds it bad.
+      expect((await store.loadRaw('alice', '/proj')).sessionJson.toString()).toBe(planted);
+      await store.merge('alice', '/proj', { memory: { after: 1 } }, { durable: true });
+      const aside = await scanKeys(redis.port, `${keys.snap}:corrupt:*`);
+      expect(aside).toHaveLength(1);
+      expect(await redis.text('GET', aside[0])).toBe(planted);
+      const reader = await openStore(redisAt(prefix));
+      const again = await reader.load('alice', '/proj');
+      expect(again).toMatchObject({ created: false, recovered: false });
+      expect(again.session.memory).toEqual({ after: 1 });
     });
   });
 });

@@ -185,8 +185,9 @@ function w1() {
         state.text = fs.readFileSync(fixture.file)
         return state
       }
-      if (job.system === 'ours' && !job.unmarked) {
-        // Stored as the store writes it: its close writes the snapshot of what it merged.
+      if ((job.system === 'ours' || job.system === 'ours-redis') && !job.unmarked) {
+        // Stored as the store writes it: its close writes the snapshot of what it merged (with
+        // Redis too: the snapshot key and its mark, with the log empty).
         const writer = await openStore()
         await writer.merge(userId, workspaceId, { config: { restoredBy: 'bench' } }, { returnSession: false })
         await writer.close()

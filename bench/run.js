@@ -170,7 +170,7 @@ function plan(redis) {
   // The long way: a snapshot the store did not write (the generator's file, never marked), so every
   // cold load parses, checks and serialises it, as every cold load did before marks.
   const [reps, warmup] = REPS['10MB']
-  add({ workload: 'W1', variant: '10MB cold, unmarked file', size: '10MB', mode: 'cold', unmarked: true, system: 'ours', reps, warmup })
+  for (const system of ['ours', 'ours-redis']) add({ workload: 'W1', variant: '10MB cold, unmarked snapshot', size: '10MB', mode: 'cold', unmarked: true, system, reps, warmup })
   for (const size of SIZE_KEYS) {
     for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']) {
       const [reps, warmup] = W2_CHEAP.has(system) ? W2_CHEAP_REPS : REPS[size]
@@ -495,7 +495,7 @@ async function main() {
         'ratios: baseline ÷ ours (above 1: ours uses less).',
         'Event-loop delay also counts time the main thread was runnable but not scheduled (2 cores shared with tokio threads, the ws client and anything else running); busyMs does not. loadavg: the 1-minute load average before and after each job.',
         'W1 cold: a new store instance (ours) or a fresh readFile + JSON.parse (naive); the file is in the page cache either way. The ws client is a separate process and acknowledges each message.',
-        'W1 ours: the stored session is as the store writes it (the fixture merged in once, with one config value, and the store closed, which writes its snapshot, marked as its own: see docs/storage.md); a cold load then sends the snapshot\'s text unparsed. W1 10MB cold, unmarked file: the generator\'s file as it is, which every cold load parses, checks and serialises.',
+        'W1 ours and ours-redis: the stored session is as the store writes it (the fixture merged in once, with one config value, and the store closed, which writes its snapshot, marked as its own: see docs/storage.md); a cold load then sends the snapshot\'s text unparsed. W1 10MB cold, unmarked snapshot: the generator\'s file (or, with Redis, the same bytes SET as the snapshot) as it is, which every cold load parses, checks and serialises.',
         'W1 send-only: no load at all, only the send, framed as ours frames it, of the same session text from a Buffer made before the job: the floor that sending the bytes sets, whoever loads them. send-only ÷ ours near 1 means the load adds next to nothing on top of the send.',
         'W3: before each tick (untimed) 100 of the 1,000 open sessions get one new entry. The tick: baselines and ours save those 100 sessions (Promise.all); ours-all calls store.save() on all 1,000 open sessions and the store writes the 100 dirty ones; ours-tick is one store.flush(), the store\'s own autosave tick (what runs every 30 s with no call from the host).',
         'W4: sessions share a 5,000-entry history and diverged by 10,000 entries each (beats, memory, chart fields and clocks too); both systems must produce the same session.',

@@ -359,6 +359,99 @@ async fn appended_records_load_back_and_replay_to_the_same_session() {
     }
 }
 
+/// `load_text` sends a snapshot written with `write_canonical` as its text while the log is empty,
+/// and parses anything else: a snapshot with records after it, one written unmarked, one replaced
+/// by hand, and one moved under another session's keys with its mark.
+#[tokio::test]
+async fn a_snapshot_the_store_wrote_loads_as_its_text_until_anything_else_touches_it() {
+    let server = RedisServer::start();
+    let backend = connect(&server, "a").await;
+    let key = key(1);
+    let stem = key.file_stem();
+    let session = new_session(&key);
+    let bytes = serde_json::to_vec(&session).unwrap();
+    let view = backend
+        .write_canonical(&stem, &bytes, RedisView::default())
+        .await
+        .unwrap()
+        .expect("nobody else wrote");
+    let loaded = backend.load_text(&stem, &key).await.unwrap();
+    assert_eq!(loaded.text.as_deref().map(str::as_bytes), Some(&bytes[..]));
+    assert!(loaded.snapshot.is_none() && loaded.patches.is_empty());
+    assert_eq!(loaded.view, view);
+    // `load` always parses.
+    let parsed = backend.load(&stem, &key).await.unwrap();
+    assert_eq!(
+        (parsed.text, parsed.snapshot),
+        (None, Some(session.clone()))
+    );
+
+    // A record after it: parsed, with the record.
+    let mut clock = HybridClock::new("a");
+    let (_, frame) = record(&session, &mut clock, &entry_update("k", 1));
+    let view = backend
+        .append(&stem, &[frame], view)
+        .await
+        .unwrap()
+        .expect("no one else writes");
+    let loaded = backend.load_text(&stem, &key).await.unwrap();
+    assert!(loaded.text.is_none() && loaded.raw.is_none());
+    assert_eq!(loaded.patches.len(), 1);
+
+    // Written unmarked: parsed, its bytes handed back for the caller to mark.
+    backend
+        .write_snapshot(&stem, &bytes, view)
+        .await
+        .unwrap()
+        .expect("no one else writes");
+    let loaded = backend.load_text(&stem, &key).await.unwrap();
+    assert!(loaded.text.is_none());
+    assert_eq!(loaded.raw.as_deref(), Some(&bytes[..]));
+    backend.mark_canonical(&stem, &bytes).await;
+    assert!(backend.load_text(&stem, &key).await.unwrap().text.is_some());
+
+    // The snapshot replaced by hand (the same session, spaced out): the mark no longer matches.
+    let mut conn = raw_connection(&server).await;
+    let snap = backend.key_name(&stem, "snap");
+    let spaced = serde_json::to_vec_pretty(&session).unwrap();
+    let _: () = query(&mut conn, &[b"SET", snap.as_bytes(), &spaced]).await;
+    let loaded = backend.load_text(&stem, &key).await.unwrap();
+    assert!(loaded.text.is_none());
+    assert_eq!(loaded.snapshot.as_ref(), Some(&session));
+
+    // Another session's marked snapshot and mark, copied under this one's keys: not its mark.
+    let other = self::key(2);
+    let other_stem = other.file_stem();
+    let other_bytes = serde_json::to_vec(&new_session(&other)).unwrap();
+    backend
+        .write_canonical(&other_stem, &other_bytes, RedisView::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(backend
+        .load_text(&other_stem, &other)
+        .await
+        .unwrap()
+        .text
+        .is_some());
+    for kind in ["snap", "mark"] {
+        let value: Vec<u8> = query(
+            &mut conn,
+            &[b"GET", backend.key_name(&other_stem, kind).as_bytes()],
+        )
+        .await;
+        let name = backend.key_name(&stem, kind);
+        let _: () = query(&mut conn, &[b"SET", name.as_bytes(), &value]).await;
+    }
+    let loaded = backend.load_text(&stem, &key).await.unwrap();
+    assert!(loaded.text.is_none() && loaded.snapshot.is_none());
+    assert_eq!(
+        loaded.invalid.len(),
+        1,
+        "the other user's snapshot is moved aside"
+    );
+}
+
 /// Two instances (three writers) append into one session at once, each retrying when another
 /// wrote first, two of them compacting now and then: every record of each ends up in the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -821,7 +821,7 @@ impl SessionStore {
             }
         }
         let Some(backend) = self.files() else {
-            let (live, created, recovered) = self.load_from_redis(key).await?;
+            let (live, created, recovered) = self.load_from_redis(key, want).await?;
             *state = Some(live);
             return Ok((created, recovered));
         };
@@ -1009,6 +1009,15 @@ impl SessionStore {
             }
             Backend::Redis(redis) => {
                 let change = redis.read_changes(stem, &slot.key, live.redis).await?;
+                if matches!(change, redis::RedisChange::Unchanged) {
+                    return Ok(());
+                }
+                // A session held as its stored text is parsed to take the change in.
+                self.ensure_loaded(&slot.key, &mut state, Want::Session)
+                    .await?;
+                let live = state
+                    .as_mut()
+                    .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
                 self.absorb_redis(&slot.key, live, change)
             }
         }

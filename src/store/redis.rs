@@ -1,8 +1,8 @@
 //! The Redis backend: sessions shared by several store instances through one Redis (issue 5).
 //!
-//! Not wired into the store yet: this module is the backend on its own, with the same semantics as
-//! the file backend ([`super::file`]) and the journal ([`crate::journal`]). The merge rules stay in
-//! Rust; Redis only stores bytes and orders writes.
+//! The backend on its own, with the same semantics as the file backend ([`super::file`]) and the
+//! journal ([`crate::journal`]); the store's side is [`super::redis_sessions`]. The merge rules stay
+//! in Rust; Redis only stores bytes and orders writes.
 //!
 //! # Keys
 //!
@@ -15,6 +15,7 @@
 //! | `<prefix>{S}:log` | list | journal frames appended since the snapshot, one frame an element, exactly as [`crate::journal::encode`] makes them |
 //! | `<prefix>{S}:ver` | string (integer) | bumped (`INCR`) by every write: the version optimistic concurrency compares |
 //! | `<prefix>{S}:gen` | string (integer) | a random token replaced by every snapshot write: a reader whose token differs reads everything again |
+//! | `<prefix>{S}:mark` | string | set with a snapshot the store serialised from a checked session: the mark of [`super::canonical`] (a CRC-32 of `S` and the snapshot); a load that finds it matching and the log empty sends the snapshot unparsed |
 //! | `<prefix>{S}:<kind>:corrupt:<ms>` | any | a value that was not valid, moved aside for the operator; never expires, never deleted |
 //! | channel `<prefix>{S}:events` | pub/sub | `{"instance": id, "version": n}` after a write that changed something |
 //!
@@ -56,6 +57,7 @@ use ::redis::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::canonical;
 use super::file::StoredSummary;
 use crate::clock::wall_clock_millis;
 use crate::error::{ErrorCode, Result, StoreError};
@@ -136,6 +138,13 @@ pub struct Loaded {
     /// Values that were not valid: moved aside and skipped. A non-empty list is what the file
     /// backend calls `recovered`.
     pub invalid: Vec<Quarantined>,
+    /// From [`RedisBackend::load_text`] only: the snapshot's text, unparsed, when the store wrote
+    /// it (its mark matches) and the log is empty. `snapshot` and `patches` are then empty.
+    pub text: Option<String>,
+    /// From [`RedisBackend::load_text`] only: the bytes of an unmarked snapshot that loaded with
+    /// an empty log and nothing invalid, for the caller to mark if they are what the store would
+    /// write.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// What changed in a session since a [`RedisView`].
@@ -201,11 +210,12 @@ struct Keys {
     log: String,
     ver: String,
     gen: String,
+    mark: String,
 }
 
 impl Keys {
-    fn all(&self) -> [&str; 4] {
-        [&self.snap, &self.log, &self.ver, &self.gen]
+    fn all(&self) -> [&str; 5] {
+        [&self.snap, &self.log, &self.ver, &self.gen, &self.mark]
     }
 }
 
@@ -215,6 +225,7 @@ struct RawSession {
     log: Value,
     ver: Value,
     gen: Value,
+    mark: Value,
 }
 
 /// A session's keys, parsed: what is valid, and what must be moved aside.
@@ -315,7 +326,7 @@ impl RedisBackend {
         Duration::from_millis(self.ttl_ms as u64)
     }
 
-    /// The name of one of a session's keys: `kind` is `snap`, `log`, `ver` or `gen`. For tests and
+    /// The name of one of a session's keys: `kind` is `snap`, `log`, `ver`, `gen` or `mark`. For tests and
     /// operators; the backend checks `stem` elsewhere.
     pub fn key_name(&self, stem: &str, kind: &str) -> String {
         format!("{}{{{stem}}}:{kind}", self.prefix)
@@ -326,7 +337,7 @@ impl RedisBackend {
         self.key_name(stem, "events")
     }
 
-    /// A session's snapshot, log, version and generation, read in one transaction.
+    /// A session's snapshot, log, version, generation and mark, read in one transaction.
     async fn read_raw(&self, keys: &Keys) -> Result<RawSession> {
         let raw = self
             .with_retry("cannot read a session from", || {
@@ -349,6 +360,7 @@ impl RedisBackend {
             log: self.key_name(stem, "log"),
             ver: self.key_name(stem, "ver"),
             gen: self.key_name(stem, "gen"),
+            mark: self.key_name(stem, "mark"),
         })
     }
 
@@ -359,12 +371,55 @@ impl RedisBackend {
     pub async fn load(&self, stem: &str, key: &SessionKey) -> Result<Loaded> {
         let keys = self.keys(stem)?;
         check_stem_of(stem, key)?;
-        let parsed = parse_session(&keys, self.read_raw(&keys).await?, key);
+        let mut loaded = self
+            .load_from(&keys, self.read_raw(&keys).await?, key)
+            .await?;
+        loaded.raw = None;
+        Ok(loaded)
+    }
+
+    /// [`Self::load`], except that a snapshot the store wrote (its `mark` matches) with an empty
+    /// log comes back as its text, unparsed (`Loaded::text`): a client restoring a large session
+    /// then waits for a read and a checksum, not for a parse. An unmarked snapshot with an empty
+    /// log comes back parsed, with its bytes (`Loaded::raw`).
+    pub async fn load_text(&self, stem: &str, key: &SessionKey) -> Result<Loaded> {
+        let keys = self.keys(stem)?;
+        check_stem_of(stem, key)?;
+        let mut raw = self.read_raw(&keys).await?;
+        if let Some(loaded) = own_text(stem, &mut raw) {
+            return Ok(loaded);
+        }
+        let mut loaded = self.load_from(&keys, raw, key).await?;
+        if !loaded.invalid.is_empty() || !loaded.patches.is_empty() {
+            loaded.raw = None;
+        }
+        Ok(loaded)
+    }
+
+    /// Marks the stored snapshot as the store's own write when it holds `bytes` (best effort: a
+    /// snapshot replaced meanwhile does not match the mark, and is read the long way).
+    pub async fn mark_canonical(&self, stem: &str, bytes: &[u8]) {
+        let Ok(keys) = self.keys(stem) else {
+            return;
+        };
+        let mut manager = self.manager.clone();
+        let _ = ::redis::cmd("SET")
+            .arg(&keys.mark)
+            .arg(canonical::mark_for(stem, bytes))
+            .arg("PX")
+            .arg(self.ttl_ms)
+            .query_async::<()>(&mut manager)
+            .await;
+    }
+
+    /// [`Self::load`] from what was read: moves bad values aside when there are any.
+    async fn load_from(&self, keys: &Keys, raw: RawSession, key: &SessionKey) -> Result<Loaded> {
+        let parsed = parse_session(keys, raw, key);
         if parsed.is_clean() {
             return Ok(parsed.loaded);
         }
         for _ in 0..QUARANTINE_ATTEMPTS {
-            if let Some(loaded) = self.quarantine(&keys, key).await? {
+            if let Some(loaded) = self.quarantine(keys, key).await? {
                 return Ok(loaded);
             }
         }
@@ -627,11 +682,33 @@ impl RedisBackend {
     /// holds, if the session is still as `expect` saw it: every record in the log must be in
     /// `bytes`. A new generation tells other instances to read everything again. `Ok(None)`:
     /// someone else wrote first: read the changes, merge them, try again.
+    /// The snapshot carries no mark (one left from before is removed): a load parses it.
     pub async fn write_snapshot(
         &self,
         stem: &str,
         bytes: &[u8],
         expect: RedisView,
+    ) -> Result<Option<RedisView>> {
+        self.put_snapshot(stem, bytes, expect, false).await
+    }
+
+    /// [`Self::write_snapshot`] of what the store serialised from a checked session whose id is
+    /// the one its key gives: the snapshot is marked as the store's own (see [`Self::load_text`]).
+    pub async fn write_canonical(
+        &self,
+        stem: &str,
+        bytes: &[u8],
+        expect: RedisView,
+    ) -> Result<Option<RedisView>> {
+        self.put_snapshot(stem, bytes, expect, true).await
+    }
+
+    async fn put_snapshot(
+        &self,
+        stem: &str,
+        bytes: &[u8],
+        expect: RedisView,
+        mark: bool,
     ) -> Result<Option<RedisView>> {
         let keys = self.keys(stem)?;
         let what = "cannot write the snapshot of";
@@ -656,6 +733,14 @@ impl RedisBackend {
             .arg(&keys.gen)
             .arg(generation)
             .ignore();
+        if mark {
+            pipe.cmd("SET")
+                .arg(&keys.mark)
+                .arg(canonical::mark_for(stem, bytes))
+                .ignore();
+        } else {
+            pipe.cmd("DEL").arg(&keys.mark).ignore();
+        }
         self.expire_all(&mut pipe, &keys);
         match pipe.query_async::<Option<(u64,)>>(&mut tx.conn).await {
             Ok(Some((version,))) => {
@@ -1115,15 +1200,17 @@ fn read_pipeline(keys: &Keys, atomic: bool) -> Pipeline {
         .cmd("GET")
         .arg(&keys.ver)
         .cmd("GET")
-        .arg(&keys.gen);
+        .arg(&keys.gen)
+        .cmd("GET")
+        .arg(&keys.mark);
     pipe
 }
 
 fn raw_from(values: Vec<Value>) -> Result<RawSession> {
-    let [snap, log, ver, gen]: [Value; 4] = values.try_into().map_err(|v: Vec<Value>| {
+    let [snap, log, ver, gen, mark]: [Value; 5] = values.try_into().map_err(|v: Vec<Value>| {
         StoreError::new(
             ErrorCode::Io,
-            format!("redis: a session read returned {} replies, not 4", v.len()),
+            format!("redis: a session read returned {} replies, not 5", v.len()),
         )
     })?;
     Ok(RawSession {
@@ -1131,6 +1218,7 @@ fn raw_from(values: Vec<Value>) -> Result<RawSession> {
         log,
         ver,
         gen,
+        mark,
     })
 }
 
@@ -1163,6 +1251,7 @@ fn parse_session(keys: &Keys, raw: RawSession, key: &SessionKey) -> Parsed {
             Ok(session) => {
                 parsed.loaded.snapshot = Some(session);
                 parsed.loaded.view.snapshot_bytes = bytes.len() as u64;
+                parsed.loaded.raw = Some(bytes);
             }
             Err(reason) => parsed.bad_keys.push((keys.snap.clone(), reason)),
         },
@@ -1224,6 +1313,45 @@ fn parse_snapshot(bytes: &[u8], key: &SessionKey) -> std::result::Result<Narrati
         return Err("the session of another user or workspace".to_string());
     }
     Ok(session)
+}
+
+/// The session as its snapshot's text, taken out of `raw`, when the store wrote that snapshot
+/// (the mark matches it), nothing is in the log and the counters are counters.
+fn own_text(stem: &str, raw: &mut RawSession) -> Option<Loaded> {
+    let log_empty = match &raw.log {
+        Value::Nil => true,
+        Value::Array(elements) => elements.is_empty(),
+        _ => false,
+    };
+    let (Value::BulkString(snapshot), Value::BulkString(mark), true) =
+        (&raw.snap, &raw.mark, log_empty)
+    else {
+        return None;
+    };
+    if mark.as_slice() != canonical::mark_for(stem, snapshot).as_bytes() {
+        return None;
+    }
+    let (version, generation) = (counter(&raw.ver)?, counter(&raw.gen)?);
+    let Value::BulkString(bytes) = std::mem::replace(&mut raw.snap, Value::Nil) else {
+        return None;
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(not_text) => {
+            raw.snap = Value::BulkString(not_text.into_bytes());
+            return None;
+        }
+    };
+    Some(Loaded {
+        view: RedisView {
+            version,
+            generation,
+            snapshot_bytes: text.len() as u64,
+            ..RedisView::default()
+        },
+        text: Some(text),
+        ..Loaded::default()
+    })
 }
 
 /// One log element: exactly one complete journal frame.

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::redis::{RedisBackend, RedisChange, RedisEvent};
-use super::{internal, lock, starting_session, Live, SessionStore, StoredRow};
+use super::redis::{RedisBackend, RedisChange, RedisEvent, RedisView};
+use super::{internal, lock, starting_session, Live, SessionStore, StoredRow, Want};
 use crate::cleanup::CleanupReport;
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
@@ -19,12 +19,26 @@ const COMMIT_ATTEMPTS: u32 = 64;
 const MAX_BACKOFF_MS: u64 = 50;
 
 impl SessionStore {
-    /// Loads a session: snapshot, then its log. Returns (live, created, recovered).
-    pub(super) async fn load_from_redis(&self, key: &SessionKey) -> Result<(Live, bool, bool)> {
+    /// Loads a session: the marked snapshot's text alone when `want` allows it (see
+    /// `canonical.rs`); otherwise the snapshot, parsed and checked, then its log. Returns (live,
+    /// created, recovered).
+    pub(super) async fn load_from_redis(
+        &self,
+        key: &SessionKey,
+        want: Want,
+    ) -> Result<(Live, bool, bool)> {
         let redis = self.redis_backend()?;
         let stem = key.file_stem();
         for _ in 0..COMMIT_ATTEMPTS {
-            let mut loaded = redis.load(&stem, key).await?;
+            let mut loaded = match want {
+                Want::Text => redis.load_text(&stem, key).await?,
+                Want::Session => redis.load(&stem, key).await?,
+            };
+            if let Some(text) = loaded.text.take() {
+                let mut live = Live::unparsed(text);
+                live.redis = loaded.view;
+                return Ok((live, false, false));
+            }
             let recovered = !loaded.invalid.is_empty();
             let created = loaded.snapshot.is_none() && loaded.patches.is_empty() && !recovered;
             let now = lock(&self.inner.clock).now().to_rfc3339();
@@ -38,15 +52,22 @@ impl SessionStore {
             live.approx_bytes = (loaded.view.snapshot_bytes + loaded.view.log_bytes) as usize;
             // A new session is persisted at once, and a recovered one rewritten whole.
             if !had_snapshot {
-                let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-                match redis.write_snapshot(&stem, &bytes, live.redis).await? {
+                let text = live.text()?;
+                match write_snapshot(&redis, key, &live, text.as_bytes()).await? {
                     Some(view) => {
                         live.redis = view;
-                        live.approx_bytes = bytes.len();
+                        live.approx_bytes = text.len();
                         let _ = redis.publish(&stem, view.version).await;
                     }
                     // Another instance wrote meanwhile: load what it wrote.
                     None => continue,
+                }
+            } else if let Some(raw) = loaded.raw.take() {
+                // A snapshot that holds, byte for byte, what the store would write (one written
+                // before marks existed) is marked now, so that the next load is a read.
+                let text = live.text()?;
+                if live.session()?.id == key.session_id() && text.as_bytes() == raw {
+                    redis.mark_canonical(&stem, &raw).await;
                 }
             }
             return Ok((live, created, recovered));
@@ -70,7 +91,7 @@ impl SessionStore {
                 compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes;
             let committed = if snapshot_due {
                 let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-                let view = redis.write_snapshot(&stem, &bytes, live.redis).await?;
+                let view = write_snapshot(&redis, key, live, &bytes).await?;
                 if view.is_some() {
                     live.approx_bytes = bytes.len();
                 }
@@ -187,6 +208,22 @@ impl SessionStore {
 }
 
 /// Busy writers of one session retry after a pause that grows, with jitter so they fall out of step.
+/// Writes `bytes`, the serialised `live` session, as its snapshot; marked as the store's own
+/// write, so that a load can send it unparsed, when the session's id is the one its key gives.
+async fn write_snapshot(
+    redis: &RedisBackend,
+    key: &SessionKey,
+    live: &Live,
+    bytes: &[u8],
+) -> Result<Option<RedisView>> {
+    let stem = key.file_stem();
+    if live.session()?.id == key.session_id() {
+        redis.write_canonical(&stem, bytes, live.redis).await
+    } else {
+        redis.write_snapshot(&stem, bytes, live.redis).await
+    }
+}
+
 async fn backoff(attempt: u32) {
     let ceiling = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
     let jitter = std::time::SystemTime::now()
