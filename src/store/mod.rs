@@ -999,12 +999,7 @@ impl SessionStore {
                 if matches!(change, DiskChange::Unchanged) {
                     return Ok(());
                 }
-                // A session held as its stored text is parsed to take the change in.
-                self.ensure_loaded(&slot.key, &mut state, Want::Session)
-                    .await?;
-                let live = state
-                    .as_mut()
-                    .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
+                let live = self.parsed(&slot.key, &mut state).await?;
                 self.absorb(&slot.key, live, change)
             }
             Backend::Redis(redis) => {
@@ -1012,15 +1007,23 @@ impl SessionStore {
                 if matches!(change, redis::RedisChange::Unchanged) {
                     return Ok(());
                 }
-                // A session held as its stored text is parsed to take the change in.
-                self.ensure_loaded(&slot.key, &mut state, Want::Session)
-                    .await?;
-                let live = state
-                    .as_mut()
-                    .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
+                let live = self.parsed(&slot.key, &mut state).await?;
                 self.absorb_redis(&slot.key, live, change)
             }
         }
+    }
+
+    /// The loaded session in `state`, parsed first if it is held as its stored text (to take a
+    /// change in).
+    async fn parsed<'a>(
+        &self,
+        key: &SessionKey,
+        state: &'a mut Option<Live>,
+    ) -> Result<&'a mut Live> {
+        self.ensure_loaded(key, state, Want::Session).await?;
+        state
+            .as_mut()
+            .ok_or_else(|| StoreError::internal("session vanished while loading"))
     }
 
     fn start_watching(&self) {
