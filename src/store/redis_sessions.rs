@@ -207,7 +207,6 @@ impl SessionStore {
     }
 }
 
-/// Busy writers of one session retry after a pause that grows, with jitter so they fall out of step.
 /// Writes `bytes`, the serialised `live` session, as its snapshot; marked as the store's own
 /// write, so that a load can send it unparsed, when the session's id is the one its key gives.
 async fn write_snapshot(
@@ -224,6 +223,7 @@ async fn write_snapshot(
     }
 }
 
+/// Busy writers of one session retry after a pause that grows, with jitter so they fall out of step.
 async fn backoff(attempt: u32) {
     let ceiling = (1u64 << attempt.min(6)).min(MAX_BACKOFF_MS);
     let jitter = std::time::SystemTime::now()
