@@ -98,7 +98,8 @@ async function run(body) {
   }
   const { setup, rep, prepare, verify, warmup = 1, reps } = body
   const state = setup ? await setup() : {}
-  const noise = await idleNoise(300)
+  const idleMs = job.idleMs || 300
+  const noise = { ...(await idleNoise(idleMs)), windowMs: idleMs }
   // Warm-up repetitions are numbered -warmup … -1, so that their updates come before the measured ones.
   for (let i = -warmup; i < 0; i++) {
     if (prepare) await prepare(state, i)
@@ -120,7 +121,7 @@ async function run(body) {
   for (let i = 0; i < reps; i++) samples.push(await measured(i))
   // The stall probe's repetitions, after the timed ones: its pings would count in their figures.
   const probe = new StallProbe()
-  noise.stallMs = await probe.idle(300)
+  noise.stallMs = await probe.idle(idleMs)
   const probeSamples = []
   for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) probeSamples.push(await measured(i, probe))
   await probe.close()

@@ -189,6 +189,40 @@ async fn save_writes_only_when_there_is_something_to_write() {
     store.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_saves_on_many_sessions_writes_every_one() {
+    // More saves at once than the store writes at once: the rest wait their turn, none is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let users: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+    for user in &users {
+        store.load(user, WORKSPACE).await.unwrap();
+        let update = json!({"memory": {"owner": user}}).to_string();
+        let merged = store.merge(user, WORKSPACE, &update, None, Default::default());
+        merged.await.unwrap();
+    }
+    let saves: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let (store, user) = (store.clone(), user.clone());
+            tokio::spawn(async move { store.save(&user, WORKSPACE).await })
+        })
+        .collect();
+    for save in saves {
+        assert!(
+            save.await.unwrap().unwrap(),
+            "each session had a change to write"
+        );
+    }
+    drop(store);
+    let reopened = open(dir.path()).await;
+    for user in &users {
+        let loaded = reopened.load(user, WORKSPACE).await.unwrap();
+        assert_eq!(parse(&loaded.session_json).memory["owner"], json!(user));
+    }
+    reopened.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_stores_on_one_directory_keep_both_updates() {
     // Two server processes share a data dir; each merges its own update, then both save.
