@@ -262,7 +262,7 @@ impl NarrativeSessionStore {
             let loaded = store.load(&user, &workspace).await?;
             Ok(LoadRawResult {
                 // A copy, made here on a tokio thread: JavaScript may write into its Buffer.
-                session_json: loaded.session_json.as_bytes().to_vec().into(),
+                session_json: crate::yielding::copy(loaded.session_json.as_bytes()).into(),
                 session_id: loaded.session_id,
                 created: loaded.created,
                 recovered: loaded.recovered,

@@ -9,6 +9,7 @@
 //! - [`cleanup`]: the TTL sweep;
 //! - [`paths`]: where sessions live and how ids become file names;
 //! - [`text`]: JSON text as it comes from JavaScript (UTF-8 or UTF-16);
+//! - [`yielding`]: long copies and reads in pieces, so that Node's thread gets a core;
 //! - [`error`]: errors with stable codes.
 //!
 //! `binding` is the thin N-API layer over [`store::SessionStore`] and [`merge::merge_sessions`].
@@ -27,6 +28,7 @@ pub mod raw;
 pub mod store;
 pub mod text;
 pub mod update;
+pub mod yielding;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -23,7 +23,7 @@ pub fn mark_for(stem: &str, bytes: &[u8]) -> String {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(stem.as_bytes());
     hasher.update(&[0]);
-    hasher.update(bytes);
+    crate::yielding::crc32(&mut hasher, bytes);
     format!("{VERSION} {:08x} {}", hasher.finalize(), bytes.len())
 }
 

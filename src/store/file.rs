@@ -618,7 +618,6 @@ pub fn parse_stored(bytes: &[u8], expected: Option<&SessionKey>) -> Option<Narra
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     #[cfg(target_os = "linux")]
     {
-        use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         let opened = File::options()
             .read(true)
@@ -626,14 +625,11 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
             .open(path);
         match opened {
             Ok(mut file) => {
-                // Sized once from the length, as fs::read does. (File's own read_to_end also asks
-                // the kernel for the file position: one more system call per read.)
+                // Sized once from the length, as fs::read does, and read in pieces through `Take`.
+                // (File's own read_to_end also asks the kernel for the file position: one more
+                // system call per read.)
                 let size = file.metadata().map_or(0, |m| m.len() as usize);
-                let mut bytes = Vec::with_capacity(size);
-                Read::by_ref(&mut file)
-                    .take(u64::MAX)
-                    .read_to_end(&mut bytes)?;
-                return Ok(bytes);
+                return crate::yielding::read_to_end(&mut file, size);
             }
             // Not the owner (and without CAP_FOWNER): an ordinary read.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
