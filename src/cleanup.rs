@@ -43,8 +43,8 @@ pub struct CleanupReport {
 /// A large directory is swept by a few threads at once, each over its own share of the sessions,
 /// and each yields its core every [`YIELD_EVERY`] sessions: Linux often wakes the host's main
 /// thread on a core a sweep thread holds and leaves it waiting there, and a yield lets it run.
-/// (W5, 100,000 files on 2 cores, W5-only runs: two threads yielding, 0.81–1.06 s, longest block
-/// 1.1–3.4 ms, stall 0.4–2.5 ms; two threads not yielding, 1.08 s, 4.05 and 4.75 ms; one thread,
+/// (W5, 100,000 files on 2 cores, W5-only runs: two threads yielding, 0.81–1.15 s, longest block
+/// 1.1–3.6 ms, stall 0.4–3.0 ms; two threads not yielding, 1.08 s, 4.05 and 4.75 ms; one thread,
 /// leaving a core to Node, 1.48–1.96 s, 2.2–4.0 and 1.6–4.0 ms.)
 pub fn sweep(
     backend: &FileBackend,
