@@ -490,7 +490,7 @@ async function main() {
       features,
       notes: [
         'All figures are medians over the measured repetitions, after warm-ups; every job ran in its own process, one at a time.',
-        'blockMaxMs / blockP99Ms: monitorEventLoopDelay (1 ms resolution) max / p99 minus the 1 ms resolution: the longest stretch the main thread was blocked. noise: the same (blockMaxMs, the table\'s "idle max") and the stall probe\'s reading (stallMs), measured in each process while it does nothing, over noise.windowMs (300 ms; 2 s for W5, about as long as a sweep).',
+        'blockMaxMs / blockP99Ms: monitorEventLoopDelay (1 ms resolution) max / p99 minus the 1 ms resolution: the longest stretch the main thread was blocked. noise: the same (blockMaxMs, the table\'s "idle max") and the stall probe\'s reading (stallMs), measured in each process while it does nothing, over noise.windowMs (300 ms; 2 s for W5, the time a sweep may take).',
         'busyMs: event-loop utilisation (active time) of the main thread during the operation.',
         'queuedMs: the total time the main thread was ready to run but waited for a core during the operation (Linux schedstat).',
         'cpuMs: process.cpuUsage() delta, user + system, all threads. writeBytes: /proc/self/io write_bytes delta (page-granular, all threads); wcharBytes: bytes passed to write syscalls (sockets included).',
