@@ -61,8 +61,7 @@ pub fn sweep(
         in_use,
         before_delete,
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = sweep_threads(cores, stems.len());
+    let threads = sweep_threads(crate::cores(), stems.len());
     let mut shares = stems.chunks(stems.len().div_ceil(threads).max(1));
     let first = shares.next().unwrap_or_default();
     let mut report = std::thread::scope(|scope| {

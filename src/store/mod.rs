@@ -421,7 +421,7 @@ impl SessionStore {
                 call_ended: tokio::sync::Notify::new(),
                 stop,
                 watcher: Mutex::new(None),
-                writers: tokio::sync::Semaphore::new(writers_for(cores())),
+                writers: tokio::sync::Semaphore::new(writers_for(crate::cores())),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -1194,10 +1194,6 @@ async fn free_off_thread<T: Send + 'static>(sessions: T) {
         Ok(())
     })
     .await;
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How many sessions one store writes to files at once, on a machine with `cores` cores. A host
