@@ -585,7 +585,7 @@ where
 
 /// How many calls run on blocking-pool threads at once. The rest run on tokio's workers like every
 /// other call, so that a burst of saves (a host saving 100 sessions at once) does not start a thread
-/// each, all competing with Node's thread for the cores.
+/// each. (How many sessions are written at once is the store's own limit: `writers_for`.)
 const MAX_BLOCKING_CALLS: usize = 2;
 
 static BLOCKING_CALLS: AtomicUsize = AtomicUsize::new(0);

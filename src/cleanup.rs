@@ -126,12 +126,11 @@ struct Sweep<'a> {
 impl Sweep<'_> {
     fn share(&self, stems: &[String]) -> CleanupReport {
         let mut report = CleanupReport::default();
-        for (n, stem) in stems.iter().enumerate() {
-            self.one(stem, &mut report);
-            if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                std::thread::yield_now();
+        crate::yielding::in_pieces(stems, YIELD_EVERY, |piece| {
+            for stem in piece {
+                self.one(stem, &mut report);
             }
-        }
+        });
         report
     }
 

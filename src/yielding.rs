@@ -11,31 +11,27 @@ use std::io::Read;
 /// The work done between two yields: 256 KiB, about 30 µs of copying here.
 pub const PIECE: usize = 256 * 1024;
 
-/// Lets another thread ready to run on this core have it, unless this was the last piece.
-fn yield_unless_done(done: usize, total: usize) {
-    if done < total {
-        std::thread::yield_now();
+/// Calls `work` on each piece of `items` (`piece` items long), yielding the core between pieces.
+pub fn in_pieces<T>(items: &[T], piece: usize, mut work: impl FnMut(&[T])) {
+    let mut pieces = items.chunks(piece.max(1)).peekable();
+    while let Some(this) = pieces.next() {
+        work(this);
+        if pieces.peek().is_some() {
+            std::thread::yield_now();
+        }
     }
 }
 
 /// A copy of `bytes`.
 pub fn copy(bytes: &[u8]) -> Vec<u8> {
     let mut copy = Vec::with_capacity(bytes.len());
-    for piece in bytes.chunks(PIECE) {
-        copy.extend_from_slice(piece);
-        yield_unless_done(copy.len(), bytes.len());
-    }
+    in_pieces(bytes, PIECE, |piece| copy.extend_from_slice(piece));
     copy
 }
 
 /// Feeds `bytes` to `hasher`.
 pub fn crc32(hasher: &mut crc32fast::Hasher, bytes: &[u8]) {
-    let mut done = 0;
-    for piece in bytes.chunks(PIECE) {
-        hasher.update(piece);
-        done += piece.len();
-        yield_unless_done(done, bytes.len());
-    }
+    in_pieces(bytes, PIECE, |piece| hasher.update(piece));
 }
 
 /// Reads `source` to its end, `expected` bytes being its likely length.
@@ -47,7 +43,7 @@ pub fn read_to_end(source: &mut impl Read, expected: usize) -> std::io::Result<V
         if read < PIECE {
             return Ok(bytes);
         }
-        yield_unless_done(bytes.len(), expected);
+        std::thread::yield_now();
     }
 }
 
@@ -57,6 +53,20 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn in_pieces_sees_every_item_once_in_order_in_pieces_of_the_size_asked() {
+        let items: Vec<u32> = (0..37).collect();
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        in_pieces(&items, 16, |piece| {
+            sizes.push(piece.len());
+            seen.extend_from_slice(piece);
+        });
+        assert_eq!(seen, items);
+        assert_eq!(sizes, [16, 16, 5]);
+        in_pieces(&[] as &[u32], 16, |_| panic!("no piece of nothing"));
     }
 
     #[test]
