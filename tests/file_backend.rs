@@ -270,6 +270,58 @@ fn the_lock_is_exclusive_across_threads() {
     waiter.join().unwrap();
 }
 
+/// Another process that opens the same directory at the same moment holds the probe byte of
+/// `.locks` while it checks that the file system takes byte-range locks. A store opened then must
+/// still choose byte-range locks: one that fell back to `S.lock` files would not exclude the
+/// other process, and their writes to one session would interleave (acknowledged records were
+/// lost that way, when two processes started together).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_store_opened_while_another_process_probes_the_locks_takes_the_same_kind() {
+    use std::os::fd::AsRawFd;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("sessions");
+    fs::create_dir(&dir).unwrap();
+    let probe_file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(".locks"))
+        .unwrap();
+    // What the other process's probe holds: one byte far past any session's offset.
+    // SAFETY: a zeroed flock is valid (l_pid must be 0 for OFD locks); the descriptor is open.
+    let mut range: libc::flock = unsafe { std::mem::zeroed() };
+    range.l_type = libc::F_WRLCK as libc::c_short;
+    range.l_whence = libc::SEEK_SET as libc::c_short;
+    range.l_start = i64::MAX - 1;
+    range.l_len = 1;
+    let held = unsafe { libc::fcntl(probe_file.as_raw_fd(), libc::F_OFD_SETLK, &range) };
+    assert_eq!(held, 0, "{}", std::io::Error::last_os_error());
+
+    let backend = FileBackend::open(&dir).unwrap();
+    assert!(
+        backend.has_range_locks(),
+        "a probe that finds the byte held proves the file system takes byte-range locks"
+    );
+    let other = FileBackend::open(&dir).unwrap();
+    let stem = key().file_stem();
+    let _mine = backend.lock(&stem).unwrap();
+    let (got_it, report) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _theirs = other.lock(&stem).unwrap();
+        got_it.send(()).unwrap();
+    });
+    assert!(
+        report.recv_timeout(GRACE).is_err(),
+        "the two stores must exclude each other"
+    );
+    drop(_mine);
+    report.recv_timeout(Duration::from_secs(10)).unwrap();
+    waiter.join().unwrap();
+    assert!(!names(&dir).iter().any(|n| n.ends_with(".lock")));
+}
+
 /// Appends `bytes` to the journal of `stem` under its lock; returns the journal's new length.
 fn append(backend: &FileBackend, stem: &str, bytes: &[u8]) -> u64 {
     let lock = backend.lock(stem).unwrap();

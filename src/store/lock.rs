@@ -78,9 +78,7 @@ impl SessionLocks {
         {
             let path = dir.join(RANGE_LOCK_FILE);
             let file = open_private(&path)?;
-            // A probe far past any stem's offset tells whether this file system does OFD locks.
-            if range_lock(&file, i64::MAX - 1, libc::F_WRLCK as libc::c_short, false).is_ok() {
-                let _ = range_lock(&file, i64::MAX - 1, libc::F_UNLCK as libc::c_short, false);
+            if takes_range_locks(&file) {
                 let range = RangeFile {
                     path,
                     pool: Mutex::new(vec![file]),
@@ -200,6 +198,29 @@ fn range_offset(stem: &str) -> i64 {
     stem.get(..15)
         .and_then(|hex| i64::from_str_radix(hex, 16).ok())
         .unwrap_or(0)
+}
+
+/// Whether the file system of `file` takes OFD byte-range locks: a probe far past any stem's
+/// offset. A probe that finds the byte held has its answer too: another process is probing (it
+/// opened the same directory at the same moment), so the file system does take them. Counting that
+/// as "no" made two processes started together choose different kinds of lock, which then did not
+/// exclude each other, and their writes to one session interleaved: acknowledged records were lost.
+#[cfg(target_os = "linux")]
+fn takes_range_locks(file: &File) -> bool {
+    const PROBE: i64 = i64::MAX - 1;
+    match range_lock(file, PROBE, libc::F_WRLCK as libc::c_short, false) {
+        Ok(()) => {
+            let _ = range_lock(file, PROBE, libc::F_UNLCK as libc::c_short, false);
+            true
+        }
+        Err(e) => is_held_elsewhere(&e),
+    }
+}
+
+/// The error of a lock that did not wait because someone else holds the range.
+#[cfg(target_os = "linux")]
+fn is_held_elsewhere(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
 }
 
 /// Takes (`F_WRLCK`, waiting when `wait`) or releases (`F_UNLCK`) an OFD lock on one byte.
