@@ -85,10 +85,15 @@ impl SessionStore {
     ) -> Result<()> {
         let redis = self.redis_backend()?;
         let stem = key.file_stem();
+        // A snapshot lost to another instance's write is not tried again in this save while there
+        // are records to append: writing a large snapshot takes long enough for a busy peer's
+        // appends to beat it every time, and the records are what must become durable now (the
+        // log is folded into a snapshot by a later save).
+        let mut append_only = false;
         for attempt in 0..COMMIT_ATTEMPTS {
             let log_after = live.redis.log_bytes + live.pending.len() as u64;
-            let snapshot_due =
-                compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes;
+            let snapshot_due = (!append_only || live.pending.is_empty())
+                && (compact || live.needs_snapshot || log_after > live.redis.snapshot_bytes);
             let committed = if snapshot_due {
                 let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
                 let view = write_snapshot(&redis, key, live, &bytes).await?;
@@ -114,6 +119,7 @@ impl SessionStore {
                     return Ok(());
                 }
                 None => {
+                    append_only |= snapshot_due;
                     let change = redis.read_changes(&stem, key, live.redis).await?;
                     self.absorb_redis(key, live, change)?;
                 }
