@@ -445,13 +445,27 @@ impl NarrativeSessionStore {
         .map_err(status_error)
     }
 
-    /// Writes every dirty session, stops the timers and frees the sessions' memory. Later calls
-    /// reject with `ECLOSED`, except `close()`: if a write failed, the sessions stay in memory and
-    /// another `close()` tries again.
-    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<()>>> {
+    /// Writes every dirty session, stops the timers, closes every file it holds open and frees the
+    /// sessions' memory. Later calls reject with `ECLOSED`, except `close()`: if a write failed,
+    /// the sessions stay in memory and another `close()` tries again (every other session is
+    /// written first). Resolves to what it wrote: `notCompacted` names sessions whose changes are
+    /// durable in their journal but could not be folded into a snapshot (a nearly full disk).
+    #[napi(catch_unwind, ts_return_type = "Promise<CloseReport>")]
+    pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
         let store = self.store.clone();
-        promise(env, async move { store.close().await })
+        promise(env, async move {
+            let report = store.close().await?;
+            let not_compacted: Vec<serde_json::Value> = report
+                .not_compacted
+                .into_iter()
+                .map(|(session_id, message)| {
+                    serde_json::json!({ "sessionId": session_id, "message": message })
+                })
+                .collect();
+            let json =
+                serde_json::json!({ "written": report.written, "notCompacted": not_compacted });
+            Ok(JsonText(json.to_string()))
+        })
     }
 }
 
@@ -464,7 +478,12 @@ impl<T: ToNapiValue> ToNapiValue for Coded<T> {
         match val.0 {
             Ok(value) => unsafe { T::to_napi_value(env, value) },
             Err(err) => {
+                let applied = err.applied;
                 let error = unsafe { JsError::from(coded_error(err)).into_value(env) };
+                if applied {
+                    // SAFETY: `error` is a live object of this env, on Node's thread.
+                    unsafe { set_true(env, error, c"applied") };
+                }
                 Err(Error::from(unsafe {
                     Unknown::from_raw_unchecked(env, error)
                 }))
@@ -827,6 +846,19 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> 
 
 fn internal(err: serde_json::Error) -> StoreError {
     StoreError::internal(err.to_string())
+}
+
+/// Sets `object[name] = true`, best effort.
+///
+/// # Safety
+/// `object` must be a live object of `env`, on the thread that owns `env`.
+unsafe fn set_true(env: sys::napi_env, object: sys::napi_value, name: &std::ffi::CStr) {
+    let mut value = std::ptr::null_mut();
+    unsafe {
+        if sys::napi_get_boolean(env, true, &mut value) == sys::Status::napi_ok {
+            sys::napi_set_named_property(env, object, name.as_ptr(), value);
+        }
+    }
 }
 
 /// The one place a core error becomes a JavaScript error: `err.code` is the stable code.

@@ -40,6 +40,10 @@ impl ErrorCode {
 pub struct StoreError {
     pub code: ErrorCode,
     pub message: String,
+    /// The call's change was applied in memory (and listeners were told of it), but is not yet
+    /// durable: a later save (autosave, `save()`, `close()`) writes it. Set only on a durable
+    /// merge whose write failed. JavaScript sees it as `err.applied === true`.
+    pub applied: bool,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -49,6 +53,19 @@ impl StoreError {
         StoreError {
             code,
             message: message.into(),
+            applied: false,
+        }
+    }
+
+    /// This error, for a durable merge whose change stays applied in memory though its write failed.
+    pub fn applied_not_durable(self) -> Self {
+        StoreError {
+            message: format!(
+                "the update was applied, but is not yet durable ({}); a later save writes it",
+                self.message
+            ),
+            applied: true,
+            ..self
         }
     }
 

@@ -7,11 +7,14 @@
 //! u32 LE payload length | u32 LE CRC-32 of the payload | payload (JSON)
 //! ```
 //!
-//! A record is either complete or ignored: reading stops at the first frame that is cut short, fails
-//! its checksum or does not parse, and every complete record before it is kept. Because records are
-//! joins, replaying them in any order, or twice, or onto an older snapshot, gives the same session.
+//! A record is either complete or ignored. A frame that fails its checksum or does not parse is
+//! damage: reading skips to the next place a complete record starts, so the records after it are
+//! kept. A last frame cut short (a crash during an append) is a torn tail, cut off by the next
+//! writer. Because records are joins, replaying them in any order, or twice, or onto an older
+//! snapshot, gives the same session.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -74,16 +77,109 @@ pub fn encode(patch: &SessionPatch) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// The complete records at the start of `bytes`, and how many bytes they span. Anything after them
-/// (a torn or damaged tail) is not a record.
-pub fn decode(bytes: &[u8]) -> (Vec<SessionPatch>, usize) {
-    let mut patches = Vec::new();
-    let mut offset = 0;
-    while let Some((patch, size)) = decode_one(&bytes[offset..]) {
-        patches.push(patch);
-        offset += size;
+/// What reading a journal's bytes found.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub patches: Vec<SessionPatch>,
+    /// Where each record lies, in order: what a repaired journal is made of.
+    pub records: Vec<Range<usize>>,
+    /// Bytes that are not records: damage. Records after them are still read.
+    pub damaged: Vec<Range<usize>>,
+    /// Where the last record ends, or the damage after it: the next append goes here. Past it
+    /// there is only a torn record (one a crash cut short: its length runs past the end).
+    pub end: usize,
+}
+
+impl Decoded {
+    /// Whether anything but complete records and a torn tail was found.
+    pub fn is_damaged(&self) -> bool {
+        !self.damaged.is_empty()
     }
-    (patches, offset)
+}
+
+/// Reads the records in `bytes`. A frame that fails its checksum or does not parse is damage: it is
+/// skipped, and reading goes on at the next place where a complete record starts, so one flipped
+/// byte costs one record, not every record after it. A frame at the end whose length runs past the
+/// end of `bytes` is a torn write (a crash during an append, never acknowledged), and is left out.
+pub fn decode(bytes: &[u8]) -> Decoded {
+    let mut decoded = Decoded::default();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        match frame_at(bytes, offset) {
+            Frame::Record(patch, size) => {
+                decoded.patches.push(*patch);
+                decoded.records.push(offset..offset + size);
+                offset += size;
+            }
+            // A length that runs past the end is a torn write only if no record follows (a
+            // flipped bit in a length field in the middle looks the same), and if the bytes to
+            // the end are not the whole payload its checksum names (a flipped length in the last
+            // record).
+            Frame::Torn => match next_record(bytes, offset, None) {
+                Some(next) => {
+                    decoded.damaged.push(offset..next);
+                    offset = next;
+                }
+                None if is_whole_payload(&bytes[offset..]) => {
+                    decoded.damaged.push(offset..bytes.len());
+                    offset = bytes.len();
+                }
+                None => break,
+            },
+            Frame::Bad(declared_end) => {
+                let next = next_record(bytes, offset, declared_end).unwrap_or(bytes.len());
+                decoded.damaged.push(offset..next);
+                offset = next;
+            }
+        }
+    }
+    decoded.end = offset;
+    decoded
+}
+
+/// What starts at some offset of a journal.
+enum Frame {
+    /// A complete record (boxed: a patch is large), and its size with its header.
+    Record(Box<SessionPatch>, usize),
+    /// A frame cut short: its header, or the payload its header announces, runs past the end.
+    Torn,
+    /// A frame of plausible length that fails its checksum or does not parse; where it would end.
+    Bad(Option<usize>),
+}
+
+fn frame_at(bytes: &[u8], offset: usize) -> Frame {
+    let rest = &bytes[offset..];
+    let Some(header) = rest.get(..HEADER_BYTES) else {
+        return Frame::Torn;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Frame::Bad(None);
+    }
+    let Some(payload) = rest.get(HEADER_BYTES..HEADER_BYTES + len) else {
+        return Frame::Torn;
+    };
+    match decode_payload(header, payload) {
+        Some(patch) => Frame::Record(Box::new(patch), HEADER_BYTES + len),
+        None => Frame::Bad(Some(offset + HEADER_BYTES + len)),
+    }
+}
+
+/// Whether everything after the frame header at the start of `frame` is the payload its checksum
+/// names: a frame whose length alone is damaged.
+fn is_whole_payload(frame: &[u8]) -> bool {
+    frame.len() > HEADER_BYTES
+        && crc32fast::hash(&frame[HEADER_BYTES..])
+            == u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])
+}
+
+/// The first offset after a bad frame at `bad` where a complete record starts: where the bad
+/// frame says it ends (a damaged payload), or else the first such offset (a damaged header).
+fn next_record(bytes: &[u8], bad: usize, declared_end: Option<usize>) -> Option<usize> {
+    let is_record = |at: usize| matches!(frame_at(bytes, at), Frame::Record(..));
+    declared_end
+        .filter(|&end| end < bytes.len() && is_record(end))
+        .or_else(|| (bad + 1..bytes.len()).find(|&at| is_record(at)))
 }
 
 /// Framed records, concatenated, split into one frame each (as the Redis backend stores them).
@@ -101,14 +197,8 @@ pub fn split_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
     frames
 }
 
-fn decode_one(bytes: &[u8]) -> Option<(SessionPatch, usize)> {
-    let header = bytes.get(..HEADER_BYTES)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if len > MAX_RECORD_BYTES {
-        return None;
-    }
-    let payload = bytes.get(HEADER_BYTES..HEADER_BYTES + len)?;
+fn decode_payload(header: &[u8], payload: &[u8]) -> Option<SessionPatch> {
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if crc32fast::hash(payload) != crc {
         return None;
     }
@@ -123,7 +213,7 @@ fn decode_one(bytes: &[u8]) -> Option<(SessionPatch, usize)> {
     patch.beats = record.story_beats;
     patch.entries = record.conversation_history;
     patch.versions = record.versions;
-    Some((patch, HEADER_BYTES + len))
+    Some(patch)
 }
 
 #[cfg(test)]
@@ -172,33 +262,116 @@ mod tests {
             .collect();
         let start_of_last_two = ends[1];
         for cut in start_of_last_two..=journal.len() {
-            let (patches, used) = decode(&journal[..cut]);
+            let decoded = decode(&journal[..cut]);
             let complete = ends.iter().filter(|&&end| end <= cut).count();
-            assert_eq!(patches.len(), complete, "cut at {cut}");
+            assert_eq!(decoded.patches.len(), complete, "cut at {cut}");
+            assert!(
+                !decoded.is_damaged(),
+                "a torn tail is not damage: cut at {cut}"
+            );
             assert_eq!(
-                used,
+                decoded.end,
                 if complete == 0 { 0 } else { ends[complete - 1] },
                 "cut at {cut}"
             );
             let mut session = base();
-            for patch in &patches {
+            for patch in &decoded.patches {
                 apply_patch(&mut session, patch).unwrap();
             }
             assert_eq!(session.conversation_history.len(), complete, "cut at {cut}");
         }
     }
 
-    #[test]
-    fn a_damaged_record_ends_the_journal_there() {
+    /// Frames of four records, for the damage tests.
+    fn four_frames() -> Vec<Vec<u8>> {
         let mut clock = HybridClock::with_wall_clock("n", || 1_800_000_000_000);
-        let mut journal: Vec<u8> = (0..3)
-            .flat_map(|n| record(n, &mut clock, &base()).1)
+        (0..4).map(|n| record(n, &mut clock, &base()).1).collect()
+    }
+
+    /// A flipped byte that leaves the record's JSON valid (a digit changed): only the checksum can
+    /// tell. The damaged record is skipped, and the records after it are read.
+    #[test]
+    fn a_record_whose_checksum_fails_is_skipped_and_the_records_after_it_are_kept() {
+        let frames = four_frames();
+        let mut journal = frames.concat();
+        let second = frames[0].len();
+        let payload = &journal[second + 8..second + frames[1].len()];
+        let digit = payload.iter().position(|b| *b == b'1').unwrap();
+        journal[second + 8 + digit] = b'7';
+        let payload = &journal[second + 8..second + frames[1].len()];
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(payload).is_ok(),
+            "the damage must leave valid JSON, or the parse alone would catch it"
+        );
+        let decoded = decode(&journal);
+        assert_eq!(decoded.patches.len(), 3, "every record but the damaged one");
+        assert_eq!(
+            decoded.damaged,
+            vec![second..second + frames[1].len()],
+            "the damaged record, exactly"
+        );
+        assert_eq!(decoded.end, journal.len());
+        let ids: Vec<String> = decoded
+            .patches
+            .iter()
+            .flat_map(|p| p.entries.iter().map(|e| e.id.clone()))
             .collect();
-        let first_len = record(9, &mut clock, &base()).1.len();
-        journal[first_len + 12] ^= 0xff; // a flipped byte inside the second record's payload
-        let (patches, used) = decode(&journal);
-        assert_eq!(patches.len(), 1);
-        assert!(used < journal.len());
+        assert_eq!(ids, ["e0", "e2", "e3"]);
+    }
+
+    /// A flipped bit in a length field in the middle makes the frame look longer than the file,
+    /// as a torn write does; the records after it show that it is damage.
+    #[test]
+    fn a_damaged_length_in_the_middle_is_damage_not_a_torn_tail() {
+        let frames = four_frames();
+        let mut journal = frames.concat();
+        let second = frames[0].len();
+        journal[second + 3] ^= 0x40; // the length's high byte: far past the end
+        let decoded = decode(&journal);
+        assert_eq!(decoded.patches.len(), 3);
+        assert_eq!(decoded.damaged, vec![second..second + frames[1].len()]);
+        assert_eq!(decoded.end, journal.len());
+    }
+
+    /// Every single-byte change anywhere in a journal costs at most the record it falls in.
+    #[test]
+    fn any_flipped_byte_costs_at_most_its_own_record() {
+        let frames = four_frames();
+        let journal = frames.concat();
+        let starts: Vec<usize> = frames
+            .iter()
+            .scan(0, |at, f| {
+                let start = *at;
+                *at += f.len();
+                Some(start)
+            })
+            .collect();
+        for at in 0..journal.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut damaged = journal.clone();
+                damaged[at] ^= flip;
+                let decoded = decode(&damaged);
+                let hit = starts.iter().rposition(|&s| s <= at).unwrap();
+                assert!(
+                    decoded.patches.len() >= 3,
+                    "byte {at} ^ {flip:#x}: {} records",
+                    decoded.patches.len()
+                );
+                // Nothing that was changed is accepted: a record read is byte for byte one that
+                // was written, and the damaged record is reported unless the change was undone.
+                for range in &decoded.records {
+                    assert_eq!(
+                        &damaged[range.clone()],
+                        &journal[range.clone()],
+                        "byte {at}"
+                    );
+                }
+                if decoded.patches.len() == 3 {
+                    assert!(decoded.is_damaged(), "byte {at} ^ {flip:#x}: not reported");
+                    assert_eq!(decoded.damaged[0].start, starts[hit], "byte {at}");
+                }
+            }
+        }
     }
 
     #[test]

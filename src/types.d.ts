@@ -206,6 +206,17 @@ export interface MergeResult {
   changes: string[]
 }
 
+/** What `close()` wrote. */
+export interface CloseReport {
+  /** Sessions written. */
+  written: number
+  /**
+   * Sessions whose changes are durable in their journal but could not be folded into a snapshot
+   * (a nearly full disk, say). Nothing is lost: the next open reads the journal as usual.
+   */
+  notCompacted: Array<{ sessionId: string; message: string }>
+}
+
 export interface SessionSummary {
   id: string
   userId: string

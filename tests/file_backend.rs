@@ -325,7 +325,7 @@ fn a_store_opened_while_another_process_probes_the_locks_takes_the_same_kind() {
 /// Appends `bytes` to the journal of `stem` under its lock; returns the journal's new length.
 fn append(backend: &FileBackend, stem: &str, bytes: &[u8]) -> u64 {
     let lock = backend.lock(stem).unwrap();
-    backend.append_journal(stem, bytes, &lock).unwrap()
+    backend.append_journal(stem, bytes, &lock).unwrap().len
 }
 
 #[test]

@@ -331,8 +331,8 @@ async fn appended_records_load_back_and_replay_to_the_same_session() {
     let elements: Vec<Vec<u8>> = query(&mut conn, &[b"LRANGE", log.as_bytes(), b"0", b"-1"]).await;
     assert_eq!(elements, frames);
     for element in &elements {
-        let (patches, used) = journal::decode(element);
-        assert_eq!((patches.len(), used), (1, element.len()));
+        let decoded = journal::decode(element);
+        assert_eq!((decoded.patches.len(), decoded.end), (1, element.len()));
     }
     // A stale view is refused, and a read from it finds the tail.
     let stale = RedisView {

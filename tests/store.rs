@@ -1,6 +1,8 @@
 //! The session store as a host uses it: load, merge, save, autosave, close, listeners, and two
 //! server processes sharing one data directory (simulated by two stores on one directory).
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,9 @@ use mia_narrative_session::error::ErrorCode;
 use mia_narrative_session::model::{NarrativeSession, UniverseFocus};
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::file::FileBackend;
-use mia_narrative_session::store::{MergeEvent, SessionStore, StoreOptions};
+use mia_narrative_session::store::{MergeEvent, MergeMode, SessionStore, StoreOptions};
 use serde_json::{json, Value};
+use support::fault_disk::{FaultDisk, Faults, Op};
 
 const USER: &str = "alice";
 const WORKSPACE: &str = "/home/alice/proj";
@@ -40,8 +43,8 @@ fn on_disk(dir: &Path) -> NarrativeSession {
     let mut session: NarrativeSession =
         serde_json::from_slice(&fs::read(session_file(dir)).unwrap()).unwrap();
     let journal = session_file(dir).with_extension("journal");
-    let (patches, _) =
-        mia_narrative_session::journal::decode(&fs::read(journal).unwrap_or_default());
+    let patches =
+        mia_narrative_session::journal::decode(&fs::read(journal).unwrap_or_default()).patches;
     for patch in &patches {
         mia_narrative_session::merge::apply_patch(&mut session, patch).unwrap();
     }
@@ -477,10 +480,28 @@ async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
     store.close().await.expect("a second close does nothing");
 }
 
+/// Every file operation that writes: what a full disk fails.
+const WRITES: [Op; 7] = [
+    Op::Create,
+    Op::OpenAppend,
+    Op::Write,
+    Op::Rename,
+    Op::Link,
+    Op::SyncData,
+    Op::SyncAll,
+];
+
+async fn open_failing(dir: &Path, faults: &Faults) -> SessionStore {
+    let mut options = quiet_options(dir);
+    options.disk = Arc::new(FaultDisk::new(faults.clone()));
+    SessionStore::open(options).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+    let faults = Faults::default();
+    let store = open_failing(dir.path(), &faults).await;
     store.load(USER, WORKSPACE).await.unwrap();
     store.load("bob", WORKSPACE).await.unwrap();
     merge(
@@ -490,10 +511,8 @@ async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
     .await;
     assert_eq!(store.loaded_sessions(), 2);
 
-    // A directory where the backup goes: the snapshot that close writes cannot be put in place.
-    let blocker = session_file(dir.path()).with_extension("json.bak");
-    fs::create_dir(&blocker).unwrap();
-    fs::write(blocker.join("inside"), b"x").unwrap();
+    // The disk is full: neither a snapshot nor an append can be written.
+    faults.fail_every(&WRITES, libc::ENOSPC);
     let failed = store.close().await.unwrap_err();
     assert_eq!(failed.code, ErrorCode::Io);
     assert_eq!(store.loaded_sessions(), 2, "nothing unsaved is dropped");
@@ -502,13 +521,93 @@ async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
         ErrorCode::Closed
     );
 
-    fs::remove_dir_all(&blocker).unwrap();
-    store.close().await.unwrap();
+    faults.heal();
+    let report = store.close().await.unwrap();
+    assert_eq!(report.written, 1);
+    assert!(report.not_compacted.is_empty());
     assert_eq!(store.loaded_sessions(), 0);
     assert_eq!(
         on_disk(dir.path()).memory["goal"],
         "kept through a failed close"
     );
+}
+
+/// A nearly full disk: room for an append, not for a second copy of the session. The records
+/// are appended (durable), and close says which session it could not fold into a snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_that_fails_leaves_the_journal_in_use_and_close_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let store = open_failing(dir.path(), &faults).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    // New files cannot be made: every snapshot write needs one (its temp file).
+    faults.fail_every(&[Op::Create], libc::ENOSPC);
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    for n in 0..20 {
+        // Large enough that the journal outgrows the snapshot: a compaction is due, and fails.
+        let update = json!({"memory": {format!("k{n}"): "x".repeat(2000)}}).to_string();
+        store
+            .merge(USER, WORKSPACE, &update, None, durable)
+            .await
+            .expect("a durable merge that fits in the journal is written there");
+    }
+    let report = store.close().await.unwrap();
+    assert_eq!(report.written, 1);
+    assert_eq!(report.not_compacted.len(), 1, "{report:?}");
+    assert_eq!(
+        report.not_compacted[0].0,
+        SessionKey::new(USER, WORKSPACE).unwrap().session_id()
+    );
+    let stored = on_disk(dir.path());
+    for n in 0..20 {
+        assert_eq!(stored.memory[&format!("k{n}")], "x".repeat(2000));
+    }
+
+    // Room again: the next close folds the journal in.
+    faults.heal();
+    let store = open_failing(dir.path(), &faults).await;
+    merge(&store, json!({"memory": {"after": 1}})).await;
+    let report = store.close().await.unwrap();
+    assert!(report.not_compacted.is_empty());
+    assert!(!session_file(dir.path()).with_extension("journal").exists());
+    assert_eq!(on_disk(dir.path()).memory["k19"], "x".repeat(2000));
+}
+
+/// A durable merge whose write fails stays applied: its error says so, listeners hear of it,
+/// and the next save writes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_merge_that_cannot_be_written_says_it_was_applied_and_is_heard() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let store = open_failing(dir.path(), &faults).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    let (events, _id) = recorder(&store);
+    faults.fail_every(&WRITES, libc::ENOSPC);
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    let err = store
+        .merge(
+            USER,
+            WORKSPACE,
+            r#"{"memory":{"goal":"applied"}}"#,
+            None,
+            durable,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io);
+    assert!(err.applied, "{err:?}");
+    assert!(err.message.contains("applied"), "{}", err.message);
+    assert_eq!(events.lock().unwrap().len(), 1, "the merge event is sent");
+    faults.heal();
+    assert!(store.save(USER, WORKSPACE).await.unwrap());
+    assert_eq!(on_disk(dir.path()).memory["goal"], "applied");
+    store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -604,16 +703,23 @@ async fn an_unused_session_leaves_memory_once_written_and_a_used_one_stays() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_whose_write_fails_stays_in_memory_until_it_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_unloading(dir.path(), Duration::from_millis(1)).await;
+    let faults = Faults::default();
+    let mut options = quiet_options(dir.path());
+    options.disk = Arc::new(FaultDisk::new(faults.clone()));
+    options.autosave_interval = Duration::from_millis(20);
+    options.unload_after = Duration::from_millis(1);
+    let store = SessionStore::open(options).await.unwrap();
     store.load(USER, WORKSPACE).await.unwrap();
-    // A directory where the journal goes: autosave's append fails.
-    let blocker = session_file(dir.path()).with_extension("journal");
-    fs::create_dir(&blocker).unwrap();
+    // A full disk: autosave's writes fail.
+    faults.fail_every(&WRITES, libc::ENOSPC);
     merge(&store, json!({"memory": {"goal": "not lost"}})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || faults.failures() >= 3).await,
+        "autosave tried, and failed, a few times"
+    );
     assert_eq!(store.loaded_sessions(), 1, "unwritten, so kept");
 
-    fs::remove_dir(&blocker).unwrap();
+    faults.heal();
     assert!(
         eventually(Duration::from_secs(5), async || store.loaded_sessions()
             == 0)

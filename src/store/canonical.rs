@@ -9,10 +9,12 @@
 //! marked, a file copied from another session's name, a file system without user extended
 //! attributes, a system other than Linux — is read the long way, parsed and checked as before.
 //!
+//! Wherever a mark is found, it is checked: a snapshot (or backup) whose bytes no longer match its
+//! mark has changed since the store wrote it (bit rot, a torn copy, an edit in place), and is moved
+//! aside as corrupt even if it still parses, so that the best other copy is loaded instead.
+//!
 //! The checksum (CRC-32) finds accidental change, not deliberate forgery: whoever can write the
 //! data directory can write any session anyway.
-
-use std::path::Path;
 
 /// Bumped whenever the serialised form of a session changes, so that files marked by an earlier
 /// version are read the long way.
@@ -27,76 +29,12 @@ pub fn mark_for(stem: &str, bytes: &[u8]) -> String {
     format!("{VERSION} {:08x} {}", hasher.finalize(), bytes.len())
 }
 
-/// The mark of the file at `path`, if it has one.
-pub fn read_mark(path: &Path) -> Option<String> {
-    imp::get(path)
-}
-
-/// Marks the file at `path` as holding `bytes` for session `stem`. Best effort: where the file
-/// system refuses, the file stays unmarked and is read the long way.
-pub fn mark(path: &Path, stem: &str, bytes: &[u8]) {
-    let _ = imp::set(path, &mark_for(stem, bytes));
-}
-
-#[cfg(target_os = "linux")]
-mod imp {
-    use std::ffi::{CStr, CString};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-
-    const NAME: &CStr = c"user.mia-narrative-session.canonical";
-
-    fn c_path(path: &Path) -> Option<CString> {
-        CString::new(path.as_os_str().as_bytes()).ok()
-    }
-
-    pub fn get(path: &Path) -> Option<String> {
-        let path = c_path(path)?;
-        let mut buf = [0u8; 64];
-        // SAFETY: both strings are NUL-terminated, and the buffer's length is passed with it.
-        let len = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                NAME.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let len = usize::try_from(len).ok()?;
-        String::from_utf8(buf[..len].to_vec()).ok()
-    }
-
-    pub fn set(path: &Path, value: &str) -> std::io::Result<()> {
-        let path = c_path(path).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: both strings are NUL-terminated, and the value's length is passed with it.
-        let done = unsafe {
-            libc::setxattr(
-                path.as_ptr(),
-                NAME.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if done == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    use std::path::Path;
-
-    pub fn get(_path: &Path) -> Option<String> {
-        None
-    }
-
-    pub fn set(_path: &Path, _value: &str) -> std::io::Result<()> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
+/// Whether `mark` vouches for `bytes` stored as session `stem`: Some(true) when it matches,
+/// Some(false) when it was made for other bytes (the file changed since it was marked), and None
+/// when it is no mark this version can check (a later format, or no mark at all).
+pub fn verify(mark: &str, stem: &str, bytes: &[u8]) -> Option<bool> {
+    let version = mark.split(' ').next()?;
+    (version == VERSION).then(|| mark == mark_for(stem, bytes))
 }
 
 #[cfg(test)]
@@ -105,17 +43,15 @@ mod tests {
 
     #[test]
     fn the_mark_binds_the_bytes_and_the_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.json");
-        std::fs::write(&path, b"{\"a\":1}").unwrap();
-        assert_eq!(read_mark(&path), None, "unmarked");
-        mark(&path, "s", b"{\"a\":1}");
-        let Some(found) = read_mark(&path) else {
-            eprintln!("this file system keeps no user extended attributes: nothing to check");
-            return;
-        };
-        assert_eq!(found, mark_for("s", b"{\"a\":1}"));
-        assert_ne!(found, mark_for("s", b"{\"a\":2}"), "other bytes");
-        assert_ne!(found, mark_for("t", b"{\"a\":1}"), "another session's name");
+        let mark = mark_for("s", b"{\"a\":1}");
+        assert_eq!(verify(&mark, "s", b"{\"a\":1}"), Some(true));
+        assert_eq!(verify(&mark, "s", b"{\"a\":2}"), Some(false), "other bytes");
+        assert_eq!(
+            verify(&mark, "t", b"{\"a\":1}"),
+            Some(false),
+            "another name"
+        );
+        assert_eq!(verify("2 0 7", "s", b"{\"a\":1}"), None, "a later format");
+        assert_eq!(verify("", "s", b""), None);
     }
 }

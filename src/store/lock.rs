@@ -95,6 +95,15 @@ impl SessionLocks {
         })
     }
 
+    /// Closes the pooled descriptors of `.locks` (none is held while no lock is). Locks taken
+    /// later open a descriptor again.
+    pub fn release(&self) {
+        #[cfg(target_os = "linux")]
+        if let Kind::Range(range) = &self.kind {
+            crate::lock(&range.pool).clear();
+        }
+    }
+
     /// Whether these are byte-range locks (no per-session lock files).
     pub fn is_range(&self) -> bool {
         !matches!(self.kind, Kind::Files)
@@ -250,6 +259,8 @@ fn range_lock(file: &File, offset: i64, kind: libc::c_short, wait: bool) -> std:
     }
 }
 
+/// Opens (creating, 0600) a lock file. A symbolic link or anything else that is not a regular file
+/// at its name is refused: the store never opens, let alone creates, a file through a link.
 fn open_private(path: &Path) -> Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
@@ -257,10 +268,20 @@ fn open_private(path: &Path) -> Result<File> {
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
-    options
+    let file = options
         .open(path)
-        .map_err(|e| StoreError::io("cannot open lock", path, e))
+        .map_err(|e| StoreError::io("cannot open lock", path, e))?;
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        return Err(StoreError::io(
+            "cannot open lock",
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"),
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(unix)]

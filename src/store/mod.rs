@@ -14,6 +14,7 @@
 //! append) runs in place on its tokio worker instead (`blocking_here`).
 
 mod canonical;
+pub mod disk;
 pub mod file;
 mod live;
 pub mod lock;
@@ -40,7 +41,7 @@ use crate::merge::{apply_patch, normalize_owned, settle_update, SessionPatch};
 use crate::model::{check_id, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
-use file::{FileBackend, FileStamp, JournalRead};
+use file::{FileBackend, FileStamp, JournalRead, JournalStamp, ReadLimits};
 use live::Live;
 
 pub const DEFAULT_TTL_DAYS: f64 = 30.0;
@@ -76,6 +77,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "mia:ns:";
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub backend: BackendChoice,
+    /// The file system the file backend writes through: the real one, or in tests one that fails
+    /// or loses writes on purpose (see [`disk`]).
+    pub disk: Arc<dyn disk::Disk>,
     pub data_dir: PathBuf,
     pub ttl_days: f64,
     /// How often dirty sessions are written. Zero turns autosave off.
@@ -92,6 +96,7 @@ impl StoreOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> StoreOptions {
         StoreOptions {
             backend: BackendChoice::File,
+            disk: Arc::new(disk::RealDisk),
             data_dir: data_dir.into(),
             ttl_days: DEFAULT_TTL_DAYS,
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
@@ -157,6 +162,16 @@ pub struct MergeOutcome {
     pub session_json: Option<String>,
     /// The path of every value that changed (`"memory.goal"`, `"conversationHistory.e1"`).
     pub changes: Vec<String>,
+}
+
+/// What `close()` wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Sessions written.
+    pub written: usize,
+    /// Sessions whose changes are durable in their journal, but which could not be folded into a
+    /// snapshot (session id, why): a later open reads the journal as usual.
+    pub not_compacted: Vec<(String, String)>,
 }
 
 /// Sent to listeners for every merge that changed something.
@@ -241,18 +256,47 @@ struct Slot {
     state: tokio::sync::Mutex<Option<Live>>,
 }
 
-/// A session's files as a store last saw them: the snapshot's stamp and the journal's length.
+/// A session's files as a store last saw them: the snapshot's stamp, and which journal file and how
+/// long (its records up to there are in the live session).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct DiskView {
     snapshot: Option<FileStamp>,
     journal_len: u64,
+    /// Which file the journal was, when there was one.
+    journal_id: Option<(u64, u64)>,
 }
 
-/// The first trip of a save to the blocking pool: either it appended already (the journal's new
-/// length), or it looked and holds the lock for the rest of the save.
+impl DiskView {
+    fn set_journal(&mut self, journal: Option<JournalStamp>) {
+        self.journal_len = journal.map_or(0, |j| j.len);
+        self.journal_id = journal.map(|j| j.identity);
+    }
+
+    /// Whether `journal` is the file this view knows, so that its records up to `journal_len`
+    /// are known. A journal where none was known is new: all of it is to be read.
+    fn knows_journal(&self, journal: Option<JournalStamp>) -> bool {
+        match (self.journal_id, journal) {
+            (Some(known), Some(now)) => known == now.identity,
+            (None, _) => self.journal_len == 0,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// The first trip of a save to the blocking pool: either it appended already (the journal after
+/// it), or it looked and holds the lock for the rest of the save.
 enum FirstTrip {
-    Appended(u64),
+    Appended(Option<JournalStamp>),
     Looked(file::SessionLock, DiskChange),
+}
+
+/// What the second trip of a save wrote.
+enum Written {
+    /// A snapshot (how the files look after it, and its size).
+    Snapshot(DiskView, usize),
+    /// The records, to the journal (how it looks after, if anything was appended); with the error
+    /// of a snapshot that was due but could not be written.
+    Appended(Option<JournalStamp>, Option<StoreError>),
 }
 
 /// What changed in a session's files since a store last saw them.
@@ -276,8 +320,10 @@ fn read_disk_changes(
     lock: &file::SessionLock,
 ) -> Result<DiskChange> {
     let snapshot = backend.stamp(stem);
-    let journal_len = backend.journal_len(stem);
-    if snapshot == known.snapshot {
+    let journal = backend.journal_stamp(stem);
+    let journal_len = journal.map_or(0, |j| j.len);
+    // An offset into the journal means something only in the file it was taken from.
+    if snapshot == known.snapshot && known.knows_journal(journal) {
         if journal_len == known.journal_len {
             return Ok(DiskChange::Unchanged);
         }
@@ -338,30 +384,29 @@ fn load_from_files(
     for patch in &journal.patches {
         apply_patch(&mut session, patch)?;
     }
+    let recovered = read.recovered || journal.recovered;
     let id = session.id.clone();
     let own = id == key.session_id();
     let mut live = Live::new(session);
-    // A new session is persisted at once; a recovered one is written back over the bad file.
-    if created || read.recovered {
+    // A new session is persisted at once; a recovered one is written back over the bad files.
+    if created || recovered {
         let text = live.text()?;
         live.disk = write_snapshot(backend, key, &id, text.as_bytes(), &lock)?;
         live.approx_bytes = text.len();
     } else {
-        live.disk = DiskView {
-            snapshot: backend.stamp(&stem),
-            journal_len: journal.end,
-        };
-        live.approx_bytes = (read.bytes + journal.end) as usize;
+        live.disk.snapshot = backend.stamp(&stem);
+        live.disk.set_journal(journal.stamp);
+        live.approx_bytes = (read.bytes + journal.end()) as usize;
     }
     if want == Want::Text {
         let text = live.text()?;
         // A snapshot that holds, byte for byte, what the store would write (one written before
         // marks existed) is marked now, so that the next load is a read.
-        if own && journal.end == 0 && !created && !read.recovered && text.as_bytes() == read.raw {
+        if own && journal.end() == 0 && !created && !recovered && text.as_bytes() == read.raw {
             backend.mark_canonical(&stem, &read.raw, &lock);
         }
     }
-    Ok((live, created, read.recovered))
+    Ok((live, created, recovered))
 }
 
 /// Writes a full snapshot (`bytes` serialise a live session with id `session_id`) and drops the
@@ -385,7 +430,7 @@ fn write_snapshot(
     // Stamped under the lock, so it is this write's stamp and no one else's.
     Ok(DiskView {
         snapshot: backend.stamp(stem),
-        journal_len: 0,
+        ..DiskView::default()
     })
 }
 
@@ -398,7 +443,10 @@ impl SessionStore {
         let backend = match &options.backend {
             BackendChoice::File => {
                 let dir = options.data_dir.clone();
-                Backend::File(Arc::new(blocking(move || FileBackend::open(&dir)).await?))
+                let disk = options.disk.clone();
+                let limits = ReadLimits::for_sessions_of(options.max_session_bytes);
+                let files = blocking(move || FileBackend::open_on(&dir, disk, limits)).await?;
+                Backend::File(Arc::new(files))
             }
             BackendChoice::Redis { url, key_prefix } => {
                 let ttl = Duration::from_secs_f64((options.ttl_days * 86_400.0).min(1e12));
@@ -553,16 +601,20 @@ impl SessionStore {
             }
             live.pending.extend_from_slice(&record);
         }
-        if options.durable && live.is_dirty() {
-            self.persist(&slot.key, live, false).await?;
-        }
-        let session_json = if options.with_session {
-            Some(to_json(live.session()?)?)
+        let persisted = if options.durable && live.is_dirty() {
+            self.persist(&slot.key, live, false).await
         } else {
-            None
+            Ok(None)
+        };
+        let session_json = match (&persisted, options.with_session) {
+            (Ok(_), true) => Some(to_json(live.session()?)?),
+            _ => None,
         };
         drop(state);
+        // The change is in the live session whether or not it could be written: listeners hear
+        // of it either way, and a failed durable merge says it was applied.
         self.emit(&slot.key, origin, &changes.paths);
+        persisted.map_err(StoreError::applied_not_durable)?;
         Ok(MergeOutcome {
             session_json,
             changes: changes.paths,
@@ -714,10 +766,12 @@ impl SessionStore {
         listeners.len() != before
     }
 
-    /// Writes every dirty session, stops the timers, and frees the sessions' memory. Later calls
-    /// fail with ECLOSED, except close: when a write failed, the sessions stay in memory and
-    /// another close tries again.
-    pub async fn close(&self) -> Result<()> {
+    /// Writes every dirty session, stops the timers, closes every descriptor, and frees the
+    /// sessions' memory. Later calls fail with ECLOSED, except close: when a write failed, the
+    /// sessions stay in memory and another close tries again. Every session's changes are written
+    /// even when another's fail. Sessions whose changes are durable but could not be folded into a
+    /// snapshot (a nearly full disk) are named in the report.
+    pub async fn close(&self) -> Result<CloseReport> {
         if !self.inner.closed.swap(true, Ordering::SeqCst) {
             let _ = self.inner.stop.send(true);
             lock(&self.inner.watcher).take();
@@ -728,12 +782,16 @@ impl SessionStore {
         }
         // A merge that began before the flag was set may not have reached its session yet.
         self.calls_finished().await;
-        self.flush(true).await?;
+        let flushed = self.flush(true).await;
+        if let Some(files) = self.files() {
+            files.release();
+        }
+        let report = flushed?;
         // Freed now rather than wherever the last handle goes: for an addon, that is Node's
         // thread, when its garbage collector gets to the store.
         let live = std::mem::take(&mut *lock(&self.inner.live));
         free_off_thread(live).await;
-        Ok(())
+        Ok(report)
     }
 
     /// Writes every dirty session. Returns how many were written; on failures, the first error
@@ -741,27 +799,36 @@ impl SessionStore {
     /// One session at a time: the tick then never competes with Node's thread for the cores.
     pub async fn flush_dirty(&self) -> Result<usize> {
         let _call = self.enter()?;
-        self.flush(false).await
+        self.flush(false).await.map(|report| report.written)
     }
 
     /// Writes every dirty session; with `compact`, also folds every journal into its snapshot.
-    async fn flush(&self, compact: bool) -> Result<usize> {
+    /// A session that fails does not keep the others from being written; the first failure is
+    /// the error.
+    async fn flush(&self, compact: bool) -> Result<CloseReport> {
         let slots: Vec<Arc<Slot>> = lock(&self.inner.live).values().cloned().collect();
-        let mut written = 0;
+        let mut report = CloseReport::default();
         let mut first_error = None;
         for slot in slots {
             let mut state = slot.state.lock().await;
             let due = |l: &Live| l.is_dirty() || (compact && l.has_journal());
             if let Some(live) = state.as_mut().filter(|l| due(l)) {
                 match self.persist(&slot.key, live, compact).await {
-                    Ok(()) => written += 1,
+                    Ok(not_compacted) => {
+                        report.written += 1;
+                        if let Some(e) = not_compacted {
+                            report
+                                .not_compacted
+                                .push((slot.key.session_id(), e.message));
+                        }
+                    }
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
                 }
             }
         }
-        first_error.map_or(Ok(written), Err)
+        first_error.map_or(Ok(report), Err)
     }
 
     /// Starts a call: ECLOSED once `close()` has begun; otherwise `close()` waits until the call
@@ -839,9 +906,21 @@ impl SessionStore {
     /// Read-merge-write under the session's cross-process lock: take in what others wrote since
     /// this store last looked, then append this store's pending records to the journal, or, when
     /// the journal would outgrow the snapshot (or `compact` asks), write a new snapshot instead.
-    async fn persist(&self, key: &SessionKey, live: &mut Live, compact: bool) -> Result<()> {
+    ///
+    /// A snapshot that cannot be written (a full disk, say) does not keep the records from being
+    /// appended when they fit: they are durable then, and `Ok(Some(error))` says what could not be
+    /// done (the session is folded into a snapshot by a later save).
+    async fn persist(
+        &self,
+        key: &SessionKey,
+        live: &mut Live,
+        compact: bool,
+    ) -> Result<Option<StoreError>> {
         let Some(backend) = self.files() else {
-            return self.persist_to_redis(key, live, compact).await;
+            return self
+                .persist_to_redis(key, live, compact)
+                .await
+                .map(|()| None);
         };
         // Never closed, so always Ok; held until the session is written.
         let _writer = self.inner.writers.acquire().await;
@@ -860,13 +939,12 @@ impl SessionStore {
                 let lock = backend.lock(&stem)?;
                 let change = read_disk_changes(&backend, &stem, &key, known, &lock)?;
                 match (change, append_now) {
+                    (DiskChange::Unchanged, Some(records)) if records.is_empty() => {
+                        Ok(FirstTrip::Appended(None))
+                    }
                     (DiskChange::Unchanged, Some(records)) => {
-                        let len = if records.is_empty() {
-                            known.journal_len
-                        } else {
-                            backend.append_journal(&stem, &records, &lock)?
-                        };
-                        Ok(FirstTrip::Appended(len))
+                        let journal = backend.append_journal(&stem, &records, &lock)?;
+                        Ok(FirstTrip::Appended(Some(journal)))
                     }
                     (change, _) => Ok(FirstTrip::Looked(lock, change)),
                 }
@@ -874,51 +952,85 @@ impl SessionStore {
             .await?;
             match outcome {
                 FirstTrip::Looked(lock, change) => (lock, change),
-                FirstTrip::Appended(journal_len) => {
-                    live.disk.journal_len = journal_len;
+                FirstTrip::Appended(journal) => {
+                    if journal.is_some() {
+                        live.disk.set_journal(journal);
+                    }
                     live.pending.clear();
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         };
         self.absorb(key, live, change)?;
         let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
-        if compact || live.needs_snapshot || journal_after > snapshot_len {
+        let snapshot = if compact || live.needs_snapshot || journal_after > snapshot_len {
             let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-            let (key, id) = (key.clone(), live.session()?.id.clone());
-            let written = bytes.len();
-            live.disk =
-                blocking(move || write_snapshot(&backend, &key, &id, &bytes, &file_lock)).await?;
-            live.approx_bytes = written;
-        } else if !live.pending.is_empty() {
-            let records = live.pending.clone();
-            live.disk.journal_len =
-                blocking(move || backend.append_journal(&stem, &records, &file_lock)).await?;
-        }
+            Some((bytes, live.session()?.id.clone()))
+        } else {
+            None
+        };
+        let records = live.pending.clone();
+        // When a snapshot is due only to fold the journal in (not because the files lack
+        // something this store holds), failing to write it must not keep the records that fit
+        // in the journal from being appended: they are what must be durable.
+        let may_append = !live.needs_snapshot && journal_after <= backend.journal_limit();
+        let key = key.clone();
+        let written = blocking(move || {
+            if let Some((bytes, id)) = snapshot {
+                match write_snapshot(&backend, &key, &id, &bytes, &file_lock) {
+                    Ok(view) => return Ok(Written::Snapshot(view, bytes.len())),
+                    Err(e) if !may_append => return Err(e),
+                    Err(e) if records.is_empty() => return Ok(Written::Appended(None, Some(e))),
+                    Err(e) => {
+                        let journal = backend.append_journal(&stem, &records, &file_lock)?;
+                        return Ok(Written::Appended(Some(journal), Some(e)));
+                    }
+                }
+            }
+            if records.is_empty() {
+                return Ok(Written::Appended(None, None));
+            }
+            let journal = backend.append_journal(&stem, &records, &file_lock)?;
+            Ok(Written::Appended(Some(journal), None))
+        })
+        .await?;
         live.pending.clear();
-        live.needs_snapshot = false;
-        Ok(())
+        match written {
+            Written::Snapshot(view, size) => {
+                live.disk = view;
+                live.approx_bytes = size;
+                live.needs_snapshot = false;
+                Ok(None)
+            }
+            Written::Appended(journal, not_compacted) => {
+                if journal.is_some() {
+                    live.disk.set_journal(journal);
+                }
+                Ok(not_compacted)
+            }
+        }
     }
 
-    /// Merges what changed in the files into the live session, and remembers how they look now.
+    /// Merges what changed in the files into the live session, and remembers how they look now
+    /// (only once it is merged: a merge that fails leaves it to be read again).
     fn absorb(&self, key: &SessionKey, live: &mut Live, change: DiskChange) -> Result<()> {
         match change {
             DiskChange::Unchanged => Ok(()),
             DiskChange::Tail(journal) => {
-                live.disk.journal_len = journal.end;
-                self.absorb_records(key, live, &journal.patches)
+                self.absorb_records(key, live, &journal.patches)?;
+                live.disk.set_journal(journal.stamp);
+                Ok(())
             }
             DiskChange::Full {
                 session,
                 journal,
                 snapshot,
             } => {
-                live.disk = DiskView {
-                    snapshot,
-                    journal_len: journal.end,
-                };
-                self.absorb_rewrite(key, live, session.map(|s| *s), &journal.patches)
+                self.absorb_rewrite(key, live, session.map(|s| *s), &journal.patches)?;
+                live.disk.snapshot = snapshot;
+                live.disk.set_journal(journal.stamp);
+                Ok(())
             }
         }
     }
@@ -992,8 +1104,10 @@ impl SessionStore {
                 let backend = backend.clone();
                 let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
                 let change = blocking(move || {
+                    let journal = backend.journal_stamp(&stem);
                     if backend.stamp(&stem) == known.snapshot
-                        && backend.journal_len(&stem) == known.journal_len
+                        && known.knows_journal(journal)
+                        && journal.map_or(0, |j| j.len) == known.journal_len
                     {
                         return Ok(DiskChange::Unchanged);
                     }

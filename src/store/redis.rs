@@ -1356,9 +1356,9 @@ fn own_text(stem: &str, raw: &mut RawSession) -> Option<Loaded> {
 
 /// One log element: exactly one complete journal frame.
 fn decode_frame(bytes: &[u8]) -> std::result::Result<SessionPatch, String> {
-    let (mut patches, used) = journal::decode(bytes);
-    if patches.len() == 1 && used == bytes.len() {
-        Ok(patches.remove(0))
+    let mut decoded = journal::decode(bytes);
+    if decoded.patches.len() == 1 && decoded.records[0] == (0..bytes.len()) {
+        Ok(decoded.patches.remove(0))
     } else {
         Err("not one complete journal record".to_string())
     }
