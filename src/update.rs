@@ -199,6 +199,30 @@ mod tests {
         }
     }
 
+    /// JSON text whose number is too large for a double (the socket's text, a Rust caller's) is
+    /// refused: serde_json reads `1e309` as out of range, never as infinity or null.
+    #[test]
+    fn a_number_json_cannot_hold_is_refused_and_not_read_as_a_deletion() {
+        for bad in [
+            r#"{"memory":{"keep":1e309}}"#,
+            r#"{"memory":{"keep":-1e309}}"#,
+            r#"{"config":{"list":[1,2e400]}}"#,
+            r#"{"memory":{"keep":NaN}}"#,
+            r#"{"memory":{"keep":Infinity}}"#,
+        ] {
+            let err = parse_update(bad, &mut clock())
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert_eq!(err.code, crate::error::ErrorCode::Invalid, "{bad}");
+        }
+        // The largest double is a number like any other.
+        let patch = parse_update(
+            r#"{"memory":{"keep":1.7976931348623157e308}}"#,
+            &mut clock(),
+        );
+        assert_eq!(patch.unwrap().memory["keep"], 1.7976931348623157e308);
+    }
+
     #[test]
     fn identity_fields_from_a_client_are_ignored() {
         let patch =
