@@ -204,6 +204,13 @@ export interface MergeResult {
   session?: NarrativeSession
   /** The path of each value that changed, such as `universeFocus` or `storyBeats.b1`. */
   changes: string[]
+  /**
+   * The path of each value of the update that the session does not hold after the merge (after
+   * the write, with `durable`): it lost to a later write (or, for an explicit `versions` clock, to
+   * a later clock; for a beat or entry, to another copy of it). Never also in `changes`. Tell the
+   * writer these did not land.
+   */
+  lost: string[]
 }
 
 export interface SessionSummary {
@@ -299,8 +306,10 @@ export declare class NarrativeSessionStore {
   /**
    * Merges `update` (any subset of a session's fields) into the session and marks it dirty.
    * List entries are added or merged by id; simple values take the update's `versions` clock,
-   * or the server's clock when it has none. `changes` names each path that changed. Listeners
-   * registered with `onMerge` hear of every merge that changed something, tagged with `origin`.
+   * or the server's clock when it has none. `changes` names each path that changed; `lost`, each
+   * value of the update that lost to a later write (a host must not tell the writer those
+   * landed). Listeners registered with `onMerge` hear of every merge that changed something,
+   * tagged with `origin`.
    */
   merge(userId: string, workspaceId: string, update: SessionUpdate, options?: MergeOptions): Promise<MergeResult>
   /**

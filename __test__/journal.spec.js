@@ -428,7 +428,7 @@ describe('merge with returnSession: false', () => {
     };
 
     const result = await store.merge(USER, WORKSPACE, update, { origin: 'tab-1', returnSession: false });
-    expect(Object.keys(result)).toEqual(['changes']);
+    expect(Object.keys(result)).toEqual(['changes', 'lost']);
     expect([...result.changes].sort()).toEqual(['conversationHistory.e1', 'memory.k', 'storyBeats.b1']);
     expect(heard).toEqual([expect.objectContaining({ userId: USER, workspaceId: WORKSPACE, origin: 'tab-1', changes: result.changes })]);
 
@@ -447,7 +447,7 @@ describe('merge with returnSession: false', () => {
     expect((await store.list()).find((s) => s.userId === USER).dirty).toBe(true);
 
     // A merge that changes nothing returns no changes, and is not heard.
-    expect(await store.merge(USER, WORKSPACE, { memory: { k: 1 } }, { returnSession: false })).toEqual({ changes: [] });
+    expect(await store.merge(USER, WORKSPACE, { memory: { k: 1 } }, { returnSession: false })).toEqual({ changes: [], lost: [] });
     expect(heard.filter((e) => e.userId === USER)).toHaveLength(1);
 
     expect(await store.save(USER, WORKSPACE)).toBe(true);

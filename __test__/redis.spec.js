@@ -237,7 +237,7 @@ describe.each([
     expect((await store.merge('alice', '/proj', { memory: { drop: null } })).changes).toEqual([]);
 
     const quiet = await store.merge('alice', '/proj', { memory: { count: 3 } }, { returnSession: false });
-    expect(quiet).toEqual({ changes: ['memory.count'] });
+    expect(quiet).toEqual({ changes: ['memory.count'], lost: [] });
     await store.close();
 
     const other = await openStore(where);

@@ -272,8 +272,10 @@ impl NarrativeSessionStore {
 
     /// Merges `update` (any subset of a session's fields) into the session and marks it dirty.
     /// List entries are added or merged by id; simple values take the update's `versions` clock,
-    /// or the server's clock when it has none. `changes` names each path that changed. Listeners
-    /// registered with `onMerge` hear of every merge that changed something, tagged with `origin`.
+    /// or the server's clock when it has none. `changes` names each path that changed; `lost`, each
+    /// value of the update that lost to a later write (a host must not tell the writer those
+    /// landed). Listeners registered with `onMerge` hear of every merge that changed something,
+    /// tagged with `origin`.
     #[napi(
         catch_unwind,
         ts_args_type = "userId: string, workspaceId: string, update: SessionUpdate, options?: MergeOptions",
@@ -305,9 +307,12 @@ impl NarrativeSessionStore {
                 .merge(&user, &workspace, &update?, options.origin.as_deref(), mode)
                 .await?;
             let changes = serde_json::to_string(&merged.changes).map_err(internal)?;
+            let lost = serde_json::to_string(&merged.lost).map_err(internal)?;
             Ok(JsonText(match merged.session_json {
-                Some(session) => format!(r#"{{"session":{session},"changes":{changes}}}"#),
-                None => format!(r#"{{"changes":{changes}}}"#),
+                Some(session) => {
+                    format!(r#"{{"session":{session},"changes":{changes},"lost":{lost}}}"#)
+                }
+                None => format!(r#"{{"changes":{changes},"lost":{lost}}}"#),
             }))
         })
     }
@@ -654,7 +659,13 @@ fn json_global(env: &Env) -> Result<Object<'_>> {
 }
 
 /// `JSON.stringify(value)`: the way objects cross into Rust. Fails with EINVALID for what JSON
-/// cannot hold (functions, symbols, BigInt, cycles, nesting past V8's stack).
+/// cannot hold (functions, symbols, BigInt, cycles, nesting past V8's stack, and numbers that are
+/// not finite).
+///
+/// `JSON.stringify` writes `Infinity`, `-Infinity` and `NaN` as `null`, and a `null` in `memory`
+/// or `config` deletes the key: `{ memory: { keep: Infinity } }` would delete `memory.keep`. So a
+/// text with a `null` in it is made again with a replacer that refuses such numbers. A text
+/// without one (most updates) cannot hold one, and costs nothing more.
 fn stringify(env: &Env, value: Unknown, what: &str) -> Outcome<String> {
     let invalid = |detail: &str| StoreError::invalid(format!("{what} {detail}"));
     let stringify: Function<Unknown, Unknown> = json_global(env)
@@ -663,12 +674,38 @@ fn stringify(env: &Env, value: Unknown, what: &str) -> Outcome<String> {
     let text = stringify
         .call(value)
         .map_err(|e| invalid(&format!("cannot be converted to JSON: {}", e.reason)))?;
-    match text.get_type() {
+    let text = match text.get_type() {
         Ok(ValueType::String) => {
-            unsafe { text.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string()))
+            unsafe { text.cast::<String>() }.map_err(|e| StoreError::internal(e.to_string()))?
         }
-        _ => Err(invalid("must be a JSON value")),
+        _ => return Err(invalid("must be a JSON value")),
+    };
+    if text.contains("null") {
+        refuse_non_finite_numbers(env, value).map_err(|detail| invalid(&detail))?;
     }
+    Ok(text)
+}
+
+/// A replacer for `JSON.stringify` that throws on a number JSON cannot hold, naming its key.
+const NON_FINITE_REPLACER: &str = "(function (key, value) {
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new RangeError('holds ' + value + ' at ' + JSON.stringify(key) + ', which JSON cannot hold');
+  }
+  return value;
+})";
+
+/// Stringifies `value` again with [`NON_FINITE_REPLACER`]; Err with what it found.
+fn refuse_non_finite_numbers(env: &Env, value: Unknown) -> std::result::Result<(), String> {
+    let replacer: Unknown = env
+        .run_script(NON_FINITE_REPLACER)
+        .map_err(|e| format!("could not be checked: {}", e.reason))?;
+    let stringify: Function<FnArgs<(Unknown, Unknown)>, Unknown> = json_global(env)
+        .and_then(|json| json.get_named_property("stringify"))
+        .map_err(|e| format!("could not be checked: {}", e.reason))?;
+    stringify
+        .call((value, replacer).into())
+        .map(drop)
+        .map_err(|e| e.reason.trim_start_matches("RangeError: ").to_string())
 }
 
 /// An optional object argument as JSON text; `undefined` and `null` are None.

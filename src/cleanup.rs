@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::clock::parse_rfc3339_millis;
+use crate::clock::{parse_rfc3339_millis, MAX_CLOCK_AHEAD_MS};
 use crate::error::Result;
 use crate::store::file::{FileBackend, FileStamp};
 
@@ -156,7 +156,7 @@ impl Sweep<'_> {
         }
         // Without a journal in the listing, the snapshot alone is read; one made since is seen by
         // the re-check under the lock.
-        if !is_expired(backend, stem, self.cutoff_millis, has_journal) {
+        if !is_expired(backend, stem, self.cutoff_millis, has_journal, written) {
             report.kept += 1;
             return;
         }
@@ -169,10 +169,26 @@ impl Sweep<'_> {
     }
 }
 
-fn is_expired(backend: &FileBackend, stem: &str, cutoff_millis: i64, journal: bool) -> bool {
+/// Whether the session's `updatedAt` is before the cutoff. An `updatedAt` more than the clock bound
+/// ahead of this machine's clock came from a clock that ran ahead (a machine whose clock read
+/// 2100, say): the session then counts as updated when its files were last written (`written`),
+/// so that it still expires. (An `updatedAt` later than the files but not in the future is
+/// believed: a copy restored from a backup keeps its old modification time.)
+fn is_expired(
+    backend: &FileBackend,
+    stem: &str,
+    cutoff_millis: i64,
+    journal: bool,
+    written: Option<SystemTime>,
+) -> bool {
+    let future = now_millis().saturating_add(MAX_CLOCK_AHEAD_MS as i64);
+    let written = written
+        .and_then(|w| w.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |w| w.as_millis() as i64);
     backend
         .summary(stem, journal)
         .and_then(|(summary, _)| parse_rfc3339_millis(&summary.updated_at))
+        .map(|updated| if updated > future { written } else { updated })
         .is_some_and(|updated| updated < cutoff_millis)
 }
 
@@ -190,8 +206,12 @@ fn delete_if_still_expired(
     // Unchanged files (same snapshot stamp, no journal) hold what was judged expired; anything
     // else is read again under the lock.
     let journal = backend.journal_size(stem);
-    let unchanged = seen.is_some() && backend.stamp(stem) == seen && journal.unwrap_or(0) == 0;
-    if !unchanged && !is_expired(backend, stem, cutoff_millis, true) {
+    let stamp = backend.stamp(stem);
+    let unchanged = seen.is_some() && stamp == seen && journal.unwrap_or(0) == 0;
+    let written = stamp
+        .and_then(|s| s.modified())
+        .max(backend.journal_modified(stem));
+    if !unchanged && !is_expired(backend, stem, cutoff_millis, true, written) {
         return Ok(false);
     }
     backend.unlink(stem, lock, journal.is_some())

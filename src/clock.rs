@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,6 +17,19 @@ use crate::error::{Result, StoreError};
 
 /// The longest node id accepted in a timestamp.
 const MAX_NODE_LEN: usize = 64;
+
+/// How far ahead of this machine's wall clock a clock read from elsewhere may be: the store's
+/// *max offset*, as CockroachDB calls its own (500 ms there, between servers it keeps in sync).
+/// Here the clocks come from browsers, other processes and other machines that nothing keeps in
+/// sync, so the bound is one hour.
+///
+/// - A client's explicit version further ahead is refused (`EINVALID`).
+/// - A clock further ahead read from a file, from Redis or from another process is not taken into
+///   this store's clock (it would hold every later write of the store that far ahead). A write
+///   over a value stamped with it still wins: see [`crate::merge::settle_update`].
+/// - `updatedAt` never runs ahead of this machine's clock at all (see [`HybridClock::time_of`]),
+///   and the TTL sweep never believes an `updatedAt` further than this after the file was written.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 60 * 60 * 1000;
 
 /// One hybrid-logical-clock timestamp. Ordered by millis, then counter, then node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -63,6 +77,22 @@ impl Hlc {
     /// The RFC 3339 form of the wall-clock part, as sessions store `updatedAt`.
     pub fn to_rfc3339(&self) -> String {
         millis_to_rfc3339(self.millis)
+    }
+
+    /// The smallest clock of `node` that is later than this one: one more on the counter (or the
+    /// next millisecond, on the rare overflow). A write over a value stamped `self` by a clock
+    /// that ran ahead of the writer's takes it, so that it wins without the writer's own clock
+    /// jumping ahead.
+    pub fn successor(&self, node: &str) -> Hlc {
+        let (millis, counter) = match self.counter.checked_add(1) {
+            Some(counter) => (self.millis, counter),
+            None => (self.millis.saturating_add(1), 0),
+        };
+        Hlc {
+            millis,
+            counter,
+            node: node.to_string(),
+        }
     }
 }
 
@@ -159,22 +189,62 @@ pub fn wall_clock_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a clock reads the time: the system's wall clock, or one a test sets.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl WallClock {
+    /// The system's wall clock ([`wall_clock_millis`]).
+    pub fn system() -> WallClock {
+        WallClock(Arc::new(wall_clock_millis))
+    }
+
+    /// A wall clock that reads `millis()`: tests use it to make two stores' clocks disagree.
+    pub fn new(millis: impl Fn() -> u64 + Send + Sync + 'static) -> WallClock {
+        WallClock(Arc::new(millis))
+    }
+
+    /// Milliseconds since the epoch, as this clock reads them.
+    pub fn millis(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> WallClock {
+        WallClock::system()
+    }
+}
+
+impl fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WallClock({})", self.millis())
+    }
+}
+
 /// The clock of one store instance. Not thread-safe by itself: the store keeps it behind a mutex.
 #[derive(Debug)]
 pub struct HybridClock {
     node: String,
     last_millis: u64,
     last_counter: u32,
-    wall: fn() -> u64,
+    wall: WallClock,
 }
 
 impl HybridClock {
     pub fn new(node: impl Into<String>) -> HybridClock {
-        Self::with_wall_clock(node, wall_clock_millis)
+        Self::from_wall_clock(node, WallClock::system())
     }
 
     /// A clock reading time from `wall`, so tests can make wall clocks disagree.
-    pub fn with_wall_clock(node: impl Into<String>, wall: fn() -> u64) -> HybridClock {
+    pub fn with_wall_clock(
+        node: impl Into<String>,
+        wall: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> HybridClock {
+        Self::from_wall_clock(node, WallClock::new(wall))
+    }
+
+    pub fn from_wall_clock(node: impl Into<String>, wall: WallClock) -> HybridClock {
         HybridClock {
             node: node.into(),
             last_millis: 0,
@@ -189,7 +259,7 @@ impl HybridClock {
 
     /// A new timestamp, later than every one this clock issued or observed.
     pub fn now(&mut self) -> Hlc {
-        let wall = (self.wall)();
+        let wall = self.wall.millis();
         if wall > self.last_millis {
             self.last_millis = wall;
             self.last_counter = 0;
@@ -199,8 +269,13 @@ impl HybridClock {
         self.current()
     }
 
-    /// Take in a timestamp seen from elsewhere, so that every later `now()` is after it.
-    pub fn observe(&mut self, seen: &Hlc) {
+    /// Take in a timestamp seen from elsewhere, so that every later `now()` is after it. One more
+    /// than [`MAX_CLOCK_AHEAD_MS`] ahead of the wall clock is refused: this clock stays where it
+    /// was, and the call returns false.
+    pub fn observe(&mut self, seen: &Hlc) -> bool {
+        if self.is_too_far_ahead(seen) {
+            return false;
+        }
         match (seen.millis, seen.counter).cmp(&(self.last_millis, self.last_counter)) {
             Ordering::Greater => {
                 self.last_millis = seen.millis;
@@ -208,11 +283,64 @@ impl HybridClock {
             }
             Ordering::Equal | Ordering::Less => {}
         }
+        true
+    }
+
+    /// [`observe`](Self::observe) every clock of `seen`. Returns how many were refused as too far
+    /// ahead.
+    pub fn observe_all<'a>(&mut self, seen: impl IntoIterator<Item = &'a Hlc>) -> usize {
+        // Only the latest one that is not too far ahead moves the clock.
+        let horizon = self.horizon();
+        let mut latest: Option<&Hlc> = None;
+        let mut refused = 0;
+        for clock in seen {
+            if clock.millis > horizon {
+                refused += 1;
+            } else if latest.is_none_or(|l| (clock.millis, clock.counter) > (l.millis, l.counter)) {
+                latest = Some(clock);
+            }
+        }
+        if let Some(latest) = latest {
+            self.observe(latest);
+        }
+        refused
+    }
+
+    /// Whether `seen` is more than [`MAX_CLOCK_AHEAD_MS`] ahead of this machine's wall clock.
+    pub fn is_too_far_ahead(&self, seen: &Hlc) -> bool {
+        seen.millis > self.horizon()
+    }
+
+    /// The latest millis a clock read from elsewhere may have.
+    fn horizon(&self) -> u64 {
+        self.wall.millis().saturating_add(MAX_CLOCK_AHEAD_MS)
     }
 
     /// The wall-clock time as this clock sees it, in milliseconds.
     pub fn wall_millis(&self) -> u64 {
-        (self.wall)()
+        self.wall.millis()
+    }
+
+    /// The time to record as a session's `updatedAt` (RFC 3339) for a write stamped `stamp`: its
+    /// time, but never later than this machine's wall clock. A clock may run ahead of the wall
+    /// clock (it took in a clock from a machine up to [`MAX_CLOCK_AHEAD_MS`] ahead); `updatedAt`
+    /// decides when the TTL sweep removes a session, and must not follow it.
+    pub fn time_of(&self, stamp: &Hlc) -> String {
+        millis_to_rfc3339(stamp.millis.min(self.wall_millis()))
+    }
+
+    /// A new timestamp's time, as a new session's `createdAt` and `updatedAt`: see `time_of`.
+    pub fn now_time(&mut self) -> String {
+        let stamp = self.now();
+        self.time_of(&stamp)
+    }
+
+    /// `time`, an RFC 3339 time read from elsewhere, held back to this machine's wall clock: None
+    /// when it is not later (or not readable), else the wall clock's time.
+    pub fn cap_time(&self, time: &str) -> Option<String> {
+        let wall = self.wall_millis();
+        let millis = parse_rfc3339_millis(time)?;
+        (millis > i64::try_from(wall).unwrap_or(i64::MAX)).then(|| millis_to_rfc3339(wall))
     }
 
     fn bump(&mut self) {
@@ -333,6 +461,86 @@ mod tests {
         let seen = ahead.now();
         behind.observe(&seen);
         assert!(behind.now() > seen);
+    }
+
+    /// The counter is half of a clock: one that observes (T, 5) while its own wall clock is
+    /// behind T must issue something after (T, 5), not (T, 1).
+    #[test]
+    fn a_clock_behind_takes_in_the_remote_counter_not_only_the_millis() {
+        let seen = Hlc {
+            millis: 5_000,
+            counter: 5,
+            node: "ahead".into(),
+        };
+        let mut behind = HybridClock::with_wall_clock("behind", frozen);
+        assert!(behind.observe(&seen));
+        let next = behind.now();
+        assert_eq!((next.millis, next.counter), (5_000, 6));
+        assert!(next > seen);
+        // The same through observe_all, among clocks of the same millisecond.
+        let mut behind = HybridClock::with_wall_clock("behind", frozen);
+        let lower = Hlc {
+            counter: 2,
+            ..seen.clone()
+        };
+        assert_eq!(behind.observe_all([&lower, &seen, &lower]), 0);
+        assert!(behind.now() > seen);
+    }
+
+    #[test]
+    fn a_clock_more_than_the_bound_ahead_is_refused_and_leaves_the_clock_alone() {
+        let mut clock = HybridClock::with_wall_clock("me", frozen);
+        let within = Hlc {
+            millis: 1_000 + MAX_CLOCK_AHEAD_MS,
+            counter: 3,
+            node: "peer".into(),
+        };
+        let beyond = Hlc {
+            millis: within.millis + 1,
+            counter: 0,
+            node: "peer".into(),
+        };
+        assert!(clock.is_too_far_ahead(&beyond) && !clock.is_too_far_ahead(&within));
+        assert!(!clock.observe(&beyond));
+        assert_eq!(clock.now().millis, 1_000, "a refused clock moved this one");
+        assert_eq!(clock.observe_all([&beyond, &within, &beyond]), 2);
+        assert!(clock.now() > within);
+    }
+
+    #[test]
+    fn updated_at_never_runs_ahead_of_the_wall_clock() {
+        let mut clock = HybridClock::with_wall_clock("me", frozen);
+        clock.observe(&Hlc {
+            millis: 1_000 + 59 * 60 * 1000,
+            counter: 0,
+            node: "peer".into(),
+        });
+        let stamp = clock.now();
+        assert!(stamp.millis > 1_000);
+        assert_eq!(clock.time_of(&stamp), "1970-01-01T00:00:01.000Z");
+        assert_eq!(
+            clock.cap_time("2100-01-01T00:00:00.000Z").as_deref(),
+            Some("1970-01-01T00:00:01.000Z")
+        );
+        assert_eq!(clock.cap_time("1970-01-01T00:00:00.500Z"), None);
+        assert_eq!(clock.cap_time("not a time"), None);
+    }
+
+    #[test]
+    fn a_successor_is_the_next_clock_after_it() {
+        let v = Hlc {
+            millis: 7,
+            counter: 2,
+            node: "zz".into(),
+        };
+        let next = v.successor("a");
+        assert_eq!(next.to_string(), "0000000000007-0003-a");
+        assert!(next > v);
+        let full = Hlc {
+            counter: u32::MAX,
+            ..v.clone()
+        };
+        assert_eq!(full.successor("a").to_string(), "0000000000008-0000-a");
     }
 
     #[test]

@@ -831,8 +831,212 @@ pub fn settle_update(target: &NarrativeSession, mut patch: SessionPatch) -> Resu
     fill_times(entries, &target.conversation_history, clock, |e| {
         &mut e.timestamp
     });
+    outrank_what_the_target_holds(target, &mut patch)?;
     patch.mode = PatchMode::Join;
     Ok(patch)
+}
+
+/// Makes every register the update writes with the store's clock win over the value `target`
+/// holds for it. The store's clock has taken in every clock it read, so its stamp is later than
+/// them all, except a clock it refused as too far ahead of this machine's (a process or machine
+/// whose clock reads 2100, say: see [`crate::clock::MAX_CLOCK_AHEAD_MS`]). A register holding such
+/// a clock gets, instead of the stamp, the smallest clock after the one it holds
+/// ([`Hlc::successor`]), with the writer's node: so a write made after the value was seen wins
+/// over it on every replica, the one whose clock runs ahead included (it orders by the same
+/// clocks), and the writer's own clock stays where it is. The choice is recorded in the patch's
+/// `versions`, so the journal replays it as it was made. Versions the client sent are its own
+/// claim and are left as they are (they may lose: see [`lost_writes`]).
+fn outrank_what_the_target_holds(
+    target: &NarrativeSession,
+    patch: &mut SessionPatch,
+) -> Result<()> {
+    let target_default = Hlc::from_rfc3339(&target.updated_at);
+    let paths: Vec<String> = registers(patch)?.into_iter().map(|r| r.path).collect();
+    for path in paths {
+        if patch.versions.contains_key(&path) {
+            continue;
+        }
+        let held = target.versions.get(&path).unwrap_or(&target_default);
+        if *held >= patch.clock {
+            let next = held.successor(&patch.clock.node);
+            patch.versions.insert(path, next);
+        }
+    }
+    Ok(())
+}
+
+/// One last-write-wins register a patch writes.
+struct Register<'a> {
+    path: String,
+    value: Cow<'a, Value>,
+    place: Place<'a>,
+}
+
+/// Where a register lives in a session.
+enum Place<'a> {
+    UniverseFocus,
+    StoryPosition,
+    Memory(&'a str),
+    Config(&'a str),
+    /// A chart's field: (chart id, field).
+    Chart(&'a str, &'a str),
+    /// An action's field: (chart id, action id, field).
+    Action(&'a str, &'a str, &'a str),
+}
+
+/// Every register `patch` writes, with the value it writes.
+fn registers(patch: &SessionPatch) -> Result<Vec<Register<'_>>> {
+    let mut out = Vec::new();
+    if let Some(focus) = patch.universe_focus {
+        out.push(Register {
+            path: UNIVERSE_FOCUS.into(),
+            value: Cow::Owned(serde_json::to_value(focus).map_err(internal)?),
+            place: Place::UniverseFocus,
+        });
+    }
+    if let Some(position) = &patch.story_position {
+        out.push(Register {
+            path: STORY_POSITION.into(),
+            value: Cow::Owned(serde_json::to_value(position).map_err(internal)?),
+            place: Place::StoryPosition,
+        });
+    }
+    for (key, value) in &patch.memory {
+        out.push(Register {
+            path: format!("{MEMORY}.{key}"),
+            value: Cow::Borrowed(value),
+            place: Place::Memory(key),
+        });
+    }
+    for (key, value) in &patch.config {
+        out.push(Register {
+            path: format!("{CONFIG}.{key}"),
+            value: Cow::Borrowed(value),
+            place: Place::Config(key),
+        });
+    }
+    for chart in &patch.charts {
+        let Some(id) = chart.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let prefix = format!("{CHARTS}.{}", segment(id));
+        for (field, value) in chart {
+            if !CHART_META.contains(&field.as_str()) {
+                out.push(Register {
+                    path: format!("{prefix}.{}", segment(field)),
+                    value: Cow::Borrowed(value),
+                    place: Place::Chart(id, field),
+                });
+            }
+        }
+        let actions = chart.get("actions").and_then(Value::as_array);
+        for action in actions.into_iter().flatten().filter_map(Value::as_object) {
+            let Some(action_id) = action.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let action_prefix = format!("{prefix}.actions.{}", segment(action_id));
+            for (field, value) in action.iter().filter(|(f, _)| *f != "id") {
+                out.push(Register {
+                    path: format!("{action_prefix}.{}", segment(field)),
+                    value: Cow::Borrowed(value),
+                    place: Place::Action(id, action_id, field),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The paths of the values `patch` (a settled update) writes that `session` does not hold after
+/// the merge: each lost to a later write (or, on an equal clock, to a larger value), or, for a
+/// beat or entry, to another copy of it. A host must not tell a writer these landed.
+pub fn lost_writes(session: &NarrativeSession, patch: &SessionPatch) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
+    let mut charts = HashMap::new();
+    for register in registers(patch)? {
+        let landed = session.versions.get(&register.path)
+            == Some(&patch.version_of(&register.path))
+            && register_value(session, &register.place, &mut charts)? == register.value;
+        if !landed {
+            lost.push(register.path);
+        }
+    }
+    lost.extend(lost_items(&session.story_beats, &patch.beats, BEATS));
+    lost.extend(lost_items(
+        &session.conversation_history,
+        &patch.entries,
+        ENTRIES,
+    ));
+    Ok(lost)
+}
+
+/// The value a register holds in `session`; `null` for one it does not have. A chart's registers
+/// are made once per chart, into `charts`.
+fn register_value<'s>(
+    session: &'s NarrativeSession,
+    place: &Place<'s>,
+    charts: &mut HashMap<&'s str, Map<String, Value>>,
+) -> Result<Cow<'s, Value>> {
+    let (chart_id, action_id, field) = match *place {
+        Place::UniverseFocus => {
+            return Ok(Cow::Owned(
+                serde_json::to_value(session.universe_focus).map_err(internal)?,
+            ))
+        }
+        Place::StoryPosition => {
+            return Ok(Cow::Owned(
+                serde_json::to_value(&session.story_position).map_err(internal)?,
+            ))
+        }
+        Place::Memory(key) => return Ok(Cow::Borrowed(session.memory.get(key).unwrap_or(&NULL))),
+        Place::Config(key) => return Ok(Cow::Borrowed(session.config.get(key).unwrap_or(&NULL))),
+        Place::Chart(id, field) => (id, None, field),
+        Place::Action(id, action, field) => (id, Some(action), field),
+    };
+    let Some(chart) = session.active_charts.iter().find(|c| c.id == chart_id) else {
+        return Ok(Cow::Borrowed(&NULL));
+    };
+    let fields = charts
+        .entry(chart_id)
+        .or_insert_with(|| chart_registers(chart));
+    let value = match action_id {
+        None => fields.get(field),
+        Some(action_id) => fields
+            .get("actions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|a| a.get("id").and_then(Value::as_str) == Some(action_id))
+            .and_then(|a| a.get(field)),
+    };
+    Ok(Cow::Owned(value.cloned().unwrap_or(Value::Null)))
+}
+
+/// The paths of the beats or entries of `incoming` of which `kept` holds no copy the update sent.
+fn lost_items<T: ListEntry + PartialEq>(kept: &[T], incoming: &[T], name: &str) -> Vec<String> {
+    if incoming.is_empty() {
+        return Vec::new();
+    }
+    let index: Option<HashMap<&str, &T>> =
+        (incoming.len() > SCAN_LIMIT).then(|| kept.iter().map(|k| (k.id(), k)).collect());
+    let held = |id: &str| match &index {
+        Some(index) => index.get(id).copied(),
+        None => kept.iter().rfind(|k| k.id() == id),
+    };
+    let mut lost: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for item in incoming {
+        if !seen.insert(item.id()) {
+            continue;
+        }
+        // (Of two copies of one id in one update, only one can be kept.)
+        let landed = held(item.id())
+            .is_some_and(|k| k == item || incoming.iter().any(|i| i.id() == item.id() && i == k));
+        if !landed {
+            lost.push(format!("{name}.{}", segment(item.id())));
+        }
+    }
+    lost
 }
 
 /// Up to this many incoming entries, `union_by_id` scans instead of building an index.

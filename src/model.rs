@@ -288,6 +288,23 @@ pub fn from_json_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::R
     serde_json::from_str(text)
 }
 
+/// The `updatedAt` of a session's JSON text as the store writes it (fields in declaration order:
+/// it follows `id`, `userId`, `workspaceId` and `createdAt`), read without parsing the text; None
+/// when it is not within the first few KiB or not a plain string. For looking, not for trusting:
+/// a text read this way is parsed in full before anything depends on it.
+pub fn peek_updated_at(text: &str) -> Option<&str> {
+    // Ids are at most 1 KiB, and JSON escapes make a byte at most 6.
+    const HEAD: usize = 4 * 6 * MAX_ID_BYTES + 256;
+    const KEY: &str = r#","updatedAt":""#;
+    let head = &text.as_bytes()[..text.len().min(HEAD)];
+    let start = head.windows(KEY.len()).position(|w| w == KEY.as_bytes())? + KEY.len();
+    let len = text.as_bytes()[start..]
+        .iter()
+        .take(64)
+        .position(|&b| b == b'"')?;
+    text.get(start..start + len)
+}
+
 /// The longest id (user, workspace, chart, action, beat or entry) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
 
@@ -388,6 +405,20 @@ mod tests {
         // Key order inside memory is kept too, as JavaScript would keep it.
         let out = serde_json::to_string(&session.memory).unwrap();
         assert!(out.starts_with(r#"{"z":1,"a":"#), "{out}");
+    }
+
+    #[test]
+    fn the_updated_at_of_a_stored_text_is_found_without_parsing_it() {
+        let mut session = NarrativeSession::new(
+            "s".into(),
+            r#"a "user" with ,"updatedAt":" in it"#.into(),
+            "w".into(),
+            "2026-01-01T00:00:00.000Z".into(),
+        );
+        session.updated_at = "2100-01-01T00:00:00.000Z".into();
+        let text = serde_json::to_string(&session).unwrap();
+        assert_eq!(peek_updated_at(&text), Some("2100-01-01T00:00:00.000Z"));
+        assert_eq!(peek_updated_at(r#"{"id":"s"}"#), None);
     }
 
     #[test]

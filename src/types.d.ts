@@ -204,6 +204,13 @@ export interface MergeResult {
   session?: NarrativeSession
   /** The path of each value that changed, such as `universeFocus` or `storyBeats.b1`. */
   changes: string[]
+  /**
+   * The path of each value of the update that the session does not hold after the merge (after
+   * the write, with `durable`): it lost to a later write (or, for an explicit `versions` clock, to
+   * a later clock; for a beat or entry, to another copy of it). Never also in `changes`. Tell the
+   * writer these did not land.
+   */
+  lost: string[]
 }
 
 /** What `close()` wrote. */

@@ -14,9 +14,10 @@ use crate::model::{
     UniverseFocus,
 };
 
-/// How far ahead of this server's clock a client's explicit version may be. A version further
-/// ahead would win every later write for that long; it is refused instead.
-pub const MAX_CLOCK_AHEAD_MS: u64 = 60 * 60 * 1000;
+/// How far ahead of this server's clock a client's explicit version may be (the store's bound on
+/// every clock it reads). A version further ahead would win every later write for that long; it
+/// is refused instead.
+pub use crate::clock::MAX_CLOCK_AHEAD_MS;
 
 /// The fields a client may send. Server-owned fields are accepted, so that a client may send back a
 /// whole session, and ignored: the server never takes identity from a client.
@@ -87,17 +88,15 @@ impl ClientUpdate {
     pub fn into_patch(self, clock: &mut HybridClock) -> Result<SessionPatch> {
         let update = self.0;
         let versions = update.versions.unwrap_or_default();
-        let horizon = clock.wall_millis().saturating_add(MAX_CLOCK_AHEAD_MS);
-        if let Some((path, _)) = versions.iter().find(|(_, v)| v.millis > horizon) {
+        if let Some((path, _)) = versions.iter().find(|(_, v)| clock.is_too_far_ahead(v)) {
             return Err(StoreError::invalid(format!(
                 "version of {path:?} is more than an hour ahead of the server clock"
             )));
         }
-        for version in versions.values() {
-            clock.observe(version);
-        }
+        clock.observe_all(versions.values());
         let stamp = clock.now();
-        let now = stamp.to_rfc3339();
+        // Charts are stamped as `updatedAt` is: never later than this machine's clock.
+        let now = clock.time_of(&stamp);
 
         let mut patch = SessionPatch::empty(stamp, PatchMode::Update);
         patch.versions = versions;
@@ -198,6 +197,30 @@ mod tests {
                 .unwrap_or_else(|| panic!("{bad} was accepted"));
             assert_eq!(err.code, crate::error::ErrorCode::Invalid, "{bad}");
         }
+    }
+
+    /// JSON text whose number is too large for a double (the socket's text, a Rust caller's) is
+    /// refused: serde_json reads `1e309` as out of range, never as infinity or null.
+    #[test]
+    fn a_number_json_cannot_hold_is_refused_and_not_read_as_a_deletion() {
+        for bad in [
+            r#"{"memory":{"keep":1e309}}"#,
+            r#"{"memory":{"keep":-1e309}}"#,
+            r#"{"config":{"list":[1,2e400]}}"#,
+            r#"{"memory":{"keep":NaN}}"#,
+            r#"{"memory":{"keep":Infinity}}"#,
+        ] {
+            let err = parse_update(bad, &mut clock())
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert_eq!(err.code, crate::error::ErrorCode::Invalid, "{bad}");
+        }
+        // The largest double is a number like any other.
+        let patch = parse_update(
+            r#"{"memory":{"keep":1.7976931348623157e308}}"#,
+            &mut clock(),
+        );
+        assert_eq!(patch.unwrap().memory["keep"], 1.7976931348623157e308);
     }
 
     #[test]

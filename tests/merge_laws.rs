@@ -997,3 +997,99 @@ fn in_time_order<T: mia_narrative_session::model::ListEntry>(list: &[T]) -> bool
     };
     list.windows(2).all(|pair| key(&pair[0]) < key(&pair[1]))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Clocks from beyond the bound (docs/merge.md, "Clocks").
+
+/// 2100-01-01T00:00:00Z: a clock far beyond any store's bound.
+const YEAR_2100: u64 = 4_102_444_800_000;
+/// The wall clock of the store that stamps the updates below: after every time of the pool.
+const STORE_WALL: u64 = 1_780_000_000_000;
+
+/// A client's update of registers only: memory and config keys (null deletes), the focus, the
+/// story position, and fields of charts and actions.
+fn register_update() -> impl Strategy<Value = Value> {
+    let maybe_null = || prop_oneof![4 => json_value(), 1 => Just(Value::Null)];
+    let keys = |keys: &'static [&'static str]| {
+        btree_map(select(keys.to_vec()), maybe_null(), 0..3).prop_map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<Map<_, _>>()
+        })
+    };
+    let chart = (
+        select(vec!["c1", "c.3"]),
+        "[a-z]{0,3}",
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(|(id, title, completed)| {
+            let mut chart = serde_json::json!({"id": id, "title": title});
+            if let Some(completed) = completed {
+                chart["actions"] = serde_json::json!([{"id": "a1", "completed": completed}]);
+            }
+            chart
+        });
+    (
+        keys(&MEMORY_KEYS),
+        keys(&CONFIG_KEYS),
+        proptest::option::of(select(vec!["engineer", "ceremony", "story", "all"])),
+        proptest::option::of(story_position()),
+        vec(chart, 0..2),
+    )
+        .prop_map(|(memory, config, focus, position, charts)| {
+            let mut update = serde_json::json!({"memory": memory, "config": config});
+            if let Some(focus) = focus {
+                update["universeFocus"] = Value::from(focus);
+            }
+            if let Some(position) = position {
+                update["storyPosition"] = serde_json::to_value(position).unwrap();
+            }
+            if !charts.is_empty() {
+                update["activeCharts"] = Value::Array(charts);
+            }
+            update
+        })
+}
+
+/// Moves some of a session's clocks to 2100, as a process whose clock read 2100 would have
+/// written them: those of the paths `pick` selects.
+fn from_2100(mut session: NarrativeSession, pick: &[bool]) -> NarrativeSession {
+    for (version, moved) in session.versions.values_mut().zip(pick.iter().cycle()) {
+        if *moved {
+            version.millis = YEAR_2100 + version.millis % 1000;
+        }
+    }
+    session
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A store's write wins over every value the session it writes into holds, whatever clock
+    /// wrote that value: one from 2100 included, which the store refuses to take into its clock.
+    /// `lost_writes` finds nothing lost, and the write's clocks never go back in time.
+    #[test]
+    fn a_write_lands_on_the_session_it_was_made_on_whatever_clocks_it_holds(
+        session in session(),
+        pick in vec(any::<bool>(), 1..4),
+        update in register_update(),
+    ) {
+        use mia_narrative_session::merge::{apply_patch, lost_writes, settle_update};
+        use mia_narrative_session::update::parse_update;
+
+        let mut target = normalize(&from_2100(session, &pick)).unwrap();
+        let mut clock = HybridClock::with_wall_clock("srv", || STORE_WALL);
+        clock.observe_all(target.versions.values());
+        let patch = parse_update(&update.to_string()).unwrap().into_patch(&mut clock).unwrap();
+        let settled = settle_update(&target, patch).unwrap();
+        let before = target.clone();
+        apply_patch(&mut target, &settled).unwrap();
+        let lost = lost_writes(&target, &settled).unwrap();
+        prop_assert!(lost.is_empty(), "lost {:?} of {} on {}", lost, update, serde_json::to_string(&before).unwrap());
+        for (path, version) in &settled.versions {
+            if let Some(held) = before.versions.get(path) {
+                prop_assert!(version > held, "{}: {} is not after {}", path, version, held);
+            }
+        }
+    }
+}

@@ -33,12 +33,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::cleanup::{self, CleanupReport};
-use crate::clock::{parse_rfc3339_millis, HybridClock};
+use crate::clock::{parse_rfc3339_millis, HybridClock, WallClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
 use crate::lock;
-use crate::merge::{apply_patch, normalize_owned, settle_update, SessionPatch};
-use crate::model::{check_id, NarrativeSession};
+use crate::merge::{apply_patch, lost_writes, normalize_owned, settle_update, SessionPatch};
+use crate::model::{check_id, peek_updated_at, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
 use file::{FileBackend, FileStamp, JournalRead, JournalStamp, ReadLimits};
@@ -90,6 +90,8 @@ pub struct StoreOptions {
     /// autosave tick). Zero keeps sessions until close.
     pub unload_after: Duration,
     pub max_session_bytes: usize,
+    /// The wall clock the store's hybrid clock reads: the system's, or one a test sets.
+    pub wall_clock: WallClock,
 }
 
 impl StoreOptions {
@@ -103,6 +105,7 @@ impl StoreOptions {
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             unload_after: DEFAULT_UNLOAD_AFTER,
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            wall_clock: WallClock::system(),
         }
     }
 
@@ -162,6 +165,9 @@ pub struct MergeOutcome {
     pub session_json: Option<String>,
     /// The path of every value that changed (`"memory.goal"`, `"conversationHistory.e1"`).
     pub changes: Vec<String>,
+    /// The path of every value of the update that the session does not hold after the merge (and,
+    /// when durable, after the save): it lost to a later write. Never also in `changes`.
+    pub lost: Vec<String>,
 }
 
 /// What `close()` wrote.
@@ -456,11 +462,12 @@ impl SessionStore {
             }
         };
         let (stop, _) = watch::channel(false);
+        let wall_clock = options.wall_clock.clone();
         let store = SessionStore {
             inner: Arc::new(StoreInner {
                 options,
                 backend,
-                clock: Mutex::new(HybridClock::new(node_id)),
+                clock: Mutex::new(HybridClock::from_wall_clock(node_id, wall_clock)),
                 live: Mutex::new(HashMap::new()),
                 listeners: Mutex::new(Vec::new()),
                 next_listener: AtomicU64::new(1),
@@ -573,7 +580,7 @@ impl SessionStore {
             None => live.apply(&patch)?,
         };
         if changes.touched {
-            let stamp = patch.clock.to_rfc3339();
+            let stamp = lock(&self.inner.clock).time_of(&patch.clock);
             let current = match copy.as_ref() {
                 Some(copy) => &copy.updated_at,
                 None => &live.session()?.updated_at,
@@ -606,6 +613,10 @@ impl SessionStore {
         } else {
             Ok(None)
         };
+        // Checked after the save: what it took in from other writers may have won.
+        let lost = lost_writes(live.session()?, &patch)?;
+        let mut paths = changes.paths;
+        paths.retain(|path| !lost.contains(path));
         let session_json = match (&persisted, options.with_session) {
             (Ok(_), true) => Some(to_json(live.session()?)?),
             _ => None,
@@ -613,11 +624,12 @@ impl SessionStore {
         drop(state);
         // The change is in the live session whether or not it could be written: listeners hear
         // of it either way, and a failed durable merge says it was applied.
-        self.emit(&slot.key, origin, &changes.paths);
+        self.emit(&slot.key, origin, &paths);
         persisted.map_err(StoreError::applied_not_durable)?;
         Ok(MergeOutcome {
             session_json,
-            changes: changes.paths,
+            changes: paths,
+            lost,
         })
     }
 
@@ -883,6 +895,7 @@ impl SessionStore {
             match blocking(move || parse_marked(&text, &key)).await {
                 Ok(session) => {
                     live.set_parsed(session);
+                    self.take_in_clocks(live)?;
                     return Ok((false, false));
                 }
                 // The mark matched, yet the text is not a good session: read it the long way,
@@ -891,14 +904,16 @@ impl SessionStore {
             }
         }
         let Some(backend) = self.files() else {
-            let (live, created, recovered) = self.load_from_redis(key, want).await?;
+            let (mut live, created, recovered) = self.load_from_redis(key, want).await?;
+            self.take_in_loaded(key, &mut live).await?;
             *state = Some(live);
             return Ok((created, recovered));
         };
-        let key = key.clone();
-        let now = lock(&self.inner.clock).now().to_rfc3339();
-        let (live, created, recovered) =
-            blocking(move || load_from_files(&backend, &key, now, want)).await?;
+        let owned_key = key.clone();
+        let now = lock(&self.inner.clock).now_time();
+        let (mut live, created, recovered) =
+            blocking(move || load_from_files(&backend, &owned_key, now, want)).await?;
+        self.take_in_loaded(key, &mut live).await?;
         *state = Some(live);
         Ok((created, recovered))
     }
@@ -1047,6 +1062,7 @@ impl SessionStore {
         for patch in patches {
             paths.extend(live.apply(patch)?.paths);
         }
+        self.take_in_clocks(live)?;
         self.emit(key, EXTERNAL_ORIGIN, &paths);
         Ok(())
     }
@@ -1080,8 +1096,46 @@ impl SessionStore {
             &SessionPatch::from_session(live.session()?),
         )?;
         live.needs_snapshot |= lacking.touched;
+        self.take_in_clocks(live)?;
         self.emit(key, EXTERNAL_ORIGIN, &paths);
         Ok(())
+    }
+
+    /// Takes the clocks of a session read from elsewhere (files, Redis, other writers' records)
+    /// into the store's clock, each up to the bound of `clock::MAX_CLOCK_AHEAD_MS`, so that every
+    /// later write of this store is stamped after them; and holds the session's `updatedAt` back
+    /// to this machine's clock, so that neither it nor the TTL follows a clock that runs ahead.
+    fn take_in_clocks(&self, live: &mut Live) -> Result<()> {
+        let Some(session) = live.parsed() else {
+            return Ok(());
+        };
+        let capped = {
+            let mut clock = lock(&self.inner.clock);
+            clock.observe_all(session.versions.values());
+            clock.cap_time(&session.updated_at)
+        };
+        capped.map_or(Ok(()), |time| live.set_updated_at(time))
+    }
+
+    /// [`take_in_clocks`](Self::take_in_clocks) for a session just loaded. One held as its stored
+    /// text whose `updatedAt` runs ahead of this machine's clock is parsed first, so that what a
+    /// load sends has it held back too.
+    async fn take_in_loaded(&self, key: &SessionKey, live: &mut Live) -> Result<()> {
+        let ahead = |text: &str| {
+            peek_updated_at(text).is_some_and(|t| lock(&self.inner.clock).cap_time(t).is_some())
+        };
+        if let Some(text) = live.unparsed_text().filter(|t| ahead(t)) {
+            let key = key.clone();
+            live.set_parsed(blocking(move || parse_marked(&text, &key)).await?);
+        }
+        self.take_in_clocks(live)
+    }
+
+    /// Takes in now what other processes (or instances) wrote to a session loaded here, as the
+    /// directory watcher (or the Redis subscription) does when it hears of it.
+    pub async fn reread(&self, user_id: &str, workspace_id: &str) -> Result<()> {
+        self.refresh(&SessionKey::new(user_id, workspace_id)?.file_stem())
+            .await
     }
 
     /// Merges what another process or instance wrote to a session into its live copy, if the

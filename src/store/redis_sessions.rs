@@ -41,7 +41,7 @@ impl SessionStore {
             }
             let recovered = !loaded.invalid.is_empty();
             let created = loaded.snapshot.is_none() && loaded.patches.is_empty() && !recovered;
-            let now = lock(&self.inner.clock).now().to_rfc3339();
+            let now = lock(&self.inner.clock).now_time();
             let had_snapshot = loaded.snapshot.is_some();
             let session = starting_session(loaded.snapshot.take(), key, now)?;
             let mut live = Live::new(session);
