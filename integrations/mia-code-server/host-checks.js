@@ -479,7 +479,7 @@ async function main() {
       assertEqual(charts.json.map((c) => c.id), [chart.id], 'charts served')
     })
 
-    await check('SIGTERM: the wrapper exits 0 after the serving child flushed and closed the store (no journal left)', async () => {
+    await check("SIGTERM: the serving child closes the store through code-server's dispose (every journal folded into its snapshot), the wrapper exits 0", async () => {
       const { code, signal } = await host.stop()
       assertEqual([code, signal], [0, null], 'exit')
       await within(Promise.all([a.closed, b.closed]), 'both tabs to see the socket close')

@@ -42,7 +42,7 @@ if ! compgen -G "$KIT/mia-narrative-session.*.node" >/dev/null; then
 fi
 
 step "mia-code-server at ${FORK_COMMIT:0:8} from $FORK_GIT"
-if ! git clone --quiet --no-checkout "$FORK_GIT" "$WORK/fork" 2>"$WORK/clone.log"; then
+if ! GIT_TERMINAL_PROMPT=0 git clone --quiet --no-checkout "$FORK_GIT" "$WORK/fork" 2>"$WORK/clone.log"; then
   cat "$WORK/clone.log" >&2
   echo "test-in-host: cannot clone the fork; nothing was checked" >&2
   exit 3
