@@ -294,17 +294,20 @@ describe('authenticate(req)', () => {
     await expectNothingStored();
   });
 
-  test('a resolveUser that throws refuses the connection the same way (4401, nothing sent)', async () => {
+  test('a resolveUser that throws, whatever it throws, refuses the connection the same way (4401, nothing sent)', async () => {
+    const thrown = [new Error('no such user'), undefined, 'a string'];
     const host = await startHost(() => ({
       authenticate: () => true,
       resolveUser: () => {
-        throw new Error('no such user');
+        throw thrown.shift();
       },
     }));
-    const client = connect(host);
-    expect((await client.closed).code).toBe(4401);
-    expect(client.messages).toEqual([]);
-    await expect(host.connections[0].ready).rejects.toMatchObject({ code: 'EAUTH' });
+    for (let i = 0; i < 3; i++) {
+      const client = connect(host, { label: `throw #${i}` });
+      expect((await client.closed).code).toBe(4401);
+      expect(client.messages).toEqual([]);
+      await expect(host.connections[i].ready).rejects.toMatchObject({ code: 'EAUTH' });
+    }
     await expectNothingStored();
   });
 });

@@ -176,9 +176,18 @@ function attachNarrativeSession(ws, req, options) {
 
 /**
  * Resolves to the connection's user once the Origin is allowed, the host's `authenticate(req)` has
- * passed and a user is known; rejects with `EORIGIN` or `EAUTH` otherwise.
+ * passed and a user is known; rejects with `EORIGIN` or `EAUTH` otherwise, whatever went wrong
+ * (it fails closed: any other error is an `EAUTH` with that error as `cause`).
  */
 async function admit(req, options, allowedOrigins) {
+  try {
+    return await checkAdmission(req, options, allowedOrigins)
+  } catch (err) {
+    throw REFUSALS.has(err?.code) ? err : codedError('EAUTH', 'the connection could not be authenticated', err)
+  }
+}
+
+async function checkAdmission(req, options, allowedOrigins) {
   if (!originAllowed(req, allowedOrigins)) {
     throw codedError('EORIGIN', `origin ${JSON.stringify(firstHeader(req, 'origin'))} is not allowed`)
   }
@@ -192,11 +201,7 @@ async function admit(req, options, allowedOrigins) {
     }
     if (authenticated !== true) throw codedError('EAUTH', 'authenticate(req) refused the connection')
   }
-  try {
-    return await resolveUserId(req, options)
-  } catch (cause) {
-    throw cause.code === 'EAUTH' ? cause : codedError('EAUTH', 'resolveUser(req) failed', cause)
-  }
+  return resolveUserId(req, options)
 }
 
 /**
