@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proves the integration in the real host. Takes mia-code-server at the commit the patch is for,
-# applies the patch with `git apply`, type-checks the fork with its own tsconfig and lock, then runs
-# its narrative module inside code-server from npm, on each Node version asked for, and checks
-# everything host-checks.js lists. Prints "N passed, N failed" per Node version.
+# applies the patch with `git apply`, type-checks the fork with its own tsconfig and lock, runs the
+# fork's unit tests of its narrative module, then runs that module inside code-server from npm, on
+# each Node version asked for, and checks everything host-checks.js lists. Prints "N passed,
+# N failed" per Node version.
 #
 #   bash integrations/mia-code-server/test-in-host.sh
 #
@@ -63,6 +64,12 @@ ln -s "$KIT" "$WORK/fork/node_modules/mia-narrative-session"
 (cd "$WORK/fork" && node_modules/.bin/tsc -p tsconfig.json --noEmit)
 echo "tsc -p tsconfig.json: no errors"
 (cd "$WORK/fork" && node_modules/.bin/tsc -p tsconfig.json --outDir "$WORK/fork-out")
+
+step "the fork's own unit tests of its narrative module (its jest, from test/)"
+(cd "$WORK/fork/test" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+# pipefail: jest's status is the pipeline's.
+(cd "$WORK/fork" && test/node_modules/.bin/jest --testRegex './test/unit/node/mia/narrative/.*ts' --coverage=false \
+  --forceExit 2>&1 | grep -E '^(PASS|FAIL)|^Tests:')
 
 # Node and code-server, installed once into the cache.
 node_bin() {
