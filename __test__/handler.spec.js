@@ -428,14 +428,13 @@ describe('users are isolated', () => {
     expect(ack.session.updatedAt).not.toBe('2000-01-01T00:00:00.000Z');
   });
 
-  test('a connection without the trusted user header is refused (EAUTH, close 1008) and creates nothing', async () => {
+  test('a connection without the trusted user header is refused (close 4401, nothing sent) and creates nothing', async () => {
     const client = pool.connect({ workspace: WORKSPACE, label: 'anonymous' });
     await client.opened;
-    const error = await client.nextError();
-    expect(error.payload.code).toBe('EAUTH');
-    const { code } = await client.closed;
-    expect(code).toBe(1008);
-    expect(client.messages.some((m) => m.payload && m.payload.event === 'restored')).toBe(false);
+    const { code, reason } = await client.closed;
+    expect({ code, reason }).toEqual({ code: 4401, reason: 'not authenticated' });
+    expect(client.messages).toEqual([]);
+    await expect(server.connections[0].ready).rejects.toMatchObject({ code: 'EAUTH' });
 
     expect(await server.store.list()).toEqual([]);
     expect(sessionFiles(dataDir)).toEqual([]);
@@ -444,8 +443,8 @@ describe('users are isolated', () => {
   test('an empty trusted user header is refused the same way', async () => {
     const client = pool.connect({ user: '', workspace: WORKSPACE, label: 'empty user' });
     await client.opened;
-    expect((await client.nextError()).payload.code).toBe('EAUTH');
-    expect((await client.closed).code).toBe(1008);
+    expect((await client.closed).code).toBe(4401);
+    expect(client.messages).toEqual([]);
     expect(sessionFiles(dataDir)).toEqual([]);
   });
 });

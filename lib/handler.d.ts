@@ -16,6 +16,21 @@ export interface NarrativeSocket {
 export interface AttachOptions {
   store: NarrativeSessionStore
   /**
+   * The host's own check of the upgrade request (its login cookie, a token), run before anything
+   * is restored or accepted. Resolve to `true` to admit; anything else, or a throw, refuses the
+   * connection: it closes with code 4401 and nothing is sent (`ready` rejects with `code: 'EAUTH'`
+   * and the thrown error as `cause`). Runs after the Origin check and before `resolveUser`.
+   */
+  authenticate?: (req: IncomingMessage) => boolean | Promise<boolean>
+  /**
+   * Origins allowed besides the server's own, such as `['https://ide.example.com']`: by default a
+   * request with an `Origin` header is refused (close code 4403, nothing sent) unless the Origin's
+   * host is the request's host (`Forwarded: host=`, `X-Forwarded-Host`, else `Host`), as
+   * code-server's `ensureOrigin` does; one without (not a browser) is let through. `['*']` allows
+   * every origin: only for a host that checks the Origin itself before the upgrade.
+   */
+  allowedOrigins?: readonly string[]
+  /**
    * The user of this connection, from the host's own authentication. Takes precedence over
    * `trustedUserHeader`. A user id sent by the browser is never used.
    */
@@ -39,8 +54,10 @@ export interface NarrativeConnection {
   workspaceId: string | undefined
   /**
    * Settles once the session is restored and the `restored` event sent. Rejects (and the socket
-   * closes) when there is no user identity (`code: 'EAUTH'`, close code 1008) or the session
-   * cannot be loaded (close code 1011).
+   * closes) when the Origin is not allowed (`code: 'EORIGIN'`, close code 4403), when
+   * `authenticate` refuses or no user identity is found (`code: 'EAUTH'`, close code 4401), with
+   * nothing sent in either case, or when the session cannot be loaded (an `error` message, then
+   * close code 1011).
    */
   readonly ready: Promise<{ userId: string; workspaceId: string; sessionId: string }>
   /** After the socket closed: settles when the session has been saved. */

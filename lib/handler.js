@@ -14,8 +14,15 @@ const MAX_TRACE_ID_LENGTH = 256
 const SESSION_UPDATE_TYPE = /"type"\s*:\s*"session-update"/
 const TRACE_ID = new RegExp(`"traceId"\\s*:\\s*"([^"\\\\]{1,${MAX_TRACE_ID_LENGTH}})"`)
 const WS_OPEN = 1
-const CLOSE_POLICY_VIOLATION = 1008
 const CLOSE_INTERNAL_ERROR = 1011
+// A refused connection's close codes, as HTTP's 401 and 403, in the range RFC 6455 leaves to
+// applications (graphql-ws uses the same two).
+const CLOSE_UNAUTHENTICATED = 4401
+const CLOSE_FORBIDDEN_ORIGIN = 4403
+const REFUSALS = new Map([
+  ['EAUTH', { code: CLOSE_UNAUTHENTICATED, reason: 'not authenticated' }],
+  ['EORIGIN', { code: CLOSE_FORBIDDEN_ORIGIN, reason: 'origin not allowed' }],
+])
 
 let nextConnection = 0
 
@@ -29,6 +36,7 @@ function attachNarrativeSession(ws, req, options) {
     throw new TypeError('attachNarrativeSession needs { store }: a NarrativeSessionStore')
   }
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+  const allowedOrigins = parseAllowedOrigins(options.allowedOrigins)
   const connection = {
     id: `c${process.pid}-${++nextConnection}`,
     userId: undefined,
@@ -36,11 +44,19 @@ function attachNarrativeSession(ws, req, options) {
     ready: undefined,
   }
   const room = roomsOf(store)
+  // The origin check, the host's `authenticate` and the user come first: until they pass, nothing is
+  // sent, restored or merged. A refused socket is closed (4403 or 4401) before anything queued runs.
+  const admission = admit(req, options, allowedOrigins)
+  admission.catch((err) => {
+    const refusal = REFUSALS.get(err.code)
+    if (refusal) ws.close(refusal.code, refusal.reason)
+  })
   // Every incoming message waits for the restore, then for the message before it: updates apply in order.
   let queue
-  // Every outgoing message waits for the one before it. A message that carries the session loads it
-  // when its turn comes, so each snapshot a client receives is at least as new as the one before.
-  let outbox = Promise.resolve()
+  // Every outgoing message waits for the admission, then for the one before it. A message that
+  // carries the session loads it when its turn comes, so each snapshot a client receives is at
+  // least as new as the one before.
+  let outbox = admission.then(noop, noop)
   let closed = false
 
   const send = (type, payload, traceId) => {
@@ -76,7 +92,7 @@ function attachNarrativeSession(ws, req, options) {
   connection.postWithSession = postWithSession
 
   connection.ready = (async () => {
-    const userId = await resolveUserId(req, options)
+    const userId = await admission
     const workspaceId = resolveWorkspaceId(req, options)
     const { sessionJson, sessionId, created, recovered } = await store.loadRaw(userId, workspaceId)
     connection.userId = userId
@@ -86,9 +102,9 @@ function attachNarrativeSession(ws, req, options) {
     return { userId, workspaceId, sessionId }
   })()
   queue = connection.ready.catch((err) => {
-    send('error', { code: err.code || 'EINTERNAL', message: err.message })
-    if (err.code === 'EAUTH') ws.close(CLOSE_POLICY_VIOLATION, 'no trusted user identity')
-    else ws.close(CLOSE_INTERNAL_ERROR, 'session unavailable')
+    if (REFUSALS.has(err?.code)) return // closed by the admission, with nothing sent
+    send('error', { code: err?.code || 'EINTERNAL', message: err?.message })
+    ws.close(CLOSE_INTERNAL_ERROR, 'session unavailable')
   })
 
   const onMessage = (data, isBinary) => {
@@ -158,6 +174,109 @@ function attachNarrativeSession(ws, req, options) {
   return connection
 }
 
+/**
+ * Resolves to the connection's user once the Origin is allowed, the host's `authenticate(req)` has
+ * passed and a user is known; rejects with `EORIGIN` or `EAUTH` otherwise, whatever went wrong
+ * (it fails closed: any other error is an `EAUTH` with that error as `cause`).
+ */
+async function admit(req, options, allowedOrigins) {
+  try {
+    return await checkAdmission(req, options, allowedOrigins)
+  } catch (err) {
+    throw REFUSALS.has(err?.code) ? err : codedError('EAUTH', 'the connection could not be authenticated', err)
+  }
+}
+
+async function checkAdmission(req, options, allowedOrigins) {
+  if (!originAllowed(req, allowedOrigins)) {
+    throw codedError('EORIGIN', `origin ${JSON.stringify(firstHeader(req, 'origin'))} is not allowed`)
+  }
+  // A hook that throws refuses the connection too; the error is `cause` of the rejected `ready`.
+  if (typeof options.authenticate === 'function') {
+    let authenticated
+    try {
+      authenticated = await options.authenticate(req)
+    } catch (cause) {
+      throw codedError('EAUTH', 'authenticate(req) failed', cause)
+    }
+    if (authenticated !== true) throw codedError('EAUTH', 'authenticate(req) refused the connection')
+  }
+  return resolveUserId(req, options)
+}
+
+/**
+ * Whether a browser page may open this socket (cross-site WebSocket hijacking: browsers always send
+ * the page's Origin and let no page change it). As code-server's `ensureOrigin`: no Origin (not a
+ * browser) passes; otherwise its host must be the request's host (`Forwarded: host=`, then
+ * `X-Forwarded-Host`, then `Host`), or the Origin one of `allowedOrigins`.
+ */
+function originAllowed(req, allowedOrigins) {
+  const raw = firstHeader(req, 'origin')
+  if (raw === undefined) return true
+  if (allowedOrigins === ANY_ORIGIN) return true
+  let origin
+  try {
+    origin = new URL(raw)
+  } catch {
+    return false // `null` (a sandboxed frame, a file) or garbage
+  }
+  if (allowedOrigins.has(origin.origin)) return true
+  const host = requestHost(req)
+  return host !== undefined && origin.host.toLowerCase() === host
+}
+
+function requestHost(req) {
+  const forwarded = firstHeader(req, 'forwarded')
+  if (forwarded) {
+    // The first hop's `host=` parameter: `for=1.2.3.4;host=ide.example.com, for=…`.
+    const first = forwarded.split(',')[0]
+    for (const part of first.split(';')) {
+      const [key, value] = part.split('=')
+      if (key && value && key.trim().toLowerCase() === 'host') return value.trim().replace(/^"|"$/g, '').toLowerCase()
+    }
+  }
+  const host = firstHeader(req, 'x-forwarded-host') || firstHeader(req, 'host')
+  return host ? host.split(',')[0].trim().toLowerCase() : undefined
+}
+
+function firstHeader(req, name) {
+  const value = req.headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+const ANY_ORIGIN = Symbol('any origin')
+
+/** `allowedOrigins` as a Set of `URL.origin`s, or ANY_ORIGIN for `['*']`. Throws EINVALID on a bad entry. */
+function parseAllowedOrigins(allowedOrigins) {
+  if (allowedOrigins === undefined) return new Set()
+  if (!Array.isArray(allowedOrigins)) {
+    throw codedError('EINVALID', 'allowedOrigins must be an array of origins such as "https://ide.example.com", or ["*"]', undefined, TypeError)
+  }
+  if (allowedOrigins.includes('*')) return ANY_ORIGIN
+  const origins = new Set()
+  for (const entry of allowedOrigins) {
+    let url
+    try {
+      url = new URL(entry)
+    } catch {
+      url = undefined
+    }
+    if (!url || url.origin === 'null' || url.href.replace(/\/$/, '') !== url.origin) {
+      throw codedError('EINVALID', `allowedOrigins: ${JSON.stringify(entry)} is not an origin such as "https://ide.example.com"`, undefined, TypeError)
+    }
+    origins.add(url.origin)
+  }
+  return origins
+}
+
+function codedError(code, message, cause, Type = Error) {
+  const err = new Type(message, cause === undefined ? undefined : { cause })
+  err.code = code
+  return err
+}
+
+function noop() {}
+
 async function resolveUserId(req, options) {
   let user
   if (typeof options.resolveUser === 'function') {
@@ -168,9 +287,7 @@ async function resolveUserId(req, options) {
     user = os.userInfo().username
   }
   if (typeof user !== 'string' || user === '') {
-    const err = new Error('no user identity: the trusted header or resolveUser gave none')
-    err.code = 'EAUTH'
-    throw err
+    throw codedError('EAUTH', 'no user identity: the trusted header or resolveUser gave none')
   }
   return user
 }

@@ -189,7 +189,7 @@
       if (state.ws !== ws) return
       state.ws = null
       state.connected = false
-      if (ev.code === 1008) showError('EAUTH', ev.reason || 'the server refused this connection (no user identity)')
+      if (ev.code === 4401) showError('EAUTH', ev.reason || 'the server refused this connection (no user identity)')
       scheduleReconnect()
     })
     // 'error' is always followed by 'close'.
