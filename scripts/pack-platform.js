@@ -59,7 +59,9 @@ function packPlatform({ target = hostTriple(), build = true, out = path.join(ROO
     if (target !== hostTriple()) args.push('--target', target)
     // A musl addon from a glibc machine is linked by zig (cargo-zigbuild), as the release workflow does.
     if (abi === 'musl' && !hostTriple().endsWith('-musl')) args.push('--cross-compile')
-    execFileSync(process.execPath, [require.resolve('@napi-rs/cli/dist/cli.js'), ...args], { cwd: ROOT, stdio: 'inherit' })
+    const cli = require.resolve('@napi-rs/cli/package.json')
+    const napi = path.join(path.dirname(cli), require(cli).bin.napi)
+    execFileSync(process.execPath, [napi, ...args], { cwd: ROOT, stdio: 'inherit' })
   }
   const built = path.join(ROOT, fileName)
   if (!fs.existsSync(built)) throw new Error(`${fileName} is not built: run \`npm run pack:platform\` without --no-build`)
