@@ -26,7 +26,7 @@ function noBindingError(cause) {
   const packageName = `${BINARY_NAME}-${platform}`
   const fileName = `${BINARY_NAME}.${platform}.node`
   const prebuilt = prebuiltPlatforms()
-  const lines = [`mia-narrative-session: no native addon for this platform, ${platform} (Node ${process.version}).`]
+  const lines = [`mia-narrative-session: found no native addon that loads on this platform, ${platform} (Node ${process.version}).`]
   const failure = installedButFailed(packageName, cause)
   if (failure) {
     lines.push(`The package ${packageName} is installed but did not load: ${failure}`)

@@ -135,9 +135,32 @@ test('without the platform package, require fails with ENOBINDING naming the pla
   const err = JSON.parse(probe.stdout);
   const packageName = `mia-narrative-session-${packed.platform}`;
   expect(err).toMatchObject({ code: 'ENOBINDING', platform: packed.platform, packageName });
-  expect(err.message).toContain(`for this platform, ${packed.platform}`);
+  expect(err.message).toContain(`loads on this platform, ${packed.platform}`);
   expect(err.message).toContain(`npm install ${packageName}@`);
   expect(err.message).toContain('To build from source');
   expect(err.message).toContain(`mia-narrative-session.${packed.platform}.node`);
   expect(err.message).not.toContain('npm has a bug');
+}, 60000);
+
+test('a platform package whose addon does not load: ENOBINDING says the package is installed, and why it failed', async () => {
+  // The platform's package as npm would install it, but its addon is not a shared library (as when
+  // a download is cut short, or the addon was built for a newer C library).
+  const packageName = `mia-narrative-session-${packed.platform}`;
+  const broken = path.join(root, 'broken-package');
+  fs.mkdirSync(broken);
+  fs.copyFileSync(path.join(__dirname, '..', 'npm', packed.platform, 'package.json'), path.join(broken, 'package.json'));
+  fs.writeFileSync(path.join(broken, `mia-narrative-session.${packed.platform}.node`), 'not an ELF file');
+  const tarball = JSON.parse(
+    execFileSync(process.execPath, [NPM_CLI, 'pack', '--json', '--pack-destination', root], { cwd: broken, env, encoding: 'utf8' }),
+  )[0].filename;
+  const app = await freshInstall('host-with-broken-addon', [packed.main, path.join(root, tarball)]);
+  const probe = await run(
+    process.execPath,
+    ['-e', "try { require('mia-narrative-session') } catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message })) }"],
+    app,
+  );
+  const err = JSON.parse(probe.stdout);
+  expect(err.code).toBe('ENOBINDING');
+  expect(err.message).toContain(`The package ${packageName} is installed but did not load:`);
+  expect(err.message).toMatch(/invalid ELF header|file too short/);
 }, 60000);
