@@ -26,6 +26,17 @@ function hostTriple() {
   return `${arch}-unknown-linux-${musl ? 'musl' : 'gnu'}`
 }
 
+/** Whether zig can be run: on PATH, or as the `ziglang` Python package (cargo-zigbuild finds either). */
+function hasZig() {
+  for (const [file, args] of [['zig', ['version']], ['python3', ['-m', 'ziglang', 'version']]]) {
+    try {
+      execFileSync(file, args, { stdio: 'ignore' })
+      return true
+    } catch {}
+  }
+  return false
+}
+
 /** Runs npm's own CLI with the Node running this script (npm need not be on PATH). */
 function npm(args, cwd) {
   const npmCli = process.env.npm_execpath || fs.realpathSync(execFileSync('which', ['npm'], { encoding: 'utf8' }).trim())
@@ -58,7 +69,10 @@ function packPlatform({ target = hostTriple(), build = true, out = path.join(ROO
     // The host's own target builds where `npm install` built it (target/release), reusing that build.
     if (target !== hostTriple()) args.push('--target', target)
     // A musl addon from a glibc machine is linked by zig (cargo-zigbuild), as the release workflow does.
-    if (abi === 'musl' && !hostTriple().endsWith('-musl')) args.push('--cross-compile')
+    if (abi === 'musl' && !hostTriple().endsWith('-musl')) {
+      if (!hasZig()) throw new Error(`building ${target} here needs zig and cargo-zigbuild: pip install ziglang cargo-zigbuild`)
+      args.push('--cross-compile')
+    }
     const cli = require.resolve('@napi-rs/cli/package.json')
     const napi = path.join(path.dirname(cli), require(cli).bin.napi)
     execFileSync(process.execPath, [napi, ...args], { cwd: ROOT, stdio: 'inherit' })
