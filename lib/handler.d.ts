@@ -1,16 +1,23 @@
 import type { IncomingMessage } from 'node:http'
 import type { NarrativeSessionStore } from '../index'
 
-/** The socket the handler needs: what the `ws` package's WebSocket provides. */
+/** A message's data as the `ws` package delivers it. */
+export type NarrativeSocketData = Buffer | ArrayBuffer | Buffer[]
+
+/**
+ * The socket the handler needs: a `ws` WebSocket (its types from @types/ws 8.5 to the current 8.x
+ * are accepted as they are), or anything with these members.
+ */
 export interface NarrativeSocket {
   readonly readyState: number
   /** Bytes queued by `send` and not yet handed to the network; large restores wait for it to be 0. */
   readonly bufferedAmount: number
   send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }): void
   close(code?: number, reason?: string): void
-  on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): unknown
-  on(event: 'close' | 'error', listener: (...args: unknown[]) => void): unknown
-  off(event: 'message', listener: (...args: never[]) => void): unknown
+  on(event: 'message', listener: (data: NarrativeSocketData, isBinary: boolean) => void): unknown
+  on(event: 'close', listener: (code: number, reason: Buffer) => void): unknown
+  on(event: 'error', listener: (err: Error) => void): unknown
+  off(event: 'message', listener: (data: NarrativeSocketData, isBinary: boolean) => void): unknown
 }
 
 export interface AttachOptions {

@@ -1,8 +1,8 @@
 'use strict'
 // The reference server: serves the narrative web client and the narrative session WebSocket.
 //
-//   node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--redis <url>]
-//   (PORT env, default 8787; MIA_SESSION_REDIS_URL env as --redis)
+//   npm start -- [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>] [--redis <url>]
+//   (or node server/index.js ...; `npm start -- --help` lists every flag and environment variable)
 //
 // HTTP GET / serves server/public/ (a fixed whitelist of files); the WebSocket at /api/ws/narrative
 // is handled by lib/handler.js (docs/protocol.md). Every other upgrade is refused.
@@ -11,7 +11,7 @@ const http = require('node:http')
 const fs = require('node:fs')
 const path = require('node:path')
 const { WebSocketServer } = require('ws')
-const { NarrativeSessionStore } = require('..')
+const { NarrativeSessionStore, defaultDataDir } = require('..')
 const { attachNarrativeSession } = require('../lib/handler')
 
 const WS_PATH = '/api/ws/narrative'
@@ -188,6 +188,32 @@ async function createServer(options = {}) {
   return { server, store, wss, url, port: actualPort, close }
 }
 
+const USAGE = `usage: npm start -- [options]   (or: node server/index.js [options])
+
+Serves the narrative web client at http://<host>:<PORT>/ and the narrative session WebSocket at
+${WS_PATH}.
+
+options:
+  --data-dir <dir>               where sessions are stored (default: ~/.local/share/mia-code-server/sessions,
+                                 under $XDG_DATA_HOME when set); created 0700 if missing
+  --trusted-user-header <name>   take each connection's user from this request header (such as
+                                 x-forwarded-user); only behind an auth proxy that sets it and strips it
+                                 from client requests. Without it the user is the OS account running the server
+  --host <addr>                  the address to listen on (default: 127.0.0.1)
+  --redis <url>                  store sessions in Redis (redis:// or rediss://) instead of --data-dir
+  -h, --help                     this text
+
+environment:
+  PORT                           the port to listen on (default: 8787; 0 picks a free one)
+  MIA_SESSION_REDIS_URL          as --redis, when --redis is not given
+  XDG_DATA_HOME                  moves the default --data-dir to $XDG_DATA_HOME/mia-code-server/sessions`
+
+/** A command-line mistake: reported as one line and exit code 2. */
+class UsageError extends Error {}
+
+/** A failure to start that the operator can fix: reported as one line and exit code 1. */
+class StartError extends Error {}
+
 function parseArgs(argv) {
   const out = {}
   for (let i = 0; i < argv.length; i++) {
@@ -198,7 +224,7 @@ function parseArgs(argv) {
     const value = () => {
       if (inline !== undefined) return inline
       const v = argv[++i]
-      if (v === undefined) throw new Error(`${name} needs a value`)
+      if (v === undefined) throw new UsageError(`${name} needs a value`)
       return v
     }
     switch (name) {
@@ -219,10 +245,95 @@ function parseArgs(argv) {
         out.help = true
         break
       default:
-        throw new Error(`unknown argument: ${arg}`)
+        throw new UsageError(`unknown argument: ${arg}${npmAteFlag(arg)}`)
     }
   }
   return out
+}
+
+/**
+ * `npm start --data-dir DIR` gives npm the flag (it sets npm_config_data_dir=true) and this server
+ * only DIR. When that is what happened, says how to pass the flag through.
+ */
+function npmAteFlag(arg) {
+  for (const flag of ['--data-dir', '--trusted-user-header', '--host', '--redis']) {
+    if (process.env[`npm_config_${flag.slice(2).replace(/-/g, '_')}`] === 'true') {
+      return ` (npm took ${flag} for itself: put the server's flags after --, as in npm start -- ${flag} ${arg})`
+    }
+  }
+  return ''
+}
+
+/** A Redis URL fit to print: its password replaced by ***. */
+function redactUrl(url) {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '(an invalid URL)'
+  }
+}
+
+/**
+ * Why `dir` cannot hold the sessions, if the file system says so before the store is opened: a
+ * file in its place or along its path, or a directory this user cannot write. Null when it looks fine
+ * (the store reports anything else when it opens).
+ */
+function dataDirProblem(dir) {
+  let existing = dir
+  for (;;) {
+    let stat
+    try {
+      stat = fs.statSync(existing)
+    } catch (err) {
+      if (!['ENOENT', 'ENOTDIR', 'EACCES'].includes(err.code) || path.dirname(existing) === existing) return null
+      existing = path.dirname(existing)
+      continue
+    }
+    if (!stat.isDirectory()) {
+      return existing === dir
+        ? `the data dir ${dir} is not a directory (it is a file); give --data-dir a directory`
+        : `the data dir ${dir} cannot be created: ${existing} is a file, not a directory`
+    }
+    try {
+      fs.accessSync(existing, fs.constants.W_OK | fs.constants.X_OK)
+    } catch {
+      const who = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''
+      return existing === dir
+        ? `the data dir ${dir} is not writable by this user${who}; give --data-dir a directory it can write`
+        : `the data dir ${dir} cannot be created: ${existing} is not writable by this user${who}`
+    }
+    return null
+  }
+}
+
+/** Starts the server for `main`, turning each failure an operator can fix into a StartError. */
+async function start(args, port, redisUrl) {
+  const dataDir = args.dataDir || (redisUrl ? undefined : defaultDataDir())
+  const problem = !redisUrl && dataDirProblem(dataDir)
+  if (problem) throw new StartError(problem)
+  const host = args.host || '127.0.0.1'
+  try {
+    return await createServer({ ...args, dataDir, redisUrl, port })
+  } catch (err) {
+    switch (err.code) {
+      case 'EADDRINUSE':
+        throw new StartError(`port ${port} on ${host} is in use; stop what uses it, or choose another port with PORT=<port>`)
+      case 'EACCES':
+        throw new StartError(`not allowed to listen on port ${port} on ${host}; choose a port above 1023 with PORT=<port>`)
+      case 'EADDRNOTAVAIL':
+      case 'ENOTFOUND':
+        throw new StartError(`cannot listen on --host ${host}: no such address on this machine`)
+      case 'EUNAVAILABLE':
+        throw new StartError(`cannot reach Redis at ${redactUrl(redisUrl)}: ${err.message}`)
+      case 'EIO':
+      case 'EINVALID':
+        throw new StartError(`cannot open the sessions in ${redisUrl ? redactUrl(redisUrl) : dataDir}: ${err.message}`)
+      default:
+        throw err
+    }
+  }
 }
 
 async function main() {
@@ -230,20 +341,28 @@ async function main() {
   try {
     args = parseArgs(process.argv.slice(2))
   } catch (err) {
-    console.error(`${err.message}\nusage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>] [--redis <url>]  (PORT, MIA_SESSION_REDIS_URL env)`)
+    if (!(err instanceof UsageError)) throw err
+    console.error(`error: ${err.message}; see npm start -- --help`)
     process.exit(2)
   }
   if (args.help) {
-    console.log('usage: node server/index.js [--data-dir <dir>] [--trusted-user-header <name>] [--host <addr>] [--redis <url>]  (PORT env, default 8787; MIA_SESSION_REDIS_URL)')
+    console.log(USAGE)
     return
   }
   const port = process.env.PORT !== undefined && process.env.PORT !== '' ? Number(process.env.PORT) : 8787
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error(`invalid PORT: ${process.env.PORT}`)
+    console.error(`error: invalid PORT: ${process.env.PORT} (a port number, 0 to 65535)`)
     process.exit(2)
   }
   const redisUrl = args.redisUrl || process.env.MIA_SESSION_REDIS_URL || undefined
-  const running = await createServer({ ...args, redisUrl, port })
+  let running
+  try {
+    running = await start(args, port, redisUrl)
+  } catch (err) {
+    if (!(err instanceof StartError)) throw err
+    console.error(`error: ${err.message}`)
+    process.exit(1)
+  }
   console.log(`mia-narrative-session server listening on ${running.url}`)
   console.log(redisUrl ? 'sessions stored in Redis' : `sessions stored in ${running.store.dataDir}`)
 
