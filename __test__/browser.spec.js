@@ -181,9 +181,17 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  if (browser) await browser.close().catch(() => {})
-  if (running) await running.close().catch(() => {})
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+  // Each is closed even when another fails, and a failure fails the run: the server's close() writes
+  // the sessions, which is not to be ignored.
+  try {
+    if (browser) await browser.close()
+  } finally {
+    try {
+      if (running) await running.close()
+    } finally {
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+    }
+  }
 })
 
 afterEach(() => {
@@ -408,11 +416,14 @@ describe('narrative session web client', () => {
     await waitKv(a, 'memory', 'count', '42')
     await setKv(a, 'config', 'theme', 'dark')
     await waitKv(a, 'config', 'theme', 'dark')
+    // A key is any text, even one that names a property of every JavaScript object.
+    await setKv(a, 'config', '__proto__', '{"polluted": true}')
+    await waitKv(a, 'config', '__proto__', '{"polluted":true}')
     await waitPending(a)
     let { session } = await running.store.load(USER, WORKSPACE)
     expect(session.memory).toEqual({ lastFile: 'src/app.ts', layout: { tabs: 3, split: [1, 2] }, count: '42' })
-    expect(session.config).toEqual({ theme: 'dark' })
-    await expectText(byTestId(a, 'kv-count'), '3 in memory · 1 in config')
+    expect(Object.entries(session.config)).toEqual([['theme', 'dark'], ['__proto__', { polluted: true }]])
+    await expectText(byTestId(a, 'kv-count'), '3 in memory · 2 in config')
 
     // Bad input is refused in the page, with a reason, and nothing is sent.
     await setKv(a, 'memory', 'gone', 'null')
@@ -465,10 +476,13 @@ describe('narrative session web client', () => {
     await waitKv(b, 'memory', 'layout', '{"tabs":4}')
     await a.locator('[data-testid="memory-entry"][data-key="count"] [data-testid="memory-edit"]').click()
     expect(await a.inputValue('[data-testid="memory-value"]')).toBe('"42"') // the text 42, not the number
-    await a.locator('[data-testid="config-entry"][data-key="theme"] [data-testid="config-remove"]').click()
-    await waitKvGone(b, 'config', 'theme')
-    await expectText(byTestId(b, 'merge-notice'), 'config “theme”')
-    await waitKvGone(a, 'config', 'theme')
+    for (const key of ['theme', '__proto__']) {
+      await a.locator(`[data-testid="config-entry"][data-key="${key}"] [data-testid="config-remove"]`).click()
+      await waitKvGone(b, 'config', key)
+      await expectText(byTestId(b, 'merge-notice'), `“${key}”`) // one notice sums up both
+      await waitKvGone(a, 'config', key)
+    }
+    await expectText(byTestId(b, 'merge-notice'), 'config “theme”, “__proto__”')
     await waitPending(a)
     ;({ session } = await running.store.load(USER, WORKSPACE))
     expect(session.memory).toEqual({ lastFile: 'src/lib.rs', layout: { tabs: 4 }, count: '42' })

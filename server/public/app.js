@@ -36,6 +36,13 @@
   const asArray = (v) => (Array.isArray(v) ? v : [])
   const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 
+  /** Plays a CSS animation again, even when the class is already on. */
+  function replay(node, className) {
+    node.classList.remove(className)
+    void node.offsetWidth // a reflow, so that the class comes back as new
+    node.classList.add(className)
+  }
+
   function el(tag, props = {}, ...children) {
     const node = document.createElement(tag)
     for (const [k, v] of Object.entries(props)) {
@@ -126,25 +133,24 @@
     if (!n.hidden && n.dataset.created === 'true' && n.dataset.recovered !== 'true') hideNotice('restore-notice')
   }
 
-  // The section of the page each top-level field is shown in.
-  const SECTION_OF = {
-    universeFocus: '.universes',
-    storyPosition: '.position',
-    activeCharts: '.charts',
-    storyBeats: '.beats',
-    conversationHistory: '.conversation',
-    memory: '.memory',
-    config: '.memory',
-  }
-  const LABEL_OF = {
-    universeFocus: 'focus',
-    storyPosition: 'story position',
-    activeCharts: 'charts',
-    storyBeats: 'beats',
-    conversationHistory: 'conversation',
-    memory: 'memory',
-    config: 'config',
-  }
+  // Each top-level field: the section of the page it is shown in, and its name in a notice.
+  const SECTION_OF = new Map([
+    ['universeFocus', '.universes'],
+    ['storyPosition', '.position'],
+    ['activeCharts', '.charts'],
+    ['storyBeats', '.beats'],
+    ['conversationHistory', '.conversation'],
+    ['memory', '.memory'],
+    ['config', '.memory'],
+  ])
+  const LABEL_OF = new Map([
+    ['universeFocus', 'focus'],
+    ['storyPosition', 'story position'],
+    ['activeCharts', 'charts'],
+    ['storyBeats', 'beats'],
+    ['conversationHistory', 'conversation'],
+  ])
+  const KV_KINDS = ['memory', 'config']
 
   // A change path is "<field>" or "<field>.<rest>"; a memory or config key may itself hold dots.
   function splitChange(change) {
@@ -155,24 +161,22 @@
 
   function showMergeNotice(payload) {
     const n = $('merge-notice')
-    if (n.hidden || !mergeSummary) mergeSummary = { sources: new Set(), heads: [], keys: { memory: [], config: [] } }
+    if (n.hidden || !mergeSummary) mergeSummary = { sources: new Set(), heads: [], keys: new Map(KV_KINDS.map((k) => [k, []])) }
     const external = payload.origin === 'external'
     mergeSummary.sources.add(external ? 'external' : 'tab')
     for (const change of asArray(payload.changes)) {
       const [head, rest] = splitChange(change)
       if (!mergeSummary.heads.includes(head)) mergeSummary.heads.push(head)
-      const keys = mergeSummary.keys[head]
+      const keys = mergeSummary.keys.get(head)
       if (keys && rest && !keys.includes(rest)) keys.push(rest)
     }
     const from = [...mergeSummary.sources].map((s) => (s === 'external' ? 'by another process' : 'from another tab')).join(' and ')
     const what = describeChanges(mergeSummary)
     $('merge-text').textContent = `Updated ${from}${what ? ` — ${what}` : ''}`
     n.dataset.origin = external ? 'external' : 'tab'
-    $('merge-show').hidden = !mergeSummary.heads.some((h) => SECTION_OF[h])
+    $('merge-show').hidden = !mergeSummary.heads.some((h) => SECTION_OF.has(h))
     n.hidden = false
-    n.classList.remove('flash')
-    void n.offsetWidth // restart the animation
-    n.classList.add('flash')
+    replay(n, 'flash')
     clearTimeout(timers.merge)
     timers.merge = setTimeout(() => hideNotice('merge-notice'), MERGE_NOTICE_MS)
   }
@@ -184,8 +188,8 @@
     }
     const parts = []
     for (const head of summary.heads) {
-      const label = LABEL_OF[head] || head
-      const keys = summary.keys[head]
+      const label = LABEL_OF.get(head) || head
+      const keys = summary.keys.get(head)
       parts.push(keys && keys.length ? `${label} ${quote(keys)}` : label)
     }
     return parts.join(', ')
@@ -193,17 +197,11 @@
 
   /** Scrolls to the first section the merge notice names, and rings it. */
   function showMergedSection() {
-    const head = mergeSummary && mergeSummary.heads.find((h) => SECTION_OF[h])
+    const head = mergeSummary && mergeSummary.heads.find((h) => SECTION_OF.has(h))
     if (!head) return
-    const section = document.querySelector(SECTION_OF[head])
+    const section = document.querySelector(SECTION_OF.get(head))
     section.scrollIntoView({ behavior: 'smooth', block: 'start' })
-    ring(section)
-  }
-
-  function ring(node) {
-    node.classList.remove('changed')
-    void node.offsetWidth
-    node.classList.add('changed')
+    replay(section, 'changed')
   }
 
   /** Rings each section (and memory or config row) that another tab or process changed. */
@@ -211,15 +209,11 @@
     const sections = new Set()
     for (const change of asArray(changes)) {
       const [head, rest] = splitChange(change)
-      if (SECTION_OF[head]) sections.add(SECTION_OF[head])
-      const row = kvRows[head] && kvRows[head].get(rest)
-      if (row) {
-        row.classList.remove('flash')
-        void row.offsetWidth
-        row.classList.add('flash')
-      }
+      if (SECTION_OF.has(head)) sections.add(SECTION_OF.get(head))
+      const row = KV_KINDS.includes(head) && kvRows[head].get(rest)
+      if (row) replay(row, 'flash')
     }
-    for (const selector of sections) ring(document.querySelector(selector))
+    for (const selector of sections) replay(document.querySelector(selector), 'changed')
   }
 
   function showError(code, message) {
@@ -230,7 +224,6 @@
 
   // Errors about reaching the server, which a successful connection makes stale.
   const CONNECTION_ERRORS = ['EAUTH', 'ECONNECT']
-
 
   // ---------------------------------------------------------------- connection
 
@@ -427,64 +420,80 @@
     return LISTS.some((k) => asArray(payload[k]).length > 0) || asArray(payload.activeCharts).length > 0
   }
 
-  /** Does `session` hold every chart, action, beat and entry that `payload` adds? */
-  function holdsItems(session, payload) {
-    const has = (list, id) => asArray(list).some((x) => x && x.id === id)
-    for (const key of LISTS) {
-      for (const item of asArray(payload[key])) if (!has(session[key], item.id)) return false
-    }
-    for (const update of asArray(payload.activeCharts)) {
-      const chart = asArray(session.activeCharts).find((c) => c && c.id === update.id)
-      if (!chart) return false
-      for (const action of asArray(update.actions)) if (!has(chart.actions, action.id)) return false
-    }
-    return true
-  }
+  // Objects without a prototype, so that a key such as "__proto__" is a key like any other.
+  const keyedCopy = (v) => Object.assign(Object.create(null), isObject(v) ? v : {})
 
   function viewOf(session) {
     const view = {
       ...session,
-      memory: isObject(session.memory) ? { ...session.memory } : {},
-      config: isObject(session.config) ? { ...session.config } : {},
+      memory: keyedCopy(session.memory),
+      config: keyedCopy(session.config),
       activeCharts: asArray(session.activeCharts).map((c) => ({ ...c, actions: asArray(c.actions).slice() })),
       storyBeats: asArray(session.storyBeats).slice(),
       conversationHistory: asArray(session.conversationHistory).slice(),
       kvPending: { memory: new Map(), config: new Map() }, // key -> 'set' | 'delete'
     }
-    state.settling = state.settling.filter((payload) => !holdsItems(session, payload))
-    for (const payload of state.settling) overlay(view, payload, false)
-    for (const envelope of state.outbox.values()) overlay(view, envelope.payload, true)
+    // What the view holds, by id: a chart's `actionIds` beside it.
+    const known = {
+      storyBeats: new Set(view.storyBeats.map((x) => x && x.id)),
+      conversationHistory: new Set(view.conversationHistory.map((x) => x && x.id)),
+      charts: new Map(view.activeCharts.map((c) => [c.id, { chart: c, actionIds: new Set(c.actions.map((a) => a && a.id)) }])),
+    }
+    state.settling = state.settling.filter((payload) => !holdsItems(known, payload))
+    for (const payload of state.settling) overlay(view, known, payload, false)
+    for (const envelope of state.outbox.values()) overlay(view, known, envelope.payload, true)
     return view
+  }
+
+  /** Does the view (`known`, before any overlay) hold every chart, action, beat and entry `payload` adds? */
+  function holdsItems(known, payload) {
+    for (const key of LISTS) {
+      for (const item of asArray(payload[key])) if (!known[key].has(item.id)) return false
+    }
+    for (const update of asArray(payload.activeCharts)) {
+      const entry = known.charts.get(update.id)
+      if (!entry) return false
+      for (const action of asArray(update.actions)) if (!entry.actionIds.has(action.id)) return false
+    }
+    return true
   }
 
   // Lays one update over the view as the server would merge it. Acked updates (pending false) only
   // add the list items the view lacks; their values may since have been overwritten elsewhere.
-  function overlay(view, payload, pending) {
+  function overlay(view, known, payload, pending) {
     const mark = (item) => (pending ? { ...item, [PENDING]: true } : { ...item })
     for (const key of LISTS) {
       for (const item of asArray(payload[key])) {
-        if (!view[key].some((x) => x && x.id === item.id)) view[key].push(mark(item))
+        if (known[key].has(item.id)) continue
+        view[key].push(mark(item))
+        known[key].add(item.id)
       }
     }
     for (const update of asArray(payload.activeCharts)) {
-      let chart = view.activeCharts.find((c) => c.id === update.id)
       const { actions, ...fields } = update
-      if (!chart) {
-        chart = { status: 'active', ...mark(fields), actions: [] }
-        view.activeCharts.push(chart)
+      let entry = known.charts.get(update.id)
+      if (!entry) {
+        entry = { chart: { status: 'active', ...mark(fields), actions: [] }, actionIds: new Set() }
+        view.activeCharts.push(entry.chart)
+        known.charts.set(update.id, entry)
       } else if (pending && Object.keys(fields).length > 1) {
-        Object.assign(chart, fields, { [PENDING]: true })
+        Object.assign(entry.chart, fields, { [PENDING]: true })
       }
+      const chart = entry.chart
       for (const action of asArray(actions)) {
-        const i = chart.actions.findIndex((a) => a.id === action.id)
-        if (i === -1) chart.actions.push(mark(action))
-        else if (pending) chart.actions[i] = { ...chart.actions[i], ...action, [PENDING]: true }
+        if (!entry.actionIds.has(action.id)) {
+          chart.actions.push(mark(action))
+          entry.actionIds.add(action.id)
+        } else if (pending) {
+          const i = chart.actions.findIndex((a) => a && a.id === action.id)
+          chart.actions[i] = { ...chart.actions[i], ...action, [PENDING]: true }
+        }
       }
     }
     if (!pending) return
     if (typeof payload.universeFocus === 'string') view.universeFocus = payload.universeFocus
     if (isObject(payload.storyPosition)) view.storyPosition = { ...view.storyPosition, ...payload.storyPosition }
-    for (const kind of ['memory', 'config']) {
+    for (const kind of KV_KINDS) {
       if (!isObject(payload[kind])) continue
       for (const [key, value] of Object.entries(payload[kind])) {
         if (value === null) {
@@ -517,8 +526,7 @@
     renderCharts(s)
     renderBeats(s)
     renderConversation(s)
-    renderKv('memory', s)
-    renderKv('config', s)
+    for (const kind of KV_KINDS) renderKv(kind, s)
     const count = (kind) => Object.keys(s[kind]).length
     $('kv-count').textContent = `${count('memory')} in memory · ${count('config')} in config`
     $('session-meta').textContent =
@@ -765,6 +773,39 @@
 
   // Rows are kept by key, in the session's key order, so a re-render never loses a row's flash.
   const kvRows = { memory: new Map(), config: new Map() }
+  const kvPanels = {} // kind -> { list, empty, form, error }, made by buildKvPanel
+
+  const KV_PANEL_TEXT = {
+    memory: { title: 'Memory', empty: 'Nothing remembered yet.', key: 'e.g. lastFile', value: 'e.g. src/app.ts' },
+    config: { title: 'Config', empty: 'No settings yet.', key: 'e.g. theme', value: 'e.g. dark' },
+  }
+
+  /** Makes the panel of one kind from kv-template; its parts are named `<kind>-…` for tests. */
+  function buildKvPanel(kind) {
+    const text = KV_PANEL_TEXT[kind]
+    const panel = $('kv-template').content.firstElementChild.cloneNode(true)
+    const part = (selector, testid) => {
+      const node = panel.querySelector(selector)
+      node.dataset.testid = `${kind}-${testid}`
+      return node
+    }
+    panel.dataset.kind = kind
+    panel.dataset.testid = `${kind}-panel`
+    panel.querySelector('.kv-title').textContent = text.title
+    const parts = {
+      list: part('.kv-list', 'list'),
+      empty: panel.querySelector('.kv-empty'),
+      form: part('.kv-form', 'form'),
+      error: part('.kv-error', 'error'),
+    }
+    parts.empty.textContent = text.empty
+    Object.assign(part('input[name="key"]', 'key'), { placeholder: text.key })
+    Object.assign(part('textarea[name="value"]', 'value'), { placeholder: text.value })
+    part('button[type="submit"]', 'submit')
+    kvPanels[kind] = parts
+    $('kv-columns').append(panel)
+    return parts
+  }
 
   // What the value field holds: JSON when it parses as JSON, else the text itself. So `42` is a
   // number and `"42"` the text 42; `null` is refused, since a null value removes the key.
@@ -797,7 +838,7 @@
     const values = view[kind]
     const pending = view.kvPending[kind]
     const rows = kvRows[kind]
-    const list = $(`${kind}-list`)
+    const { list, empty } = kvPanels[kind]
     const keys = Object.keys(values)
     keys.forEach((key, i) => {
       let row = rows.get(key)
@@ -822,7 +863,7 @@
         rows.delete(key)
       }
     }
-    $(`${kind}-empty`).hidden = keys.length > 0
+    empty.hidden = keys.length > 0
   }
 
   function createKvRow(kind, key) {
@@ -833,7 +874,7 @@
     edit.setAttribute('aria-label', `Edit ${key}`)
     remove.setAttribute('aria-label', `Remove ${key}`)
     edit.addEventListener('click', () => {
-      const form = $(`${kind}-form`)
+      const { form } = kvPanels[kind]
       form.elements.key.value = key
       form.elements.value.value = editableKvValue(state.view[kind][key])
       showKvError(kind, '')
@@ -852,13 +893,13 @@
   }
 
   function showKvError(kind, message) {
-    const error = $(`${kind}-form`).querySelector('.kv-error')
+    const { error } = kvPanels[kind]
     error.textContent = message
     error.hidden = !message
   }
 
   function wireKv(kind) {
-    const form = $(`${kind}-form`)
+    const { form } = buildKvPanel(kind)
     form.addEventListener('submit', (ev) => {
       ev.preventDefault()
       const key = form.elements.key.value.trim()
@@ -951,8 +992,7 @@
       button.addEventListener('click', () => hideNotice(button.dataset.dismiss))
     }
     $('merge-show').addEventListener('click', showMergedSection)
-    wireKv('memory')
-    wireKv('config')
+    for (const kind of KV_KINDS) wireKv(kind)
   }
 
   // Background tabs throttle timers: retry at once when the tab comes back or the network does.
