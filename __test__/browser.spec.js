@@ -472,7 +472,7 @@ describe('narrative session web client', () => {
     expect(JSON.parse(await a.inputValue('[data-testid="memory-value"]'))).toEqual({ tabs: 3, split: [1, 2] })
     expect(await a.inputValue('[data-testid="memory-value"]')).toContain('\n') // pretty, one key a line
     await a.fill('[data-testid="memory-value"]', '{"tabs": 4}')
-    await a.click('[data-testid="memory-submit"]')
+    await a.press('[data-testid="memory-value"]', 'Control+Enter')
     await waitKv(b, 'memory', 'layout', '{"tabs":4}')
     await a.locator('[data-testid="memory-entry"][data-key="count"] [data-testid="memory-edit"]').click()
     expect(await a.inputValue('[data-testid="memory-value"]')).toBe('"42"') // the text 42, not the number
@@ -683,6 +683,8 @@ describe('narrative session web client', () => {
       await expectText(chart.locator('[data-testid="chart-status"]'), 'resolved')
       await expectText(toggle, 'Reopen')
       expect(await looks(toggle)).toEqual(enabled)
+      await chart.evaluate((node) => node.scrollIntoView({ block: 'center' }))
+      await screenshot(page, 'narrative-session-420-resolved.png', { fullPage: false })
       expect(await outside()).toEqual([])
       await toggle.click()
       await expectText(chart.locator('[data-testid="chart-status"]'), 'active')

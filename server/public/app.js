@@ -900,6 +900,13 @@
 
   function wireKv(kind) {
     const { form } = buildKvPanel(kind)
+    // Enter in the value is a new line (JSON may take several); Ctrl+Enter or ⌘+Enter saves.
+    form.elements.value.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault()
+        form.requestSubmit()
+      }
+    })
     form.addEventListener('submit', (ev) => {
       ev.preventDefault()
       const key = form.elements.key.value.trim()
