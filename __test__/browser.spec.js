@@ -1,7 +1,8 @@
 'use strict'
 // End-to-end: the reference server (server/index.js) and its web client in Debian's Chromium, driven
-// by playwright-core. A session survives closing the page, two pages converge, and the page rides out
-// dropped sockets and a server restart by itself.
+// by playwright-core. A session survives closing the page, two pages converge, memory and config are
+// seen and edited, notices are seen wherever the page is scrolled and go when stale, the page rides out
+// dropped sockets and a server restart by itself (showing what was typed offline), and it fits 420 px.
 //
 // Needs /usr/bin/chromium (apt-get install chromium); set CHROMIUM_PATH to use another binary.
 
@@ -26,8 +27,8 @@ let browser
 let context
 const pageErrors = []
 
-async function openPage(workspace = WORKSPACE) {
-  const page = await context.newPage()
+async function openPage(workspace = WORKSPACE, inContext = context) {
+  const page = await inContext.newPage()
   page.setDefaultTimeout(STEP)
   page.on('pageerror', (err) => pageErrors.push(`${page.url()}: ${err.message}`))
   page.on('console', (msg) => {
@@ -89,6 +90,8 @@ async function addChart(page, { title, desired, reality, firstAction }) {
   await page.click('[data-testid="chart-submit"]')
   const chart = byTestId(page, 'chart').filter({ hasText: title })
   await chart.waitFor({ state: 'visible' })
+  // The form closes once the chart is made.
+  expect(await details.evaluate((d) => d.open)).toBe(false)
   return chart
 }
 
@@ -103,10 +106,52 @@ async function waitPending(page, none = true) {
   await page.waitForFunction((n) => document.getElementById('pending-count').hidden === n, none, { timeout: STEP })
 }
 
-async function screenshot(page, name) {
+const kvRow = (page, kind, key) => page.locator(`[data-testid="${kind}-entry"][data-key="${key}"]`)
+
+/** Sets a memory or config key with the panel's form, as typed (text or JSON). */
+async function setKv(page, kind, key, valueText) {
+  await page.fill(`[data-testid="${kind}-key"]`, key)
+  await page.fill(`[data-testid="${kind}-value"]`, valueText)
+  await page.click(`[data-testid="${kind}-submit"]`)
+}
+
+/** Waits until the row for `key` shows exactly `text` and is no longer pending. */
+async function waitKv(page, kind, key, text) {
+  await page.waitForFunction(
+    ({ kind, key, text }) => {
+      const row = [...document.querySelectorAll(`[data-testid="${kind}-entry"]`)].find((r) => r.dataset.key === key)
+      return row && row.dataset.pending === 'false' && row.querySelector('.kv-value').textContent === text
+    },
+    { kind, key, text },
+    { timeout: STEP },
+  )
+}
+
+async function waitKvGone(page, kind, key) {
+  await page.waitForFunction(
+    ({ kind, key }) => ![...document.querySelectorAll(`[data-testid="${kind}-entry"]`)].some((r) => r.dataset.key === key),
+    { kind, key },
+    { timeout: STEP },
+  )
+}
+
+async function screenshot(page, name, { fullPage = true } = {}) {
   fs.mkdirSync(ARTIFACTS, { recursive: true })
-  await page.evaluate(() => window.scrollTo(0, 0))
-  await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true })
+  if (fullPage) await page.evaluate(() => window.scrollTo(0, 0))
+  await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage })
+}
+
+/** Where `locator` is in the viewport, and whether it is the topmost thing at its own centre. */
+function onScreen(locator) {
+  return locator.evaluate((node) => {
+    const r = node.getBoundingClientRect()
+    const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)
+    return {
+      inViewport: r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth,
+      onTop: !!top && node.contains(top),
+      scrollY: window.scrollY,
+    }
+  })
 }
 
 beforeAll(async () => {
@@ -136,9 +181,17 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  if (browser) await browser.close().catch(() => {})
-  if (running) await running.close().catch(() => {})
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+  // Each is closed even when another fails, and a failure fails the run: the server's close() writes
+  // the sessions, which is not to be ignored.
+  try {
+    if (browser) await browser.close()
+  } finally {
+    try {
+      if (running) await running.close()
+    } finally {
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+    }
+  }
 })
 
 afterEach(() => {
@@ -187,6 +240,8 @@ describe('narrative session web client', () => {
 
     await page.selectOption('#focus-select', 'ceremony')
     await waitFocus(page, 'ceremony')
+    // Something is stored now: "nothing stored yet" is gone.
+    await notice.waitFor({ state: 'hidden' })
 
     await addBeat(page, 'Kick-off: sessions should survive reconnects', 'review')
     const chart = await addChart(page, {
@@ -309,12 +364,20 @@ describe('narrative session web client', () => {
       })
       await waitPending(page)
     }
-    // Let the last events land, then both pages show what the server holds.
-    await new Promise((r) => setTimeout(r, 300))
+    // Both pages come to show what the server holds, none of it still marked pending.
     const { session } = await running.store.load(USER, WORKSPACE)
+    const held = session.storyBeats.map((x) => x.id).sort()
+    expect(held).toHaveLength(before + 2 * N)
     for (const page of [a, b]) {
-      const shown = await page.$$eval('[data-testid="beat"]', (els) => els.map((e) => e.dataset.beatId).sort())
-      expect(shown).toEqual(session.storyBeats.map((x) => x.id).sort())
+      await page.waitForFunction(
+        (want) => {
+          const beats = [...document.querySelectorAll('[data-testid="beat"]')]
+          const shown = beats.map((e) => e.dataset.beatId).sort()
+          return JSON.stringify(shown) === JSON.stringify(want) && beats.every((e) => e.dataset.pending === 'false')
+        },
+        held,
+        { timeout: STEP },
+      )
       const counts = await page.evaluate(() => window.__beatCounts)
       const drops = counts.filter((c, i) => i > 0 && c < counts[i - 1])
       expect({ counts, drops }).toEqual(expect.objectContaining({ drops: [] }))
@@ -339,8 +402,101 @@ describe('narrative session web client', () => {
     await page.close()
   })
 
-  test('dropped sockets: the page shows it is reconnecting and recovers by itself', async () => {
+  test('memory and config: set, edit and remove keys; another page sees each change, and the notice while scrolled', async () => {
+    const a = await openPage()
+    const b = await openPage()
+
+    // Text, and JSON, in memory; text in config. The server holds each as typed.
+    await a.bringToFront()
+    await setKv(a, 'memory', 'lastFile', 'src/app.ts')
+    await waitKv(a, 'memory', 'lastFile', 'src/app.ts')
+    await setKv(a, 'memory', 'layout', '{"tabs": 3, "split": [1, 2]}')
+    await waitKv(a, 'memory', 'layout', '{"tabs":3,"split":[1,2]}')
+    await setKv(a, 'memory', 'count', '"42"')
+    await waitKv(a, 'memory', 'count', '42')
+    await setKv(a, 'config', 'theme', 'dark')
+    await waitKv(a, 'config', 'theme', 'dark')
+    // A key is any text, even one that names a property of every JavaScript object.
+    await setKv(a, 'config', '__proto__', '{"polluted": true}')
+    await waitKv(a, 'config', '__proto__', '{"polluted":true}')
+    await waitPending(a)
+    let { session } = await running.store.load(USER, WORKSPACE)
+    expect(session.memory).toEqual({ lastFile: 'src/app.ts', layout: { tabs: 3, split: [1, 2] }, count: '42' })
+    expect(Object.entries(session.config)).toEqual([['theme', 'dark'], ['__proto__', { polluted: true }]])
+    await expectText(byTestId(a, 'kv-count'), '3 in memory · 2 in config')
+
+    // Bad input is refused in the page, with a reason, and nothing is sent.
+    await setKv(a, 'memory', 'gone', 'null')
+    await expectText(byTestId(a, 'memory-error'), 'use Remove')
+    await setKv(a, 'config', '   ', 'x')
+    await expectText(byTestId(a, 'config-error'), 'Enter a key')
+    expect(await byTestId(a, 'pending-count').isHidden()).toBe(true)
+    expect(Object.keys((await running.store.load(USER, WORKSPACE)).session.memory)).not.toContain('gone')
+
+    // Page B, in a short window scrolled to the bottom, far from where the top of the page is, sees
+    // A's change in its panel and a notice on screen.
+    await waitKv(b, 'memory', 'layout', '{"tabs":3,"split":[1,2]}')
+    await b.setViewportSize({ width: 1280, height: 420 })
+    if (await byTestId(b, 'merge-notice').isVisible()) await b.click('[data-testid="merge-notice"] .notice-close')
+    await byTestId(b, 'merge-notice').waitFor({ state: 'hidden' })
+    const scrolledTo = await b.evaluate(() => {
+      window.scrollTo(0, document.documentElement.scrollHeight)
+      return window.scrollY
+    })
+    expect(scrolledTo).toBeGreaterThan(420)
+    await a.bringToFront()
+    await a.locator('[data-testid="memory-entry"][data-key="lastFile"] [data-testid="memory-edit"]').click()
+    expect(await a.inputValue('[data-testid="memory-key"]')).toBe('lastFile')
+    expect(await a.inputValue('[data-testid="memory-value"]')).toBe('src/app.ts')
+    await a.fill('[data-testid="memory-value"]', 'src/lib.rs')
+    await a.click('[data-testid="memory-submit"]')
+    const notice = byTestId(b, 'merge-notice')
+    await expectText(notice, 'Updated from another tab — memory “lastFile”')
+    await waitKv(b, 'memory', 'lastFile', 'src/lib.rs')
+    expect(await onScreen(notice)).toEqual({ inViewport: true, onTop: true, scrollY: scrolledTo })
+    await screenshot(b, 'narrative-session-notice-scrolled.png', { fullPage: false })
+    // From the top of the page, "Show" brings the changed panel into view.
+    const memoryTop = () => byTestId(b, 'memory-card').evaluate((n) => n.getBoundingClientRect().top / innerHeight)
+    await b.evaluate(() => window.scrollTo(0, 0))
+    expect(await memoryTop()).toBeGreaterThan(0.5)
+    await b.bringToFront()
+    await byTestId(b, 'merge-show').click()
+    await b.waitForFunction(() => {
+      const top = document.querySelector('[data-testid="memory-card"]').getBoundingClientRect().top
+      return top >= 0 && top < innerHeight / 2
+    })
+
+    // Editing a JSON value starts from its JSON; removing a key removes it everywhere.
+    await a.bringToFront()
+    await a.locator('[data-testid="memory-entry"][data-key="layout"] [data-testid="memory-edit"]').click()
+    expect(JSON.parse(await a.inputValue('[data-testid="memory-value"]'))).toEqual({ tabs: 3, split: [1, 2] })
+    expect(await a.inputValue('[data-testid="memory-value"]')).toContain('\n') // pretty, one key a line
+    await a.fill('[data-testid="memory-value"]', '{"tabs": 4}')
+    await a.press('[data-testid="memory-value"]', 'Control+Enter')
+    await waitKv(b, 'memory', 'layout', '{"tabs":4}')
+    await a.locator('[data-testid="memory-entry"][data-key="count"] [data-testid="memory-edit"]').click()
+    expect(await a.inputValue('[data-testid="memory-value"]')).toBe('"42"') // the text 42, not the number
+    for (const key of ['theme', '__proto__']) {
+      await a.locator(`[data-testid="config-entry"][data-key="${key}"] [data-testid="config-remove"]`).click()
+      await waitKvGone(b, 'config', key)
+      await expectText(byTestId(b, 'merge-notice'), `“${key}”`) // one notice sums up both
+      await waitKvGone(a, 'config', key)
+    }
+    await expectText(byTestId(b, 'merge-notice'), 'config “theme”, “__proto__”')
+    await waitPending(a)
+    ;({ session } = await running.store.load(USER, WORKSPACE))
+    expect(session.memory).toEqual({ lastFile: 'src/lib.rs', layout: { tabs: 4 }, count: '42' })
+    expect(session.config).toEqual({})
+    await a.close()
+    await b.close()
+  })
+
+  test('dropped sockets: the page shows it is reconnecting and recovers by itself, without the old merge notice', async () => {
     const page = await openPage()
+    const other = await openPage()
+    await addBeat(other, 'Just before the drop')
+    await expectText(byTestId(page, 'merge-notice'), 'Updated from another tab — beats')
+    await other.close()
     await page.evaluate(() => {
       window.__states = []
       new MutationObserver(() => window.__states.push(document.body.dataset.connection)).observe(document.body, {
@@ -351,7 +507,9 @@ describe('narrative session web client', () => {
     for (const ws of running.wss.clients) ws.terminate()
     await page.waitForFunction(() => window.__states.includes('reconnecting'))
     await waitConnected(page)
-    await expect(byTestId(page, 'restore-notice').textContent()).resolves.toContain('Restored your narrative session')
+    await expect(byTestId(page, 'restore-notice').textContent()).resolves.toContain('Reconnected. Restored your narrative session')
+    // The restored session holds the merged beat: its notice is stale, and gone.
+    expect(await byTestId(page, 'merge-notice').isHidden()).toBe(true)
     // Still works after the reconnect.
     await addBeat(page, 'Back after a dropped socket')
     await page.close()
@@ -367,12 +525,28 @@ describe('narrative session web client', () => {
     await banner.waitFor({ state: 'visible' })
     await expectText(banner, 'Reconnecting…')
     expect(await page.getAttribute('[data-testid="connection-status"]', 'data-state')).toBe('reconnecting')
-    await screenshot(page, 'narrative-session-reconnecting.png')
+    // "Restored your narrative session" is no longer true: it went with the connection.
+    expect(await byTestId(page, 'restore-notice').isHidden()).toBe(true)
 
-    // A beat added while the server is down waits in the page ...
+    // A beat, a message and a memory key added while the server is down wait in the page, shown as
+    // pending where they belong ...
     await page.fill('#beat-description', 'Written while offline')
     await page.click('[data-testid="beat-submit"]')
     await waitPending(page, false)
+    await page.fill('#conversation-content', 'Typed on the train')
+    await page.click('[data-testid="conversation-submit"]')
+    await setKv(page, 'memory', 'offlineNote', 'tunnel')
+    await expectText(byTestId(page, 'pending-count'), '3 changes pending')
+    const offline = [
+      byTestId(page, 'beat').filter({ hasText: 'Written while offline' }),
+      byTestId(page, 'conversation-entry').filter({ hasText: 'Typed on the train' }),
+      kvRow(page, 'memory', 'offlineNote'),
+    ]
+    for (const item of offline) {
+      expect(await item.getAttribute('data-pending')).toBe('true')
+      await item.locator('[data-testid="pending-tag"]').waitFor({ state: 'visible' })
+    }
+    await screenshot(page, 'narrative-session-reconnecting.png')
 
     // ... and is sent when the server comes back on the same port and data dir.
     running = await createServer({ dataDir: tmp, port })
@@ -381,8 +555,14 @@ describe('narrative session web client', () => {
     await expectText(byTestId(page, 'restore-notice'), 'Restored your narrative session')
     await expectText(byTestId(page, 'beat'), 'Written while offline')
     await waitPending(page)
+    for (const item of offline) {
+      await page.waitForFunction((node) => node.dataset.pending === 'false', await item.elementHandle())
+      expect(await item.locator('[data-testid="pending-tag"]').isVisible()).toBe(false)
+    }
     const { session } = await running.store.load(USER, WORKSPACE)
     expect(session.storyBeats.map((x) => x.description)).toContain('Written while offline')
+    expect(session.conversationHistory.map((x) => x.content)).toContain('Typed on the train')
+    expect(session.memory.offlineNote).toBe('tunnel')
     await page.close()
   })
 
@@ -420,5 +600,98 @@ describe('narrative session web client', () => {
     await page.evaluate(() => document.querySelectorAll('details.edit').forEach((d) => (d.open = false)))
     await screenshot(page, 'narrative-session.png')
     await page.close()
+  })
+
+  test('at 420 px nothing overflows, and "Mark resolved" sits in its card looking enabled', async () => {
+    const narrow = await browser.newContext({ viewport: { width: 420, height: 860 } })
+    try {
+      const page = await openPage(WORKSPACE, narrow)
+      const chart = await addChart(page, {
+        title: 'Fits on a phone',
+        desired: 'Every control inside its card',
+        reality: 'Buttons spill out at 420 px',
+        firstAction: 'Wrap the chart footer',
+      })
+      await expectText(chart.locator('[data-testid="chart-progress"]'), '0/1 actions')
+      await waitPending(page)
+
+      // Every element inside the page's width, and inside the card it belongs to.
+      const outside = () =>
+        page.evaluate(() => {
+          const found = []
+          const width = document.documentElement.clientWidth
+          if (document.documentElement.scrollWidth > width) found.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${width}`)
+          const name = (n) => `${n.tagName.toLowerCase()}${n.className && typeof n.className === 'string' ? `.${n.className.trim().split(/\s+/).join('.')}` : ''} "${(n.textContent || '').trim().slice(0, 30)}"`
+          for (const box of document.querySelectorAll('.card, .chart, .topbar')) {
+            const b = box.getBoundingClientRect()
+            for (const n of box.querySelectorAll('*')) {
+              const r = n.getBoundingClientRect()
+              if (r.width === 0 || r.height === 0) continue
+              if (r.left < b.left - 0.5 || r.right > b.right + 0.5) found.push(`${name(n)} leaves ${name(box)}: ${r.left.toFixed(1)}..${r.right.toFixed(1)} not in ${b.left.toFixed(1)}..${b.right.toFixed(1)}`)
+            }
+          }
+          return found
+        })
+      expect(await outside()).toEqual([])
+
+      // A button that looks enabled: not disabled, not faded, readable text, a visible edge.
+      const looks = (button) =>
+        button.evaluate((node) => {
+          const rgba = (c) => {
+            const m = c.match(/rgba?\(([^)]+)\)/)
+            const [r, g, b, a = 1] = m[1].split(/[ ,/]+/).filter(Boolean).map(Number)
+            return [r, g, b, a]
+          }
+          const over = (top, under) => top.slice(0, 3).map((v, i) => v * top[3] + under[i] * (1 - top[3])).concat(1)
+          let background = [255, 255, 255, 1]
+          const chain = []
+          for (let n = node; n; n = n.parentElement) chain.unshift(n)
+          let opacity = 1
+          for (const n of chain) {
+            const style = getComputedStyle(n)
+            background = over(rgba(style.backgroundColor), background)
+            opacity *= Number(style.opacity)
+          }
+          const lum = (c) => {
+            const [r, g, b] = c.slice(0, 3).map((v) => {
+              const s = v / 255
+              return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4
+            })
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b
+          }
+          const contrast = (x, y) => (Math.max(lum(x), lum(y)) + 0.05) / (Math.min(lum(x), lum(y)) + 0.05)
+          const style = getComputedStyle(node)
+          const border = over(rgba(style.borderTopColor), background)
+          const card = node.closest('.chart').getBoundingClientRect()
+          const r = node.getBoundingClientRect()
+          return {
+            disabled: node.disabled,
+            opacity,
+            readable: contrast(over(rgba(style.color), background), background) >= 4.5,
+            edge: parseFloat(style.borderTopWidth) > 0 && contrast(border, background) >= 1.3,
+            inCard: r.left >= card.left && r.right <= card.right && r.top >= card.top && r.bottom <= card.bottom,
+          }
+        })
+      const enabled = { disabled: false, opacity: 1, readable: true, edge: true, inCard: true }
+      const toggle = chart.locator('[data-testid="chart-status-toggle"]')
+      await expectText(toggle, 'Mark resolved')
+      expect(await looks(toggle)).toEqual(enabled)
+      await screenshot(page, 'narrative-session-420.png')
+
+      // Resolved, the chart is dimmed but "Reopen" is not.
+      await toggle.click()
+      await expectText(chart.locator('[data-testid="chart-status"]'), 'resolved')
+      await expectText(toggle, 'Reopen')
+      expect(await looks(toggle)).toEqual(enabled)
+      await chart.evaluate((node) => node.scrollIntoView({ block: 'center' }))
+      await screenshot(page, 'narrative-session-420-resolved.png', { fullPage: false })
+      expect(await outside()).toEqual([])
+      await toggle.click()
+      await expectText(chart.locator('[data-testid="chart-status"]'), 'active')
+      await waitPending(page)
+      await page.close()
+    } finally {
+      await narrow.close()
+    }
   })
 })

@@ -2,13 +2,14 @@
 // The narrative session web client: plain JS, no build step. It renders only what the server sends
 // (`restored`, `ack` and `merged` events carry the whole session) and sends `session-update`
 // envelopes (docs/protocol.md). Updates are merges by id, so resending one is harmless: unacked
-// updates are kept and sent again after a reconnect.
+// updates are kept, shown as pending, and sent again after a reconnect.
 ;(() => {
   const UNIVERSES = ['engineer', 'ceremony', 'story']
   const FOCUS_VALUES = [...UNIVERSES, 'all']
   const RECONNECT_BASE_MS = 250
   const RECONNECT_CAP_MS = 5000
   const MERGE_NOTICE_MS = 10000
+  const RESTORE_NOTICE_MS = 8000
   const MAX_OUTBOX = 500
 
   const $ = (id) => document.getElementById(id)
@@ -23,6 +24,8 @@
     attempt: 0,
     reconnectTimer: null,
     outbox: new Map(), // traceId -> envelope, until acked or refused
+    settling: [], // acked payloads whose new list items no session from the server has shown yet
+    view: null, // the session as shown: the server's, with the outbox laid over it (viewOf)
     seq: 0,
   }
 
@@ -30,6 +33,15 @@
 
   const newId = (prefix) => `${prefix}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`
   const nowIso = () => new Date().toISOString()
+  const asArray = (v) => (Array.isArray(v) ? v : [])
+  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+  /** Plays a CSS animation again, even when the class is already on. */
+  function replay(node, className) {
+    node.classList.remove(className)
+    void node.offsetWidth // a reflow, so that the class comes back as new
+    node.classList.add(className)
+  }
 
   function el(tag, props = {}, ...children) {
     const node = document.createElement(tag)
@@ -82,55 +94,126 @@
 
   // ---------------------------------------------------------------- notices
 
-  let mergeTimer = null
-  function showRestoreNotice(payload) {
+  // Notices are toasts (style.css), and each goes when it stops being true: "restored" after a few
+  // seconds, "new session, nothing stored yet" once something is stored, a merge notice after a few
+  // seconds or at a reconnect (the restored session already holds the change), a recovery warning
+  // and errors only when dismissed.
+  const timers = { restore: null, merge: null }
+  let mergeSummary = null // what the merge notice on screen sums up: { sources, heads, keys }
+
+  function hideNotice(id) {
+    $(id).hidden = true
+    if (id === 'merge-notice') {
+      clearTimeout(timers.merge)
+      mergeSummary = null
+    }
+    if (id === 'restore-notice') clearTimeout(timers.restore)
+  }
+
+  function showRestoreNotice(payload, reconnected) {
     const n = $('restore-notice')
     let text
     if (payload.created) text = 'New narrative session — nothing stored yet for this workspace.'
-    else text = 'Restored your narrative session.'
+    else text = `${reconnected ? 'Reconnected. ' : ''}Restored your narrative session.`
     if (payload.recovered) {
       text += ' The stored file was unusable; the previous good version was recovered (the bad file was kept aside).'
     }
-    n.textContent = text
+    $('restore-text').textContent = text
     n.dataset.created = String(!!payload.created)
     n.dataset.recovered = String(!!payload.recovered)
     n.classList.toggle('notice-warn', !!payload.recovered)
     n.hidden = false
+    clearTimeout(timers.restore)
+    if (!payload.created && !payload.recovered) timers.restore = setTimeout(() => hideNotice('restore-notice'), RESTORE_NOTICE_MS)
+  }
+
+  /** Something is stored now: "nothing stored yet" is no longer true. */
+  function somethingStored() {
+    const n = $('restore-notice')
+    if (!n.hidden && n.dataset.created === 'true' && n.dataset.recovered !== 'true') hideNotice('restore-notice')
+  }
+
+  // Each top-level field: the section of the page it is shown in, and its name in a notice.
+  const SECTION_OF = new Map([
+    ['universeFocus', '.universes'],
+    ['storyPosition', '.position'],
+    ['activeCharts', '.charts'],
+    ['storyBeats', '.beats'],
+    ['conversationHistory', '.conversation'],
+    ['memory', '.memory'],
+    ['config', '.memory'],
+  ])
+  const LABEL_OF = new Map([
+    ['universeFocus', 'focus'],
+    ['storyPosition', 'story position'],
+    ['activeCharts', 'charts'],
+    ['storyBeats', 'beats'],
+    ['conversationHistory', 'conversation'],
+  ])
+  const KV_KINDS = ['memory', 'config']
+
+  // A change path is "<field>" or "<field>.<rest>"; a memory or config key may itself hold dots.
+  function splitChange(change) {
+    const text = String(change)
+    const dot = text.indexOf('.')
+    return dot === -1 ? [text, ''] : [text.slice(0, dot), text.slice(dot + 1)]
   }
 
   function showMergeNotice(payload) {
     const n = $('merge-notice')
+    if (n.hidden || !mergeSummary) mergeSummary = { sources: new Set(), heads: [], keys: new Map(KV_KINDS.map((k) => [k, []])) }
     const external = payload.origin === 'external'
-    const what = describeChanges(payload.changes)
-    n.textContent = `${external ? 'Updated by another process' : 'Updated from another tab'}${what ? ` — ${what}` : ''}`
+    mergeSummary.sources.add(external ? 'external' : 'tab')
+    for (const change of asArray(payload.changes)) {
+      const [head, rest] = splitChange(change)
+      if (!mergeSummary.heads.includes(head)) mergeSummary.heads.push(head)
+      const keys = mergeSummary.keys.get(head)
+      if (keys && rest && !keys.includes(rest)) keys.push(rest)
+    }
+    const from = [...mergeSummary.sources].map((s) => (s === 'external' ? 'by another process' : 'from another tab')).join(' and ')
+    const what = describeChanges(mergeSummary)
+    $('merge-text').textContent = `Updated ${from}${what ? ` — ${what}` : ''}`
     n.dataset.origin = external ? 'external' : 'tab'
+    $('merge-show').hidden = !mergeSummary.heads.some((h) => SECTION_OF.has(h))
     n.hidden = false
-    n.classList.remove('flash')
-    void n.offsetWidth // restart the animation
-    n.classList.add('flash')
-    clearTimeout(mergeTimer)
-    mergeTimer = setTimeout(() => {
-      n.hidden = true
-    }, MERGE_NOTICE_MS)
+    replay(n, 'flash')
+    clearTimeout(timers.merge)
+    timers.merge = setTimeout(() => hideNotice('merge-notice'), MERGE_NOTICE_MS)
   }
 
-  function describeChanges(changes) {
-    if (!Array.isArray(changes) || changes.length === 0) return ''
-    const labels = {
-      universeFocus: 'focus',
-      storyPosition: 'story position',
-      storyBeats: 'beats',
-      activeCharts: 'charts',
-      conversationHistory: 'conversation',
-      memory: 'memory',
-      config: 'config',
+  function describeChanges(summary) {
+    const quote = (keys) => {
+      const shown = keys.slice(0, 3).map((k) => `“${k.length > 40 ? `${k.slice(0, 39)}…` : k}”`)
+      return keys.length > 3 ? `${shown.join(', ')} and ${keys.length - 3} more` : shown.join(', ')
     }
-    const seen = new Set()
-    for (const c of changes) {
-      const head = String(c).split('.')[0]
-      seen.add(labels[head] || head)
+    const parts = []
+    for (const head of summary.heads) {
+      const label = LABEL_OF.get(head) || head
+      const keys = summary.keys.get(head)
+      parts.push(keys && keys.length ? `${label} ${quote(keys)}` : label)
     }
-    return [...seen].join(', ')
+    return parts.join(', ')
+  }
+
+  /** Scrolls to the first section the merge notice names, and rings it. */
+  function showMergedSection() {
+    const head = mergeSummary && mergeSummary.heads.find((h) => SECTION_OF.has(h))
+    if (!head) return
+    const section = document.querySelector(SECTION_OF.get(head))
+    section.scrollIntoView({ behavior: 'smooth', block: 'start' })
+    replay(section, 'changed')
+  }
+
+  /** Rings each section (and memory or config row) that another tab or process changed. */
+  function markChanged(changes) {
+    const sections = new Set()
+    for (const change of asArray(changes)) {
+      const [head, rest] = splitChange(change)
+      if (SECTION_OF.has(head)) sections.add(SECTION_OF.get(head))
+      const row = KV_KINDS.includes(head) && kvRows[head].get(rest)
+      if (row) replay(row, 'flash')
+    }
+    for (const selector of sections) replay(document.querySelector(selector), 'changed')
   }
 
   function showError(code, message) {
@@ -138,6 +221,9 @@
     $('error-notice').dataset.code = code || ''
     $('error-notice').hidden = false
   }
+
+  // Errors about reaching the server, which a successful connection makes stale.
+  const CONNECTION_ERRORS = ['EAUTH', 'ECONNECT']
 
   // ---------------------------------------------------------------- connection
 
@@ -189,6 +275,8 @@
       if (state.ws !== ws) return
       state.ws = null
       state.connected = false
+      // "Restored" is stale once the connection is gone; a recovery warning stays until dismissed.
+      if ($('restore-notice').dataset.recovered !== 'true') hideNotice('restore-notice')
       if (ev.code === 4401) showError('EAUTH', ev.reason || 'the server refused this connection (no user identity)')
       scheduleReconnect()
     })
@@ -215,6 +303,7 @@
     }
     state.outbox.set(traceId, envelope)
     updatePending()
+    if (state.session) render()
     if (state.connected && state.ws && state.ws.readyState === WebSocket.OPEN) {
       state.ws.send(JSON.stringify(envelope))
     }
@@ -231,29 +320,43 @@
       const p = msg.payload || {}
       if (msg.traceId) state.outbox.delete(msg.traceId)
       updatePending()
+      if (state.session) render()
       showError(p.code, p.message)
       return
     }
     if (msg.type !== 'session-event') return
     const p = msg.payload || {}
     switch (p.event) {
-      case 'restored':
+      case 'restored': {
+        const reconnected = state.everConnected
         state.connected = true
         state.everConnected = true
         state.attempt = 0
         applySession(p.session, true)
         setConnState('connected')
-        showRestoreNotice(p)
+        hideNotice('merge-notice') // the restored session holds whatever it announced
+        if (CONNECTION_ERRORS.includes($('error-notice').dataset.code)) hideNotice('error-notice')
+        showRestoreNotice(p, reconnected)
         flushOutbox()
         break
-      case 'ack':
-        if (msg.traceId) state.outbox.delete(msg.traceId)
+      }
+      case 'ack': {
+        const envelope = msg.traceId ? state.outbox.get(msg.traceId) : undefined
+        if (envelope) {
+          state.outbox.delete(msg.traceId)
+          if (hasListItems(envelope.payload)) state.settling.push(envelope.payload)
+          if (state.settling.length > MAX_OUTBOX) state.settling.shift()
+        }
         updatePending()
         applySession(p.session, false)
+        if (asArray(p.changes).length) somethingStored()
         break
+      }
       case 'merged':
         applySession(p.session, false)
         showMergeNotice(p)
+        markChanged(p.changes)
+        if (asArray(p.changes).length) somethingStored()
         break
       default:
         break
@@ -266,7 +369,10 @@
     if (!session || typeof session !== 'object') return
     // Events on one socket can arrive out of order (the handler loads the session for a `merged`
     // broadcast after the merge, so an `ack` sent later can carry an older snapshot): never step back.
-    if (!force && state.session && isOlder(session, state.session)) return
+    if (!force && state.session && isOlder(session, state.session)) {
+      render() // the outbox may have changed
+      return
+    }
     state.session = session
     render()
   }
@@ -301,8 +407,117 @@
     return false
   }
 
+  // ---------------------------------------------------------------- what the page shows
+
+  // The page shows the server's session with the updates it has not acknowledged yet laid over it,
+  // marked pending: a message typed offline is seen at once, as a message. A new chart, action,
+  // beat or entry stays shown after its ack until a session from the server holds it, since an
+  // ack's session may be older than one the page already has (applySession keeps the newer).
+  const PENDING = Symbol('pending')
+  const LISTS = ['storyBeats', 'conversationHistory']
+
+  function hasListItems(payload) {
+    return LISTS.some((k) => asArray(payload[k]).length > 0) || asArray(payload.activeCharts).length > 0
+  }
+
+  // Objects without a prototype, so that a key such as "__proto__" is a key like any other.
+  const keyedCopy = (v) => Object.assign(Object.create(null), isObject(v) ? v : {})
+
+  function viewOf(session) {
+    const view = {
+      ...session,
+      memory: keyedCopy(session.memory),
+      config: keyedCopy(session.config),
+      activeCharts: asArray(session.activeCharts).map((c) => ({ ...c, actions: asArray(c.actions).slice() })),
+      storyBeats: asArray(session.storyBeats).slice(),
+      conversationHistory: asArray(session.conversationHistory).slice(),
+      kvPending: { memory: new Map(), config: new Map() }, // key -> 'set' | 'delete'
+    }
+    // What the view holds, by id: a chart's `actionIds` beside it.
+    const known = {
+      storyBeats: new Set(view.storyBeats.map((x) => x && x.id)),
+      conversationHistory: new Set(view.conversationHistory.map((x) => x && x.id)),
+      charts: new Map(view.activeCharts.map((c) => [c.id, { chart: c, actionIds: new Set(c.actions.map((a) => a && a.id)) }])),
+    }
+    state.settling = state.settling.filter((payload) => !holdsItems(known, payload))
+    for (const payload of state.settling) overlay(view, known, payload, false)
+    for (const envelope of state.outbox.values()) overlay(view, known, envelope.payload, true)
+    return view
+  }
+
+  /** Does the view (`known`, before any overlay) hold every chart, action, beat and entry `payload` adds? */
+  function holdsItems(known, payload) {
+    for (const key of LISTS) {
+      for (const item of asArray(payload[key])) if (!known[key].has(item.id)) return false
+    }
+    for (const update of asArray(payload.activeCharts)) {
+      const entry = known.charts.get(update.id)
+      if (!entry) return false
+      for (const action of asArray(update.actions)) if (!entry.actionIds.has(action.id)) return false
+    }
+    return true
+  }
+
+  // Lays one update over the view as the server would merge it. Acked updates (pending false) only
+  // add the list items the view lacks; their values may since have been overwritten elsewhere.
+  function overlay(view, known, payload, pending) {
+    const mark = (item) => (pending ? { ...item, [PENDING]: true } : { ...item })
+    for (const key of LISTS) {
+      for (const item of asArray(payload[key])) {
+        if (known[key].has(item.id)) continue
+        view[key].push(mark(item))
+        known[key].add(item.id)
+      }
+    }
+    for (const update of asArray(payload.activeCharts)) {
+      const { actions, ...fields } = update
+      let entry = known.charts.get(update.id)
+      if (!entry) {
+        entry = { chart: { status: 'active', ...mark(fields), actions: [] }, actionIds: new Set() }
+        view.activeCharts.push(entry.chart)
+        known.charts.set(update.id, entry)
+      } else if (pending && Object.keys(fields).length > 1) {
+        Object.assign(entry.chart, fields, { [PENDING]: true })
+      }
+      const chart = entry.chart
+      for (const action of asArray(actions)) {
+        if (!entry.actionIds.has(action.id)) {
+          chart.actions.push(mark(action))
+          entry.actionIds.add(action.id)
+        } else if (pending) {
+          const i = chart.actions.findIndex((a) => a && a.id === action.id)
+          chart.actions[i] = { ...chart.actions[i], ...action, [PENDING]: true }
+        }
+      }
+    }
+    if (!pending) return
+    if (typeof payload.universeFocus === 'string') view.universeFocus = payload.universeFocus
+    if (isObject(payload.storyPosition)) view.storyPosition = { ...view.storyPosition, ...payload.storyPosition }
+    for (const kind of KV_KINDS) {
+      if (!isObject(payload[kind])) continue
+      for (const [key, value] of Object.entries(payload[kind])) {
+        if (value === null) {
+          view.kvPending[kind].set(key, 'delete') // still shown, struck through, until the server drops it
+        } else {
+          view[kind][key] = value
+          view.kvPending[kind].set(key, 'set')
+        }
+      }
+    }
+  }
+
+  function pendingTag() {
+    return el('span', {
+      className: 'pending-tag',
+      text: 'pending',
+      title: 'Not on the server yet: sent as soon as the page is connected',
+      dataset: { testid: 'pending-tag' },
+    })
+  }
+
   function render() {
-    const s = state.session
+    const s = viewOf(state.session)
+    state.view = s
     document.body.dataset.focus = s.universeFocus
     $('workspace-id').textContent = s.workspaceId || workspace
     document.title = `Narrative · ${s.workspaceId || workspace}`
@@ -311,6 +526,9 @@
     renderCharts(s)
     renderBeats(s)
     renderConversation(s)
+    for (const kind of KV_KINDS) renderKv(kind, s)
+    const count = (kind) => Object.keys(s[kind]).length
+    $('kv-count').textContent = `${count('memory')} in memory · ${count('config')} in config`
     $('session-meta').textContent =
       `user ${s.userId} · session ${String(s.id).slice(0, 12)} · created ${formatTime(s.createdAt)} · last update ${formatTime(s.updatedAt)}`
   }
@@ -395,14 +613,14 @@
       const input = form.elements.title
       const title = input.value.trim()
       if (!title) return
-      const chart = (state.session.activeCharts || []).find((c) => c.id === chartId)
+      const chart = state.view.activeCharts.find((c) => c.id === chartId)
       const orders = (chart && chart.actions ? chart.actions : []).map((a) => (typeof a.order === 'number' ? a.order : -1))
       const order = orders.length ? Math.max(...orders) + 1 : 0
       send({ activeCharts: [{ id: chartId, actions: [{ id: newId('a'), title, completed: false, order }] }] })
       input.value = ''
     })
     card.querySelector('.chart-status-toggle').addEventListener('click', () => {
-      const chart = (state.session.activeCharts || []).find((c) => c.id === chartId)
+      const chart = state.view.activeCharts.find((c) => c.id === chartId)
       if (!chart) return
       send({ activeCharts: [{ id: chartId, status: chart.status === 'active' ? 'resolved' : 'active' }] })
     })
@@ -426,6 +644,10 @@
     badge.textContent = status
     badge.className = `badge chart-status status-${status}`
     card.dataset.status = status
+    const pending = !!chart[PENDING]
+    card.classList.toggle('is-pending', pending)
+    card.dataset.pending = String(pending)
+    q('.pending-tag').hidden = !pending
     const { done, total, ratio, level } = progressOf(chart)
     const fill = q('.progress-fill')
     fill.style.width = `${Math.round(ratio * 100)}%`
@@ -460,6 +682,8 @@
       }
       const done = !!action.completed
       li.classList.toggle('is-done', done)
+      li.classList.toggle('is-pending', !!action[PENDING])
+      li.dataset.pending = String(!!action[PENDING])
       li.dataset.completed = String(done)
       li.querySelector('input').checked = done
       li.querySelector('.action-title').textContent = action.title || '(untitled action)'
@@ -484,9 +708,13 @@
             }),
           )
         : []
+      const pending = !!beat[PENDING]
       return el(
         'li',
-        { className: 'beat', dataset: { beatId: beat.id, testid: 'beat', type: beat.type || '' } },
+        {
+          className: `beat${pending ? ' is-pending' : ''}`,
+          dataset: { beatId: beat.id, testid: 'beat', type: beat.type || '', pending: String(pending) },
+        },
         el('span', { className: 'beat-dot', 'aria-hidden': 'true' }),
         el(
           'div',
@@ -496,6 +724,7 @@
             { className: 'beat-head' },
             el('span', { className: 'beat-num', text: `#${i + 1}` }),
             el('span', { className: `badge beat-type type-${String(beat.type || 'custom').replace(/[^a-z-]/gi, '')}`, text: beat.type || 'custom', dataset: { testid: 'beat-type-text' } }),
+            pending ? pendingTag() : null,
             el('time', { className: 'beat-time', datetime: beat.createdAt, text: formatTime(beat.createdAt) }),
           ),
           el('div', { className: 'beat-description', text: beat.description || '', dataset: { testid: 'beat-description-text' } }),
@@ -513,26 +742,182 @@
 
   function renderConversation(s) {
     const entries = [...(s.conversationHistory || [])].sort(byTimeThenId('timestamp'))
-    const items = entries.map((entry) =>
-      el(
+    const items = entries.map((entry) => {
+      const pending = !!entry[PENDING]
+      return el(
         'li',
-        { className: `entry role-${String(entry.role).replace(/[^a-z]/gi, '')}`, dataset: { entryId: entry.id, testid: 'conversation-entry', role: entry.role } },
+        {
+          className: `entry role-${String(entry.role).replace(/[^a-z]/gi, '')}${pending ? ' is-pending' : ''}`,
+          dataset: { entryId: entry.id, testid: 'conversation-entry', role: entry.role, pending: String(pending) },
+        },
         el(
           'div',
           { className: 'entry-head' },
           el('span', { className: 'entry-role', text: entry.role }),
           entry.universe ? el('span', { className: `badge u-${entry.universe}`, text: entry.universe }) : null,
+          pending ? pendingTag() : null,
           el('time', { className: 'entry-time', datetime: entry.timestamp, text: formatTime(entry.timestamp) }),
         ),
         el('div', { className: 'entry-content', text: entry.content || '' }),
-      ),
-    )
+      )
+    })
     const list = $('conversation')
     const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4
     list.replaceChildren(...items)
     if (atEnd) list.scrollTop = list.scrollHeight
     $('conversation-empty').hidden = entries.length > 0
     $('conversation-count').textContent = entries.length ? `${entries.length}` : ''
+  }
+
+  // ---------------------------------------------------------------- memory and config
+
+  // Rows are kept by key, in the session's key order, so a re-render never loses a row's flash.
+  const kvRows = { memory: new Map(), config: new Map() }
+  const kvPanels = {} // kind -> { list, empty, form, error }, made by buildKvPanel
+
+  const KV_PANEL_TEXT = {
+    memory: { title: 'Memory', empty: 'Nothing remembered yet.', key: 'e.g. lastFile', value: 'e.g. src/app.ts' },
+    config: { title: 'Config', empty: 'No settings yet.', key: 'e.g. theme', value: 'e.g. dark' },
+  }
+
+  /** Makes the panel of one kind from kv-template; its parts are named `<kind>-…` for tests. */
+  function buildKvPanel(kind) {
+    const text = KV_PANEL_TEXT[kind]
+    const panel = $('kv-template').content.firstElementChild.cloneNode(true)
+    const part = (selector, testid) => {
+      const node = panel.querySelector(selector)
+      node.dataset.testid = `${kind}-${testid}`
+      return node
+    }
+    panel.dataset.kind = kind
+    panel.dataset.testid = `${kind}-panel`
+    panel.querySelector('.kv-title').textContent = text.title
+    const parts = {
+      list: part('.kv-list', 'list'),
+      empty: panel.querySelector('.kv-empty'),
+      form: part('.kv-form', 'form'),
+      error: part('.kv-error', 'error'),
+    }
+    parts.empty.textContent = text.empty
+    Object.assign(part('input[name="key"]', 'key'), { placeholder: text.key })
+    Object.assign(part('textarea[name="value"]', 'value'), { placeholder: text.value })
+    part('button[type="submit"]', 'submit')
+    kvPanels[kind] = parts
+    $('kv-columns').append(panel)
+    return parts
+  }
+
+  // What the value field holds: JSON when it parses as JSON, else the text itself. So `42` is a
+  // number and `"42"` the text 42; `null` is refused, since a null value removes the key.
+  function parseKvValue(text) {
+    const trimmed = text.trim()
+    if (trimmed === '') return { error: 'Enter a value.' }
+    let value
+    try {
+      value = JSON.parse(trimmed)
+    } catch {
+      return { value: trimmed }
+    }
+    if (value === null) return { error: 'null would remove the key: use Remove for that.' }
+    return { value }
+  }
+
+  // The text that parseKvValue turns back into `value`.
+  function editableKvValue(value) {
+    if (typeof value === 'string' && value !== '' && value.trim() === value) {
+      try {
+        JSON.parse(value)
+      } catch {
+        return value
+      }
+    }
+    return JSON.stringify(value, null, 2)
+  }
+
+  function renderKv(kind, view) {
+    const values = view[kind]
+    const pending = view.kvPending[kind]
+    const rows = kvRows[kind]
+    const { list, empty } = kvPanels[kind]
+    const keys = Object.keys(values)
+    keys.forEach((key, i) => {
+      let row = rows.get(key)
+      if (!row) {
+        row = createKvRow(kind, key)
+        rows.set(key, row)
+      }
+      const value = values[key]
+      const text = row.querySelector('.kv-value')
+      text.textContent = typeof value === 'string' ? value : JSON.stringify(value)
+      text.classList.toggle('is-json', typeof value !== 'string')
+      const mark = pending.get(key) // 'set', 'delete' or undefined
+      row.classList.toggle('is-pending', mark !== undefined)
+      row.classList.toggle('is-deleting', mark === 'delete')
+      row.dataset.pending = String(mark !== undefined)
+      row.querySelector('.pending-tag').hidden = mark === undefined
+      if (list.children[i] !== row) list.insertBefore(row, list.children[i] || null)
+    })
+    for (const [key, row] of rows) {
+      if (!Object.prototype.hasOwnProperty.call(values, key)) {
+        row.remove()
+        rows.delete(key)
+      }
+    }
+    empty.hidden = keys.length > 0
+  }
+
+  function createKvRow(kind, key) {
+    const tag = pendingTag()
+    tag.hidden = true
+    const edit = el('button', { type: 'button', className: 'btn btn-small', text: 'Edit', dataset: { testid: `${kind}-edit` } })
+    const remove = el('button', { type: 'button', className: 'btn btn-small btn-danger', text: 'Remove', dataset: { testid: `${kind}-remove` } })
+    edit.setAttribute('aria-label', `Edit ${key}`)
+    remove.setAttribute('aria-label', `Remove ${key}`)
+    edit.addEventListener('click', () => {
+      const { form } = kvPanels[kind]
+      form.elements.key.value = key
+      form.elements.value.value = editableKvValue(state.view[kind][key])
+      showKvError(kind, '')
+      form.scrollIntoView({ block: 'nearest' })
+      form.elements.value.focus()
+      form.elements.value.select()
+    })
+    remove.addEventListener('click', () => send({ [kind]: { [key]: null } }))
+    return el(
+      'li',
+      { className: 'kv-row', dataset: { key, testid: `${kind}-entry` } },
+      el('div', { className: 'kv-head' }, el('code', { className: 'kv-key', text: key, dataset: { testid: `${kind}-key-text` } }), tag),
+      el('div', { className: 'kv-value', dataset: { testid: `${kind}-value-text` } }),
+      el('div', { className: 'kv-actions' }, edit, remove),
+    )
+  }
+
+  function showKvError(kind, message) {
+    const { error } = kvPanels[kind]
+    error.textContent = message
+    error.hidden = !message
+  }
+
+  function wireKv(kind) {
+    const { form } = buildKvPanel(kind)
+    // Enter in the value is a new line (JSON may take several); Ctrl+Enter or ⌘+Enter saves.
+    form.elements.value.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault()
+        form.requestSubmit()
+      }
+    })
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault()
+      const key = form.elements.key.value.trim()
+      if (!key) return showKvError(kind, 'Enter a key.')
+      const parsed = parseKvValue(form.elements.value.value)
+      if (parsed.error) return showKvError(kind, parsed.error)
+      showKvError(kind, '')
+      send({ [kind]: { [key]: parsed.value } })
+      form.reset()
+      form.elements.key.focus()
+    })
   }
 
   // ---------------------------------------------------------------- controls
@@ -544,9 +929,9 @@
     })
     for (const u of UNIVERSES) {
       $(`universe-${u}`).addEventListener('click', () => {
-        if (!state.session) return
+        if (!state.view) return
         // Clicking the only focused universe widens the focus to all of them.
-        const next = state.session.universeFocus === u ? 'all' : u
+        const next = state.view.universeFocus === u ? 'all' : u
         send({ universeFocus: next })
       })
     }
@@ -575,6 +960,7 @@
           {
             id: newId('c'),
             title,
+            createdAt: nowIso(),
             desiredOutcome: f.desiredOutcome.value.trim(),
             currentReality: f.currentReality.value.trim(),
             status: 'active',
@@ -583,6 +969,8 @@
         ],
       })
       ev.target.reset()
+      $('new-chart').open = false
+      document.activeElement && document.activeElement.blur()
     })
 
     $('beat-form').addEventListener('submit', (ev) => {
@@ -590,7 +978,7 @@
       const description = $('beat-description').value.trim()
       if (!description) return
       const beat = { id: newId('b'), description, type: $('beat-type').value, createdAt: nowIso() }
-      const focus = state.session && state.session.universeFocus
+      const focus = state.view && state.view.universeFocus
       if (focus && focus !== 'all') beat.universeAnnotations = { [focus]: description }
       send({ storyBeats: [beat] })
       $('beat-description').value = ''
@@ -601,15 +989,17 @@
       const content = $('conversation-content').value.trim()
       if (!content) return
       const entry = { id: newId('m'), role: $('conversation-role').value, content, timestamp: nowIso() }
-      const focus = state.session && state.session.universeFocus
+      const focus = state.view && state.view.universeFocus
       if (focus && focus !== 'all') entry.universe = focus
       send({ conversationHistory: [entry] })
       $('conversation-content').value = ''
     })
 
-    $('error-dismiss').addEventListener('click', () => {
-      $('error-notice').hidden = true
-    })
+    for (const button of document.querySelectorAll('[data-dismiss]')) {
+      button.addEventListener('click', () => hideNotice(button.dataset.dismiss))
+    }
+    $('merge-show').addEventListener('click', showMergedSection)
+    for (const kind of KV_KINDS) wireKv(kind)
   }
 
   // Background tabs throttle timers: retry at once when the tab comes back or the network does.
