@@ -213,6 +213,17 @@ export interface MergeResult {
   lost: string[]
 }
 
+/** What `close()` wrote. */
+export interface CloseReport {
+  /** Sessions written. */
+  written: number
+  /**
+   * Sessions whose changes are durable in their journal but could not be folded into a snapshot
+   * (a nearly full disk, say). Nothing is lost: the next open reads the journal as usual.
+   */
+  notCompacted: Array<{ sessionId: string; message: string }>
+}
+
 export interface SessionSummary {
   id: string
   userId: string
@@ -339,11 +350,13 @@ export declare class NarrativeSessionStore {
    */
   onMerge(listener: (event: MergeEvent) => void): () => void
   /**
-   * Writes every dirty session, stops the timers and frees the sessions' memory. Later calls
-   * reject with `ECLOSED`, except `close()`: if a write failed, the sessions stay in memory and
-   * another `close()` tries again.
+   * Writes every dirty session, stops the timers, closes every file it holds open and frees the
+   * sessions' memory. Later calls reject with `ECLOSED`, except `close()`: if a write failed,
+   * the sessions stay in memory and another `close()` tries again (every other session is
+   * written first). Resolves to what it wrote: `notCompacted` names sessions whose changes are
+   * durable in their journal but could not be folded into a snapshot (a nearly full disk).
    */
-  close(): Promise<void>
+  close(): Promise<CloseReport>
 }
 
 /**
