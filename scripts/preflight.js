@@ -3,7 +3,8 @@
 // anything is missing, names all of it and the command that installs it, in one line, and exits 1
 // within a second, instead of failing test after test minutes later. It starts nothing and installs
 // nothing. The browser test drives Chromium (CHROMIUM_PATH, default /usr/bin/chromium); the Redis
-// backend's tests start redis-server (REDIS_SERVER, default /usr/bin/redis-server); `cargo test`
+// backend's tests start redis-server (REDIS_SERVER, default /usr/bin/redis-server); strace and
+// faketime run the system-call and clock tests; `cargo test`
 // needs Rust; every Jest suite needs the addon that `npm install` builds.
 
 const fs = require('node:fs')
@@ -33,6 +34,10 @@ function main() {
   const debianPackages = []
   if (!executable(process.env.CHROMIUM_PATH || '/usr/bin/chromium')) debianPackages.push('chromium')
   if (!executable(process.env.REDIS_SERVER || '/usr/bin/redis-server')) debianPackages.push('redis-server')
+  // The system-call check runs the durable paths under strace; the clock test runs a second host
+  // under libfaketime.
+  if (!onPath('strace')) debianPackages.push('strace')
+  if (!onPath('faketime')) debianPackages.push('faketime')
   const missing = [...debianPackages]
   if (!onPath('cargo')) missing.push('Rust >= 1.89 with cargo (install it with rustup)')
   const npmInstall = !fs.existsSync(path.join(ROOT, 'node_modules', 'jest')) || !addonBuilt()
