@@ -711,7 +711,7 @@ describe('after close()', () => {
     ]) {
       expect(await rejection(call)).toMatchObject({ code: 'ECLOSED' });
     }
-    await expect(store.close()).resolves.toBeUndefined();
+    await expect(store.close()).resolves.toMatchObject({ notCompacted: [] });
     expect(store.dataDir).toBe(dataDir);
     expect(filesIn(dataDir).map((f) => [f, fs.readFileSync(path.join(dataDir, f), 'utf8')])).toEqual(snapshot);
 
