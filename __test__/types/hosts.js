@@ -44,6 +44,7 @@ declare const wsRouter: { ws(route: string, handler: (req: WebsocketRequest) => 
 declare const userId: string
 declare const workspaceId: string
 declare const connectionId: string
+declare function isAuthenticated(req: IncomingMessage): boolean
 const wss = new WebSocketServer({ noServer: true })
 void wss
 `
