@@ -700,6 +700,51 @@ async fn an_unused_session_leaves_memory_once_written_and_a_used_one_stays() {
     store.close().await.unwrap();
 }
 
+/// Group commit: durable merges that arrive while one is being synced are acknowledged together by
+/// the next sync. Every one is acknowledged, every one is on disk, and there are far fewer syncs
+/// than merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durable_merges_issued_at_once_share_their_syncs_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let store = open_failing(dir.path(), &faults).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    let before = faults.count_of(Op::SyncData);
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    let merges = (0..100).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let update = json!({"memory": {format!("k{n}"): n}}).to_string();
+            store.merge(USER, WORKSPACE, &update, None, durable).await
+        })
+    });
+    for merge in futures_all(merges).await {
+        let outcome = merge.unwrap().unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+    }
+    let syncs = faults.count_of(Op::SyncData) - before;
+    assert!(syncs < 50, "100 durable merges at once took {syncs} syncs");
+    // On disk as another process would read it, without a close.
+    let stored = on_disk(dir.path());
+    for n in 0..100 {
+        assert_eq!(stored.memory[&format!("k{n}")], n, "k{n}");
+    }
+    store.close().await.unwrap();
+}
+
+async fn futures_all<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<std::result::Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        out.push(handle.await);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_whose_write_fails_stays_in_memory_until_it_is_written() {
     let dir = tempfile::tempdir().unwrap();

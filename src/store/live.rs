@@ -28,6 +28,25 @@ pub(super) struct Live {
     pub(super) redis: redis::RedisView,
     /// When a load or merge last used it.
     pub(super) last_used: Instant,
+    /// Where durable merges stand in group commit (file backend; see `file_sessions.rs`).
+    pub(super) commits: Commits,
+}
+
+/// Group commit: durable merges that arrive while a commit of this session is being written join
+/// the next one, so that one `fdatasync` acknowledges them all.
+#[derive(Debug, Default)]
+pub(super) struct Commits {
+    /// Journal records added to `pending` since the load.
+    pub(super) added: u64,
+    /// How many of those are durable.
+    pub(super) durable: u64,
+    /// A commit is appending records with the session's mutex released: only merges may change
+    /// the session meanwhile (they add to `pending`); everything else that writes waits.
+    pub(super) in_flight: bool,
+    /// Commits that failed so far, and the last one: the records it was writing (those added up
+    /// to this count) and why.
+    pub(super) failures: u64,
+    pub(super) last_failure: Option<(u64, StoreError)>,
 }
 
 // One per loaded session, held in place: the size of the smaller variant does not matter.
@@ -74,7 +93,20 @@ impl Live {
             disk: DiskView::default(),
             redis: redis::RedisView::default(),
             last_used: Instant::now(),
+            commits: Commits::default(),
         }
+    }
+
+    /// Adds a journal record of a merge to what is to be written.
+    pub(super) fn add_pending(&mut self, record: &[u8]) {
+        self.pending.extend_from_slice(record);
+        self.commits.added += 1;
+    }
+
+    /// Everything pending was written: it is durable.
+    pub(super) fn written(&mut self) {
+        self.pending.clear();
+        self.commits.durable = self.commits.added;
     }
 
     /// The text still to parse, while the session is held only as text.

@@ -16,6 +16,7 @@
 mod canonical;
 pub mod disk;
 pub mod file;
+mod file_sessions;
 mod live;
 pub mod lock;
 pub mod redis;
@@ -41,7 +42,8 @@ use crate::merge::{apply_patch, lost_writes, normalize_owned, settle_update, Ses
 use crate::model::{check_id, peek_updated_at, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
-use file::{FileBackend, FileStamp, JournalRead, JournalStamp, ReadLimits};
+use file::{FileBackend, ReadLimits};
+use file_sessions::{idle, load_from_files, read_changes_from_files, DiskView};
 use live::Live;
 
 pub const DEFAULT_TTL_DAYS: f64 = 30.0;
@@ -235,6 +237,8 @@ struct StoreInner {
     watcher: Mutex<Option<watcher::Watch>>,
     /// Places for sessions being written to files at once (see [`writers_for`]).
     writers: tokio::sync::Semaphore,
+    /// Places for group commits appending and syncing at once (see [`MAX_SYNCS`]).
+    syncs: tokio::sync::Semaphore,
     /// Autosave, cleanup and watcher tasks; close waits for them, so nothing touches the
     /// directory once close has resolved.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -260,91 +264,8 @@ struct Slot {
     key: SessionKey,
     /// None until loaded (and after a delete).
     state: tokio::sync::Mutex<Option<Live>>,
-}
-
-/// A session's files as a store last saw them: the snapshot's stamp, and which journal file and how
-/// long (its records up to there are in the live session).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct DiskView {
-    snapshot: Option<FileStamp>,
-    journal_len: u64,
-    /// Which file the journal was, when there was one.
-    journal_id: Option<(u64, u64)>,
-}
-
-impl DiskView {
-    fn set_journal(&mut self, journal: Option<JournalStamp>) {
-        self.journal_len = journal.map_or(0, |j| j.len);
-        self.journal_id = journal.map(|j| j.identity);
-    }
-
-    /// Whether `journal` is the file this view knows, so that its records up to `journal_len`
-    /// are known. A journal where none was known is new: all of it is to be read.
-    fn knows_journal(&self, journal: Option<JournalStamp>) -> bool {
-        match (self.journal_id, journal) {
-            (Some(known), Some(now)) => known == now.identity,
-            (None, _) => self.journal_len == 0,
-            (Some(_), None) => false,
-        }
-    }
-}
-
-/// The first trip of a save to the blocking pool: either it appended already (the journal after
-/// it), or it looked and holds the lock for the rest of the save.
-enum FirstTrip {
-    Appended(Option<JournalStamp>),
-    Looked(file::SessionLock, DiskChange),
-}
-
-/// What the second trip of a save wrote.
-enum Written {
-    /// A snapshot (how the files look after it, and its size).
-    Snapshot(DiskView, usize),
-    /// The records, to the journal (how it looks after, if anything was appended); with the error
-    /// of a snapshot that was due but could not be written.
-    Appended(Option<JournalStamp>, Option<StoreError>),
-}
-
-/// What changed in a session's files since a store last saw them.
-enum DiskChange {
-    Unchanged,
-    /// Records were appended to the journal.
-    Tail(JournalRead),
-    /// The snapshot was rewritten (or the journal replaced): everything is read again.
-    Full {
-        session: Option<Box<NarrativeSession>>,
-        journal: JournalRead,
-        snapshot: Option<FileStamp>,
-    },
-}
-
-fn read_disk_changes(
-    backend: &FileBackend,
-    stem: &str,
-    key: &SessionKey,
-    known: DiskView,
-    lock: &file::SessionLock,
-) -> Result<DiskChange> {
-    let snapshot = backend.stamp(stem);
-    let journal = backend.journal_stamp(stem);
-    let journal_len = journal.map_or(0, |j| j.len);
-    // An offset into the journal means something only in the file it was taken from.
-    if snapshot == known.snapshot && known.knows_journal(journal) {
-        if journal_len == known.journal_len {
-            return Ok(DiskChange::Unchanged);
-        }
-        if journal_len > known.journal_len {
-            let tail = backend.read_journal(stem, known.journal_len, lock)?;
-            return Ok(DiskChange::Tail(tail));
-        }
-    }
-    let read = backend.read(stem, Some(key), lock)?;
-    let journal = backend.read_journal(stem, 0, lock)?;
-    Ok(DiskChange::Full {
-        session: read.session.map(Box::new),
-        journal,
-        snapshot: backend.stamp(stem),
-    })
+    /// Wakes the durable merges (and other writers) waiting for a commit of this session to end.
+    committed: tokio::sync::Notify,
 }
 
 /// The session a load starts from: the stored one in canonical form, or a new one created at `now`.
@@ -361,83 +282,6 @@ fn starting_session(
             now,
         )
     }))
-}
-
-/// Loads a session from its files, under its lock: the marked snapshot's text alone when `want`
-/// allows it (see `canonical.rs`); otherwise the snapshot (or its backup), parsed and checked, with
-/// its journal replayed. Returns (live, created, recovered).
-fn load_from_files(
-    backend: &FileBackend,
-    key: &SessionKey,
-    now: String,
-    want: Want,
-) -> Result<(Live, bool, bool)> {
-    let stem = key.file_stem();
-    let lock = backend.lock(&stem)?;
-    // The store's own snapshot, with no journal: its text is the session's.
-    if want == Want::Text && backend.journal_size(&stem).is_none() {
-        if let Some(text) = backend.read_canonical(&stem, &lock) {
-            let mut live = Live::unparsed(text);
-            live.disk.snapshot = backend.stamp(&stem);
-            return Ok((live, false, false));
-        }
-    }
-    let mut read = backend.read(&stem, Some(key), &lock)?;
-    let created = read.session.is_none();
-    let mut session = starting_session(read.session.take(), key, now)?;
-    // Records are joins, so they replay onto the snapshot (or onto a recovered backup) alike.
-    let journal = backend.read_journal(&stem, 0, &lock)?;
-    for patch in &journal.patches {
-        apply_patch(&mut session, patch)?;
-    }
-    let recovered = read.recovered || journal.recovered;
-    let id = session.id.clone();
-    let own = id == key.session_id();
-    let mut live = Live::new(session);
-    // A new session is persisted at once; a recovered one is written back over the bad files.
-    if created || recovered {
-        let text = live.text()?;
-        live.disk = write_snapshot(backend, key, &id, text.as_bytes(), &lock)?;
-        live.approx_bytes = text.len();
-    } else {
-        live.disk.snapshot = backend.stamp(&stem);
-        live.disk.set_journal(journal.stamp);
-        live.approx_bytes = (read.bytes + journal.end()) as usize;
-    }
-    if want == Want::Text {
-        let text = live.text()?;
-        // A snapshot that holds, byte for byte, what the store would write (one written before
-        // marks existed) is marked now, so that the next load is a read.
-        if own && journal.end() == 0 && !created && !recovered && text.as_bytes() == read.raw {
-            backend.mark_canonical(&stem, &read.raw, &lock);
-        }
-    }
-    Ok((live, created, recovered))
-}
-
-/// Writes a full snapshot (`bytes` serialise a live session with id `session_id`) and drops the
-/// journal it now contains. (A crash between the two leaves a journal whose records the snapshot
-/// already holds: replaying joins twice changes nothing.) The snapshot is marked as the store's own
-/// write, so that a load can send it unparsed, when the session's id is the one its key gives.
-fn write_snapshot(
-    backend: &FileBackend,
-    key: &SessionKey,
-    session_id: &str,
-    bytes: &[u8],
-    lock: &file::SessionLock,
-) -> Result<DiskView> {
-    let stem = &key.file_stem();
-    if session_id == key.session_id() {
-        backend.write_canonical(stem, bytes, lock)?;
-    } else {
-        backend.write(stem, bytes, lock)?;
-    }
-    backend.remove_journal(stem, lock)?;
-    // Stamped under the lock, so it is this write's stamp and no one else's.
-    Ok(DiskView {
-        snapshot: backend.stamp(stem),
-        ..DiskView::default()
-    })
 }
 
 impl SessionStore {
@@ -477,6 +321,7 @@ impl SessionStore {
                 stop,
                 watcher: Mutex::new(None),
                 writers: tokio::sync::Semaphore::new(writers_for(crate::cores())),
+                syncs: tokio::sync::Semaphore::new(MAX_SYNCS),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -606,13 +451,19 @@ impl SessionStore {
             if !near_limit {
                 live.approx_bytes += record.len();
             }
-            live.pending.extend_from_slice(&record);
+            live.add_pending(&record);
         }
-        let persisted = if options.durable && live.is_dirty() {
-            self.persist(&slot.key, live, false).await
-        } else {
-            Ok(None)
+        let persisted = match self.files() {
+            Some(backend) if options.durable && live.is_dirty() => {
+                let mine = live.commits.added;
+                let (back, persisted) = self.commit_durable(&backend, &slot, state, mine).await;
+                state = back;
+                persisted
+            }
+            _ if options.durable && live.is_dirty() => self.persist(&slot.key, live, false).await,
+            _ => Ok(None),
         };
+        let live = loaded(&mut state)?;
         // Checked after the save: what it took in from other writers may have won.
         let lost = lost_writes(live.session()?, &patch)?;
         let mut paths = changes.paths;
@@ -640,7 +491,7 @@ impl SessionStore {
         let Some(slot) = lock(&self.inner.live).get(&key.file_stem()).cloned() else {
             return Ok(false);
         };
-        let mut state = slot.state.lock().await;
+        let mut state = idle(&slot, slot.state.lock().await).await;
         match state.as_mut() {
             Some(live) if live.is_dirty() => {
                 self.persist(&slot.key, live, false).await?;
@@ -659,7 +510,7 @@ impl SessionStore {
         // Hold the session's mutex through the delete, so no call on it interleaves. The live copy
         // goes only once the stored one is gone: a failed delete loses nothing.
         let mut guard = match &slot {
-            Some(slot) => Some(slot.state.lock().await),
+            Some(slot) => Some(idle(slot, slot.state.lock().await).await),
             None => None,
         };
         let deleted = match self.files() {
@@ -822,7 +673,7 @@ impl SessionStore {
         let mut report = CloseReport::default();
         let mut first_error = None;
         for slot in slots {
-            let mut state = slot.state.lock().await;
+            let mut state = idle(&slot, slot.state.lock().await).await;
             let due = |l: &Live| l.is_dirty() || (compact && l.has_journal());
             if let Some(live) = state.as_mut().filter(|l| due(l)) {
                 match self.persist(&slot.key, live, compact).await {
@@ -874,6 +725,7 @@ impl SessionStore {
                 Arc::new(Slot {
                     key,
                     state: tokio::sync::Mutex::new(None),
+                    committed: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -918,135 +770,21 @@ impl SessionStore {
         Ok((created, recovered))
     }
 
-    /// Read-merge-write under the session's cross-process lock: take in what others wrote since
-    /// this store last looked, then append this store's pending records to the journal, or, when
-    /// the journal would outgrow the snapshot (or `compact` asks), write a new snapshot instead.
-    ///
-    /// A snapshot that cannot be written (a full disk, say) does not keep the records from being
-    /// appended when they fit: they are durable then, and `Ok(Some(error))` says what could not be
-    /// done (the session is folded into a snapshot by a later save).
+    /// Writes the session's pending changes (see `persist_to_files` and `persist_to_redis`).
+    /// `Ok(Some(error))`: the changes are durable, but a snapshot that was due could not be
+    /// written (the session is folded into one by a later save).
     async fn persist(
         &self,
         key: &SessionKey,
         live: &mut Live,
         compact: bool,
     ) -> Result<Option<StoreError>> {
-        let Some(backend) = self.files() else {
-            return self
+        match self.files() {
+            Some(backend) => self.persist_to_files(&backend, key, live, compact).await,
+            None => self
                 .persist_to_redis(key, live, compact)
                 .await
-                .map(|()| None);
-        };
-        // Never closed, so always Ok; held until the session is written.
-        let _writer = self.inner.writers.acquire().await;
-        let stem = key.file_stem();
-        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
-        let journal_after = live.disk.journal_len + live.pending.len() as u64;
-        // The usual save: nobody else wrote, and the records fit in the journal. Then it is one trip
-        // to the blocking pool: lock, check, append. (A copy of the records: if the append fails,
-        // they stay pending and are tried again.)
-        let append_now = (!compact && !live.needs_snapshot && journal_after <= snapshot_len)
-            .then(|| live.pending.clone());
-        let (file_lock, change) = {
-            let (backend, stem, key, known) =
-                (backend.clone(), stem.clone(), key.clone(), live.disk);
-            let outcome = blocking_here(move || {
-                let lock = backend.lock(&stem)?;
-                let change = read_disk_changes(&backend, &stem, &key, known, &lock)?;
-                match (change, append_now) {
-                    (DiskChange::Unchanged, Some(records)) if records.is_empty() => {
-                        Ok(FirstTrip::Appended(None))
-                    }
-                    (DiskChange::Unchanged, Some(records)) => {
-                        let journal = backend.append_journal(&stem, &records, &lock)?;
-                        Ok(FirstTrip::Appended(Some(journal)))
-                    }
-                    (change, _) => Ok(FirstTrip::Looked(lock, change)),
-                }
-            })
-            .await?;
-            match outcome {
-                FirstTrip::Looked(lock, change) => (lock, change),
-                FirstTrip::Appended(journal) => {
-                    if journal.is_some() {
-                        live.disk.set_journal(journal);
-                    }
-                    live.pending.clear();
-                    return Ok(None);
-                }
-            }
-        };
-        self.absorb(key, live, change)?;
-        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
-        let journal_after = live.disk.journal_len + live.pending.len() as u64;
-        let snapshot = if compact || live.needs_snapshot || journal_after > snapshot_len {
-            let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
-            Some((bytes, live.session()?.id.clone()))
-        } else {
-            None
-        };
-        let records = live.pending.clone();
-        // When a snapshot is due only to fold the journal in (not because the files lack
-        // something this store holds), failing to write it must not keep the records that fit
-        // in the journal from being appended: they are what must be durable.
-        let may_append = !live.needs_snapshot && journal_after <= backend.journal_limit();
-        let key = key.clone();
-        let written = blocking(move || {
-            if let Some((bytes, id)) = snapshot {
-                match write_snapshot(&backend, &key, &id, &bytes, &file_lock) {
-                    Ok(view) => return Ok(Written::Snapshot(view, bytes.len())),
-                    Err(e) if !may_append => return Err(e),
-                    Err(e) if records.is_empty() => return Ok(Written::Appended(None, Some(e))),
-                    Err(e) => {
-                        let journal = backend.append_journal(&stem, &records, &file_lock)?;
-                        return Ok(Written::Appended(Some(journal), Some(e)));
-                    }
-                }
-            }
-            if records.is_empty() {
-                return Ok(Written::Appended(None, None));
-            }
-            let journal = backend.append_journal(&stem, &records, &file_lock)?;
-            Ok(Written::Appended(Some(journal), None))
-        })
-        .await?;
-        live.pending.clear();
-        match written {
-            Written::Snapshot(view, size) => {
-                live.disk = view;
-                live.approx_bytes = size;
-                live.needs_snapshot = false;
-                Ok(None)
-            }
-            Written::Appended(journal, not_compacted) => {
-                if journal.is_some() {
-                    live.disk.set_journal(journal);
-                }
-                Ok(not_compacted)
-            }
-        }
-    }
-
-    /// Merges what changed in the files into the live session, and remembers how they look now
-    /// (only once it is merged: a merge that fails leaves it to be read again).
-    fn absorb(&self, key: &SessionKey, live: &mut Live, change: DiskChange) -> Result<()> {
-        match change {
-            DiskChange::Unchanged => Ok(()),
-            DiskChange::Tail(journal) => {
-                self.absorb_records(key, live, &journal.patches)?;
-                live.disk.set_journal(journal.stamp);
-                Ok(())
-            }
-            DiskChange::Full {
-                session,
-                journal,
-                snapshot,
-            } => {
-                self.absorb_rewrite(key, live, session.map(|s| *s), &journal.patches)?;
-                live.disk.snapshot = snapshot;
-                live.disk.set_journal(journal.stamp);
-                Ok(())
-            }
+                .map(|()| None),
         }
     }
 
@@ -1149,29 +887,16 @@ impl SessionStore {
         let Some(slot) = lock(&self.inner.live).get(stem).cloned() else {
             return Ok(());
         };
-        let mut state = slot.state.lock().await;
+        let mut state = idle(&slot, slot.state.lock().await).await;
         let Some(live) = state.as_mut() else {
             return Ok(());
         };
         match &self.inner.backend {
             Backend::File(backend) => {
-                let backend = backend.clone();
-                let (stem, key, known) = (stem.to_string(), slot.key.clone(), live.disk);
-                let change = blocking(move || {
-                    let journal = backend.journal_stamp(&stem);
-                    if backend.stamp(&stem) == known.snapshot
-                        && known.knows_journal(journal)
-                        && journal.map_or(0, |j| j.len) == known.journal_len
-                    {
-                        return Ok(DiskChange::Unchanged);
-                    }
-                    let lock = backend.lock(&stem)?;
-                    read_disk_changes(&backend, &stem, &key, known, &lock)
-                })
-                .await?;
-                if matches!(change, DiskChange::Unchanged) {
+                let Some(change) = read_changes_from_files(backend, &slot.key, live.disk).await?
+                else {
                     return Ok(());
-                }
+                };
                 let live = self.parsed(&slot.key, &mut state).await?;
                 self.absorb(&slot.key, live, change)
             }
@@ -1369,6 +1094,11 @@ async fn free_off_thread<T: Send + 'static>(sessions: T) {
 /// save blocks a thread of its own on its write and fsync), all ready to run when Node's thread
 /// is. On 2 cores (`bench`, W3, host saves): unlimited, Node's thread blocked up to 6.3–8.4 ms for
 /// 15–43 ms of saving; 2 at a time, 2.0–2.3 ms for 50–56 ms; 1 at a time, 1.3–1.6 ms for 60–77 ms.
+/// How many group commits (an append and its `fdatasync`, one session each) are in flight at once.
+/// Not tied to the cores: a commit spends its time waiting for the disk, which takes many syncs
+/// at once and completes them together.
+const MAX_SYNCS: usize = 64;
+
 fn writers_for(cores: usize) -> usize {
     cores.clamp(2, 8)
 }

@@ -110,7 +110,7 @@ impl SessionStore {
                 Some(view) => {
                     let wrote = view != live.redis;
                     live.redis = view;
-                    live.pending.clear();
+                    live.written();
                     live.needs_snapshot = false;
                     if wrote {
                         // Best effort: an instance that misses it re-reads on its next save.

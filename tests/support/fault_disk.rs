@@ -71,6 +71,17 @@ impl Faults {
         self.0.lock().unwrap().count
     }
 
+    /// How many operations of `kind` were counted so far.
+    pub fn count_of(&self, kind: Op) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|(op, _)| *op == kind)
+            .count()
+    }
+
     /// How many operations failed so far.
     pub fn failures(&self) -> usize {
         self.0

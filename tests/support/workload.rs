@@ -78,23 +78,53 @@ pub async fn workload(dir: &Path, disk: Arc<dyn Disk>, seed: u64, steps: usize) 
         let user = USERS[rng.below(USERS.len() as u64) as usize];
         let size = [10, 200, 3000][rng.below(3) as usize];
         match rng.below(10) {
-            0..=6 => {
+            // Four durable merges at once: group commit acknowledges them with shared syncs.
+            6 => {
+                let merges: Vec<_> = (0..4)
+                    .map(|k| {
+                        let store = store.clone();
+                        let id = n * 10 + k;
+                        let text = update(id, size);
+                        let mode = MergeMode {
+                            with_session: false,
+                            durable: true,
+                        };
+                        (
+                            id,
+                            tokio::spawn(async move {
+                                store.merge(user, WORKSPACE, &text, None, mode).await
+                            }),
+                        )
+                    })
+                    .collect();
+                for (id, merge) in merges {
+                    match merge.await.unwrap() {
+                        Ok(_) => {
+                            model.apply(user, id);
+                            model.durable.entry(user).or_default().push(id);
+                        }
+                        Err(e) if e.applied => model.apply(user, id),
+                        Err(_) => {}
+                    }
+                }
+            }
+            0..=5 => {
                 let durable = rng.chance();
                 let mode = MergeMode {
                     with_session: false,
                     durable,
                 };
                 match store
-                    .merge(user, WORKSPACE, &update(n, size), None, mode)
+                    .merge(user, WORKSPACE, &update(n * 10, size), None, mode)
                     .await
                 {
                     Ok(_) => {
-                        model.apply(user, n);
+                        model.apply(user, n * 10);
                         if durable {
                             model.acknowledge(user);
                         }
                     }
-                    Err(e) if e.applied => model.apply(user, n),
+                    Err(e) if e.applied => model.apply(user, n * 10),
                     Err(_) => {}
                 }
             }
