@@ -735,6 +735,43 @@ async fn durable_merges_issued_at_once_share_their_syncs_and_all_land() {
     store.close().await.unwrap();
 }
 
+/// A journal that outgrows its snapshot is folded in by a compaction in the background: the durable
+/// merges go on appending, the snapshot catches up, and the journal shrinks back to what came after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_that_outgrows_its_snapshot_is_compacted_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.load(USER, WORKSPACE).await.unwrap();
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    for n in 0..40 {
+        let update = json!({"memory": {format!("k{n}"): "x".repeat(2000)}}).to_string();
+        store
+            .merge(USER, WORKSPACE, &update, None, durable)
+            .await
+            .unwrap();
+    }
+    let journal = session_file(dir.path()).with_extension("journal");
+    let snapshot_holds_all = || {
+        let snapshot: NarrativeSession =
+            serde_json::from_slice(&fs::read(session_file(dir.path())).unwrap()).unwrap();
+        let journal_len = fs::metadata(&journal).map_or(0, |m| m.len());
+        let snapshot_len = fs::metadata(session_file(dir.path())).unwrap().len();
+        snapshot.memory.len() >= 30 && journal_len <= snapshot_len
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || snapshot_holds_all()).await,
+        "the snapshot caught up and the journal shrank"
+    );
+    let stored = on_disk(dir.path());
+    for n in 0..40 {
+        assert_eq!(stored.memory[&format!("k{n}")], "x".repeat(2000), "k{n}");
+    }
+    store.close().await.unwrap();
+}
+
 async fn futures_all<T>(
     handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
 ) -> Vec<std::result::Result<T, tokio::task::JoinError>> {

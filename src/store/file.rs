@@ -181,6 +181,22 @@ struct SnapshotHead {
     conversation_history: Vec<IgnoredAny>,
 }
 
+/// A snapshot written and synced to a temp file, not yet in place (see
+/// [`FileBackend::prepare_snapshot`]).
+#[derive(Debug)]
+pub struct PreparedSnapshot(PathBuf, usize);
+
+impl PreparedSnapshot {
+    /// The snapshot's size.
+    pub fn len(&self) -> usize {
+        self.1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.1 == 0
+    }
+}
+
 /// What a session file looked like on disk: a new write (a rename) always changes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
@@ -374,6 +390,85 @@ impl FileBackend {
             let _ = self.disk.remove(&temp);
         }
         result
+    }
+
+    /// The first half of a snapshot written without the session's lock (a compaction in the
+    /// background): `text`, marked as session `stem`'s own when `canonical`, written and synced
+    /// to a new temp file. [`FileBackend::install_snapshot`] puts it in place under the lock;
+    /// [`FileBackend::discard_snapshot`] drops it.
+    pub fn prepare_snapshot(
+        &self,
+        stem: &str,
+        text: &[u8],
+        canonical: bool,
+    ) -> Result<PreparedSnapshot> {
+        let temp = self.temp_path(stem);
+        match self.write_temp(&temp, text, canonical.then_some(stem)) {
+            Ok(()) => Ok(PreparedSnapshot(temp, text.len())),
+            Err(e) => {
+                let _ = self.disk.remove(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn discard_snapshot(&self, prepared: PreparedSnapshot) {
+        let _ = self.disk.remove(&prepared.0);
+    }
+
+    /// The second half: under the lock, makes the prepared snapshot the session's (the current
+    /// one becomes the backup), and keeps of the journal only what was appended after `covered`
+    /// bytes of it (the snapshot holds those): the journal is replaced by its tail, or removed
+    /// when there is none. Every step is crash-safe: at any point the files hold the session whole
+    /// (a journal whose records the snapshot already holds is harmless to replay).
+    pub fn install_snapshot(
+        &self,
+        stem: &str,
+        prepared: PreparedSnapshot,
+        covered: u64,
+        _lock: &SessionLock,
+    ) -> Result<Option<JournalStamp>> {
+        let main = self.path(stem, SESSION_EXT);
+        let journal = self.path(stem, JOURNAL_EXT);
+        let tail = match self.disk.read(&journal, self.limits.journal) {
+            Ok(bytes) => bytes
+                .get(covered as usize..)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                self.discard_snapshot(prepared);
+                return Err(StoreError::io("cannot read", &journal, e));
+            }
+        };
+        let installed = self.refresh_backup(stem, &main).and_then(|()| {
+            self.disk
+                .rename(&prepared.0, &main)
+                .map_err(|e| StoreError::io("cannot rename into", &main, e))
+        });
+        if let Err(e) = installed {
+            self.discard_snapshot(prepared);
+            return Err(e);
+        }
+        self.sync_dir()?;
+        self.journals.forget(stem);
+        if tail.is_empty() {
+            self.remove_journal(stem, _lock)?;
+            return Ok(None);
+        }
+        let temp = self.temp_path(stem);
+        let replaced = self.write_temp(&temp, &tail, None).and_then(|()| {
+            self.disk
+                .rename(&temp, &journal)
+                .map_err(|e| StoreError::io("cannot rename into", &journal, e))?;
+            self.sync_dir()
+        });
+        if replaced.is_err() {
+            // The whole journal stays: its first records are in the snapshot, and replaying them
+            // again changes nothing.
+            let _ = self.disk.remove(&temp);
+        }
+        Ok(self.journal_stamp(stem))
     }
 
     /// Writes and fsyncs a new temp file; with `mark`, marks it as session `mark`'s canonical

@@ -218,6 +218,7 @@ impl SessionStore {
         compact: bool,
     ) -> Result<Option<StoreError>> {
         let backend = backend.clone();
+        let session_key = key;
         // Never closed, so always Ok; held until the session is written.
         let _writer = self.inner.writers.acquire().await;
         let stem = key.file_stem();
@@ -228,6 +229,12 @@ impl SessionStore {
         // they stay pending and are tried again.)
         let append_now = (!compact && !live.needs_snapshot && journal_after <= snapshot_len)
             .then(|| live.pending.clone());
+        // A journal that outgrows its snapshot is folded in by a compaction in the background,
+        // off this save's path (only past the journal's limit must this save write the snapshot).
+        let append_now = append_now.or_else(|| {
+            (!compact && !live.needs_snapshot && journal_after <= backend.journal_limit())
+                .then(|| live.pending.clone())
+        });
         let (file_lock, change) = {
             let (backend, stem, key, known) =
                 (backend.clone(), stem.clone(), key.clone(), live.disk);
@@ -253,14 +260,15 @@ impl SessionStore {
                         live.disk.set_journal(journal);
                     }
                     live.written();
+                    self.compact_if_due(session_key, live);
                     return Ok(None);
                 }
             }
         };
         self.absorb(key, live, change)?;
-        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
-        let snapshot = if compact || live.needs_snapshot || journal_after > snapshot_len {
+        let must_snapshot = journal_after > backend.journal_limit();
+        let snapshot = if compact || live.needs_snapshot || must_snapshot {
             let bytes = serde_json::to_vec(live.session()?).map_err(internal)?;
             Some((bytes, live.session()?.id.clone()))
         } else {
@@ -302,6 +310,9 @@ impl SessionStore {
             Written::Appended(journal, not_compacted) => {
                 if journal.is_some() {
                     live.disk.set_journal(journal);
+                }
+                if not_compacted.is_none() {
+                    self.compact_if_due(session_key, live);
                 }
                 Ok(not_compacted)
             }
@@ -392,9 +403,9 @@ impl SessionStore {
             return state;
         };
         let upto = live.commits.added;
-        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
-        let appendable = !live.needs_snapshot && journal_after <= snapshot_len;
+        // A journal that outgrew its snapshot is compacted in the background (see below).
+        let appendable = !live.needs_snapshot && journal_after <= backend.journal_limit();
         let outcome = if appendable {
             match self.append_released(backend, slot, state).await {
                 Ok(back) => return back,
@@ -465,6 +476,7 @@ impl SessionStore {
                     live.pending.drain(..written);
                     live.disk.set_journal(Some(journal));
                     live.commits.durable = upto;
+                    self.compact_if_due(&slot.key, live);
                 }
                 Err(error) => {
                     live.commits.failures += 1;
@@ -497,8 +509,128 @@ pub(super) async fn idle<'a>(
     slot: &'a Slot,
     mut state: MutexGuard<'a, Option<Live>>,
 ) -> MutexGuard<'a, Option<Live>> {
+    while state
+        .as_ref()
+        .is_some_and(|live| live.commits.in_flight || live.commits.compacting)
+    {
+        state = wait_for_commit(slot, state).await;
+    }
+    state
+}
+
+/// [`idle`], but waiting only for a commit in flight: what a background compaction itself needs.
+async fn no_commit_in_flight<'a>(
+    slot: &'a Slot,
+    mut state: MutexGuard<'a, Option<Live>>,
+) -> MutexGuard<'a, Option<Live>> {
     while state.as_ref().is_some_and(|live| live.commits.in_flight) {
         state = wait_for_commit(slot, state).await;
     }
     state
+}
+
+/// Compaction in the background. A journal that outgrows its snapshot is folded into a new
+/// snapshot off the path of the merges that made it grow, so that a durable merge costs an append
+/// whatever the session's size: the session is serialised under its mutex, written and synced to a
+/// temp file with the mutex released (commits go on appending meanwhile), and put in place under
+/// the session's lock, keeping the journal's records appended since (see
+/// [`FileBackend::install_snapshot`]). If another process wrote a snapshot meanwhile, this one is
+/// dropped: theirs may hold what this one lacks.
+impl SessionStore {
+    /// Starts a compaction of the session if its journal has outgrown its snapshot and none runs.
+    pub(super) fn compact_if_due(&self, key: &SessionKey, live: &mut Live) {
+        let snapshot_len = live.disk.snapshot.map_or(0, |s| s.size());
+        if live.disk.journal_len <= snapshot_len || live.commits.compacting {
+            return;
+        }
+        live.commits.compacting = true;
+        let (store, stem) = (self.clone(), key.file_stem());
+        tokio::spawn(async move { store.compact_in_background(&stem).await });
+    }
+
+    async fn compact_in_background(&self, stem: &str) {
+        let Some(slot) = super::lock(&self.inner.live).get(stem).cloned() else {
+            return;
+        };
+        let mut compacted = false;
+        if let Ok(_call) = self.enter() {
+            if let Some(backend) = self.files() {
+                // A failed compaction is tried again once the journal grows: the records are safe
+                // in it meanwhile.
+                compacted = self.compact_slot(&backend, &slot).await.unwrap_or(false);
+            }
+        }
+        // Whatever happened, the session is no longer compacting: close() and saves wait for it.
+        if let Some(live) = slot.state.lock().await.as_mut() {
+            live.commits.compacting = false;
+            // What was appended meanwhile may have outgrown the new snapshot already.
+            if compacted {
+                self.compact_if_due(&slot.key, live);
+            }
+        }
+        slot.committed.notify_waiters();
+    }
+
+    /// Ok(true) when a new snapshot was put in place.
+    async fn compact_slot(&self, backend: &Arc<FileBackend>, slot: &Slot) -> Result<bool> {
+        let state = no_commit_in_flight(slot, slot.state.lock().await).await;
+        let Some(live) = state.as_ref() else {
+            return Ok(false);
+        };
+        let known = live.disk;
+        if known.journal_len <= known.snapshot.map_or(0, |s| s.size()) {
+            return Ok(false);
+        }
+        let session = live.session()?;
+        let text = serde_json::to_vec(session).map_err(internal)?;
+        let canonical = session.id == slot.key.session_id();
+        drop(state);
+
+        let (files, stem) = (backend.clone(), slot.key.file_stem());
+        let prepared = {
+            // Never closed, so always Ok: a snapshot write is CPU and disk, bounded as saves are.
+            let _writer = self.inner.writers.acquire().await;
+            blocking(move || files.prepare_snapshot(&stem, &text, canonical)).await?
+        };
+        let size = prepared.len();
+
+        let mut state = no_commit_in_flight(slot, slot.state.lock().await).await;
+        let Some(live) = state.as_mut() else {
+            backend.discard_snapshot(prepared);
+            return Ok(false);
+        };
+        let (files, stem, key, now) = (
+            backend.clone(),
+            slot.key.file_stem(),
+            slot.key.clone(),
+            live.disk,
+        );
+        let installed = blocking_here(move || {
+            let lock = files.lock(&stem)?;
+            // Another process compacted (or replaced the journal) since the session was serialised.
+            if files.stamp(&stem) != known.snapshot
+                || !known.knows_journal(files.journal_stamp(&stem))
+            {
+                files.discard_snapshot(prepared);
+                return Ok(None);
+            }
+            let change = read_disk_changes(&files, &stem, &key, now, &lock)?;
+            let journal = files.install_snapshot(&stem, prepared, known.journal_len, &lock)?;
+            Ok(Some((change, files.stamp(&stem), journal)))
+        })
+        .await?;
+        let Some((change, snapshot, journal)) = installed else {
+            return Ok(false);
+        };
+        // Records other processes appended meanwhile are in the journal's tail, which stays.
+        if self.absorb(&slot.key, live, change).is_err() {
+            // The view is reset, so the next save reads the files whole.
+            live.disk = DiskView::default();
+            return Ok(false);
+        }
+        live.disk.snapshot = snapshot;
+        live.disk.set_journal(journal);
+        live.approx_bytes = size;
+        Ok(true)
+    }
 }

@@ -43,6 +43,9 @@ pub(super) struct Commits {
     /// A commit is appending records with the session's mutex released: only merges may change
     /// the session meanwhile (they add to `pending`); everything else that writes waits.
     pub(super) in_flight: bool,
+    /// A compaction is writing a snapshot in the background (see `file_sessions.rs`): commits go
+    /// on meanwhile; saves, refreshes and deletes wait for it.
+    pub(super) compacting: bool,
     /// Commits that failed so far, and the last one: the records it was writing (those added up
     /// to this count) and why.
     pub(super) failures: u64,
