@@ -19,6 +19,7 @@ const {
   fileStamp,
   loadInChild,
   runNode,
+  pollUntil,
 } = require('./helpers/env');
 
 const ACK_WRITER = path.join(__dirname, 'helpers', 'ack-writer.js');
@@ -108,51 +109,34 @@ describe('a save writes the change, not the session', () => {
 });
 
 describe('compaction', () => {
-  test('the journal is folded into a new snapshot when it would outgrow the snapshot, never before', async () => {
+  test('a journal that outgrows its snapshot is folded into a new one in the background; every save is an append', async () => {
     const dataDir = newDataDir();
     const file = await seed(dataDir, 20);
     const store = await box.open(dataDir);
     const expected = idsOf((await store.load(USER, WORKSPACE)).session);
-
-    let appends = 0;
-    let compactions = 0;
-    let largestRecord = 0;
+    const snapshots = new Set([fileStamp(file).ino]);
+    const onDisk = () => {
+      // The journal first: a compaction puts its snapshot in place before it cuts the journal, so
+      // whatever is read in this order holds everything saved.
+      const journal = readJournal(journalOf(file));
+      const snapshot = JSON.parse(fs.readFileSync(file, 'utf8'));
+      expect(journal.end).toBe(journal.size);
+      return new Set([...idsOf(snapshot), ...journal.records.flatMap((r) => (r.conversationHistory || []).map((e) => e.id))]);
+    };
     for (let n = 0; n < 60; n++) {
-      const before = fileStamp(file);
-      const beforeBytes = fs.readFileSync(file);
-      const journalBefore = readJournal(journalOf(file)).size;
       await store.merge(USER, WORKSPACE, { conversationHistory: [entry('n', n)] }, { returnSession: false });
       expect(await store.save(USER, WORKSPACE)).toBe(true);
       expected.push(entry('n', n).id);
-
-      const after = fileStamp(file);
-      const journal = readJournal(journalOf(file));
-      expect(journal.end).toBe(journal.size);
-      // The journal never outgrows the snapshot it sits beside.
-      expect(journal.size).toBeLessThanOrEqual(after.size);
-      if (after.ino === before.ino) {
-        // An append: the snapshot is untouched.
-        appends++;
-        expect(after).toEqual(before);
-        expect(fs.readFileSync(file)).toEqual(beforeBytes);
-        largestRecord = Math.max(largestRecord, journal.size - journalBefore);
-        expect(journal.size).toBeGreaterThan(journalBefore);
-      } else {
-        // A compaction: only when appending would have made the journal larger than the snapshot
-        // (records here are all about the same size; 64 bytes of slack for that "about").
-        compactions++;
-        expect(largestRecord).toBeGreaterThan(0);
-        expect(journalBefore + largestRecord + 64).toBeGreaterThan(before.size);
-        // The journal is gone, the new snapshot holds everything, the old one is the backup.
-        expect(journal.exists).toBe(false);
-        expect(fs.readFileSync(`${file}.bak`)).toEqual(beforeBytes);
-        const snapshot = JSON.parse(fs.readFileSync(file, 'utf8'));
-        expect(idsOf(snapshot).sort()).toEqual([...expected].sort());
-      }
+      snapshots.add(fileStamp(file).ino);
+      // What was saved is on disk, whether or not a compaction is under way.
+      const stored = onDisk();
+      expect(expected.filter((id) => !stored.has(id))).toEqual([]);
     }
-    expect(appends).toBeGreaterThanOrEqual(20);
-    expect(compactions).toBeGreaterThanOrEqual(2);
-    expect(filesIn(dataDir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    // The journal outgrew the snapshot several times; each time a new snapshot took it in.
+    await pollUntil(() => readJournal(journalOf(file)).size <= fileStamp(file).size, { what: 'the journal folded in' });
+    snapshots.add(fileStamp(file).ino);
+    expect(snapshots.size).toBeGreaterThanOrEqual(3);
+    expect(filesIn(dataDir).filter((f) => f.endsWith('.tmp') || f.includes('.corrupt-'))).toEqual([]);
 
     const seen = await loadInChild(dataDir, USER, WORKSPACE);
     expect(idsOf(seen.session).sort()).toEqual([...expected].sort());

@@ -210,7 +210,12 @@ function runNode(args, { env = process.env, killAfterMs = 20000 } = {}) {
 function ageSessionFile(file, when) {
   const session = JSON.parse(fs.readFileSync(file, 'utf8'));
   session.updatedAt = when.toISOString();
-  fs.writeFileSync(file, JSON.stringify(session));
+  // Written as an operator's tool would: a new file renamed into place. (Changed in place, the
+  // file would keep the store's checksum mark for its old bytes, and rightly be moved aside as
+  // damaged.)
+  const temp = `${file}.aging`;
+  fs.writeFileSync(temp, JSON.stringify(session));
+  fs.renameSync(temp, file);
   fs.utimesSync(file, when, when);
 }
 

@@ -817,6 +817,9 @@ impl SessionStore {
         patches: &[SessionPatch],
     ) -> Result<()> {
         let mut paths = Vec::new();
+        // No stored session at all (deleted by another store, say): the files lack everything
+        // this store holds, so the next save writes it whole.
+        live.needs_snapshot |= stored.is_none();
         let mut stored_copy = match stored {
             Some(stored) => {
                 let patch = SessionPatch::from_session(&stored);
