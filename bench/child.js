@@ -13,6 +13,8 @@ const { measure, idleNoise, sleep } = require('./lib/measure')
 const { StallProbe } = require('./lib/stall-probe')
 const { sendTextMessage } = require('../lib/fragments')
 const gen = require('./generate')
+const { CONTENDERS, openSystem } = require('./contenders')
+const manySessions = require('./many-sessions')
 
 const job = JSON.parse(process.argv[2])
 const manifest = JSON.parse(fs.readFileSync(job.manifest, 'utf8'))
@@ -30,7 +32,9 @@ function ours() {
 // a key prefix of their own in `job.keyPrefix`.
 const REDIS = job.system === 'ours-redis' || job.system === 'ioredis'
 /** Every system that is this package's store, on either backend. */
-const OURS = ['ours', 'ours-all', 'ours-tick', 'ours-redis'].includes(job.system)
+const OURS = ['ours', 'ours-all', 'ours-tick', 'ours-redis', 'ours-lean'].includes(job.system)
+/** SQLite, LMDB or the floor (contenders/), in W1 and W2. */
+const CONTENDER = CONTENDERS.includes(job.system)
 const redisLib = REDIS ? require('./lib/redis') : null
 /** A raw RESP connection of the harness's own: seeds keys, reads INFO stats, checks results. */
 let admin
@@ -96,7 +100,7 @@ async function run(body) {
     admin = await redisLib.RespClient.connect(redisLib.portOf(job.redisUrl))
     meter = new redisLib.NetMeter(admin)
   }
-  const { setup, rep, prepare, verify, warmup = 1, reps } = body
+  const { setup, rep, prepare, after, verify, warmup = 1, reps, probeReps = PROBE_REPS } = body
   const state = setup ? await setup() : {}
   const idleMs = job.idleMs || 300
   const noise = { ...(await idleNoise(idleMs)), windowMs: idleMs }
@@ -104,6 +108,7 @@ async function run(body) {
   for (let i = -warmup; i < 0; i++) {
     if (prepare) await prepare(state, i)
     await rep(state, i)
+    if (after) await after(state, i, {})
   }
   /** Repetition `i`, measured (with `probe`, its stall too), its result checked. */
   const measured = async (i, probe) => {
@@ -116,6 +121,8 @@ async function run(body) {
       sample.redisOutBytes = net.out
     }
     if (body.check) sample.check = body.check(value, i)
+    // Untimed: the workload's own figures from this repetition (rates, disk, memory), and its tidying.
+    if (after) await after(state, i, sample)
     return sample
   }
   for (let i = 0; i < reps; i++) samples.push(await measured(i))
@@ -123,7 +130,7 @@ async function run(body) {
   const probe = new StallProbe()
   noise.stallMs = await probe.idle(idleMs)
   const probeSamples = []
-  for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) probeSamples.push(await measured(i, probe))
+  for (let i = reps; i < reps + Math.min(reps, probeReps); i++) probeSamples.push(await measured(i, probe))
   await probe.close()
   const maxRSSKB = process.resourceUsage().maxRSS
   const verification = verify ? await verify(state) : { ok: true }
@@ -186,6 +193,15 @@ function w1() {
         state.text = fs.readFileSync(fixture.file)
         return state
       }
+      if (CONTENDER) {
+        // Stored untimed, as each keeps it: SQLite and LMDB as rows, the floor as the JSON text in
+        // the session's file.
+        const writer = await openSystem(job.system, dataDir)
+        await writer.seed([JSON.parse(fs.readFileSync(fixture.file, 'utf8'))])
+        await writer.close()
+        state.store = await openSystem(job.system, dataDir)
+        return state
+      }
       if ((job.system === 'ours' || job.system === 'ours-redis') && !job.unmarked) {
         // Stored as the store writes it: its close writes the snapshot of what it merged (with
         // Redis too: the snapshot key and its mark, with the log empty).
@@ -209,10 +225,22 @@ function w1() {
         await state.store.close()
         state.store = await openStore()
       }
+      // Contenders: a new connection (SQLite), the environment opened again (LMDB), nothing held
+      // (the floor reads its file anyway).
+      if (cold && CONTENDER) {
+        await state.store.close()
+        state.store = await openSystem(job.system, dataDir)
+      }
     },
     async rep(state) {
       if (job.system === 'send-only') {
         await sendFramed(state.text, false, false)
+      } else if (CONTENDER) {
+        // The floor's restore is its file's bytes, sent as they are; SQLite and LMDB rebuild the
+        // session from its rows, then it is sent as the naive baseline sends it.
+        const restored = await state.store.restore(userId, workspaceId)
+        if (Buffer.isBuffer(restored)) await sendFramed(restored, false, false)
+        else socket.send(envelope(restored, false, false))
       } else if (OURS) {
         const store = state.store
         if (features.loadRaw) {
@@ -273,6 +301,12 @@ function w2() {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
+      if (CONTENDER) {
+        // The floor makes its calls synchronously here: the bare cost of one append and its sync.
+        const store = await openSystem(job.system, dataDir, { synchronous: true })
+        await store.seed([JSON.parse(fs.readFileSync(fixture.file, 'utf8'))])
+        return { store }
+      }
       await seed([{ file: fixture.file, stem }])
       if (OURS) {
         const store = await openStore()
@@ -291,6 +325,13 @@ function w2() {
       const { update } = state
       lastId = update.conversationHistory[0].id
       appended++
+      if (CONTENDER) {
+        // One durable append: SQLite one transaction (the entry's row, the session row's count and
+        // time), LMDB the same two records in one synced transaction, the floor a line and an
+        // fdatasync.
+        await state.store.append(userId, workspaceId, update.conversationHistory[0])
+        return true
+      }
       if (OURS) {
         // One call: merge, then append to the journal and fsync before resolving (with Redis:
         // append the record to the session's log in one WATCH/MULTI/EXEC, then PUBLISH).
@@ -316,6 +357,11 @@ function w2() {
     },
     check: (wrote) => wrote === true,
     async verify(state) {
+      if (CONTENDER) {
+        const entries = await state.store.entryCount(userId, workspaceId)
+        await state.store.close()
+        return { ok: entries === fixture.entries + appended, entries, expected: fixture.entries + appended }
+      }
       let session
       if (OURS) {
         await state.store.close()
@@ -539,7 +585,56 @@ function w5() {
   }
 }
 
-const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 }
+// ---------------------------------------------------------------- W10: the README's first merge()
+
+function w10() {
+  const fixture = manifest.sizes[job.size]
+  const { userId, workspaceId, stem } = fixture
+  // `ours`: the call exactly as the README's store example makes it (its options: origin only).
+  // `ours-lean`: the same with returnSession: false, for reference.
+  const options = job.system === 'ours-lean' ? { origin: 'bench', returnSession: false } : { origin: 'bench' }
+  let chart
+  let lastBeat
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      await seed([{ file: fixture.file, stem }])
+      const first = JSON.parse(fs.readFileSync(fixture.file, 'utf8')).activeCharts[0]
+      chart = { id: first.id, action: first.actions[0].id }
+      const store = await openStore()
+      await store.load(userId, workspaceId)
+      return { store }
+    },
+    // The README's update, with values that change at every repetition (the chart and action are
+    // the session's own; the README's c1 and a2 stand for them).
+    prepare(state, i) {
+      lastBeat = `b7-${i + 100}`
+      state.update = {
+        universeFocus: i % 2 ? 'ceremony' : 'story',
+        storyBeats: [{ id: lastBeat, description: 'First deploy', type: 'deploy' }],
+        activeCharts: [{ id: chart.id, actions: [{ id: chart.action, completed: i % 2 === 0 }] }],
+        memory: { lastFile: `src/app-${i + 100}.ts`, scratch: null },
+      }
+    },
+    async rep(state) {
+      const { changes, lost } = await state.store.merge(userId, workspaceId, state.update, options)
+      return changes.length > 0 && lost.length === 0
+    },
+    check: (ok) => ok === true,
+    async verify(state) {
+      await state.store.close()
+      const store = await openStore()
+      const { session } = await store.load(userId, workspaceId)
+      await store.close()
+      const ok = session.storyBeats.some((b) => b.id === lastBeat)
+      return { ok, beats: session.storyBeats.length, lastBeat }
+    },
+  }
+}
+
+const many = (name) => () => manySessions[name]({ job, dataDir })
+const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5, W6: many('W6'), W7: many('W7'), W8: many('W8'), W9: many('W9'), W10: w10 }
 
 run(WORKLOADS[job.workload]())
   .then((result) => {

@@ -1,13 +1,13 @@
 'use strict'
-// The benchmark suite of issue 4: `npm run bench` (node bench/run.js).
+// The benchmark suite of issues 4 and 21: `npm run bench` (node bench/run.js).
 //
 // Generates the fixtures (bench/generate.js) in a temp dir, then runs every workload × system ×
 // variant in its own child process (bench/child.js), one after another, and prints a table, writes
 // bench/results/latest.json (every sample, medians, ratios, machine) and bench/results/w2.svg.
 //
 // Environment:
-//   BENCH_QUICK=1       fewer repetitions and a 10,000-file W5 (about a minute)
-//   BENCH_ONLY=W2,W4    run only these workloads
+//   BENCH_QUICK=1       fewer repetitions and sessions: a 10,000-file W5, no 100,000-session W8
+//   BENCH_ONLY=W2,W4    run only these workloads (W1 … W10)
 //   BENCH_W5_FILES=N    W5 directory size (default 100000, quick 10000)
 //   BENCH_KEEP=1        keep the temp dir (its path is printed)
 //   BENCH_OUT=DIR       where results go (default bench/results)
@@ -16,6 +16,11 @@
 //
 // W1 to W3 also run on Redis when redis-server is there: the harness starts its own (a free port,
 // persistence off) for the run and stops it at the end; every job gets its own key prefix.
+//
+// The contenders (issue 21; contenders/): better-sqlite3 (`sqlite`, and `sqlite-group` with group
+// commit), lmdb-js (`lmdb`) and the floor (`floor`, one file per session, append + fdatasync), on
+// W1 cold, W2 and the many-sessions workloads W6 to W9 (many-sessions.js). A contender whose package
+// cannot be loaded is skipped with a printed note.
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -25,7 +30,10 @@ const { fork, execFileSync } = require('node:child_process')
 
 const gen = require('./generate')
 const { drawW2 } = require('./lib/svg')
+const { drawContenders } = require('./lib/contenders-svg')
+const contendersSummary = require('./lib/contenders-summary')
 const redisLib = require('./lib/redis')
+const { CONTENDERS, availability } = require('./contenders')
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.toUpperCase().split(',')) : null
@@ -44,15 +52,35 @@ const REPS = QUICK
  * baselines keep REPS, which are many times their own noise.
  */
 const W2_CHEAP_REPS = QUICK ? [10, 2] : [60, 5]
-const W2_CHEAP = new Set(['ours', 'ours-redis'])
+const W2_CHEAP = new Set(['ours-redis'])
+/**
+ * W2 repetitions of the durable appends compared with the floor (ours, SQLite, LMDB, the floor):
+ * enough for a p99 (the 3rd-longest of 200), where the issue sets a target.
+ */
+const W2_P99_REPS = QUICK ? [20, 2] : [200, 10]
+const W2_P99 = new Set(['ours', 'sqlite', 'lmdb', 'floor'])
+/** The many-sessions workloads: sessions, [reps, warm-ups], repetitions with the stall probe. */
+const MANY = {
+  W6: { sessions: 100, appendsEach: 20, reps: QUICK ? [2, 1] : [7, 1], probeReps: QUICK ? 1 : 3 },
+  W7: { sessions: QUICK ? 1_000 : 10_000, reps: QUICK ? [2, 1] : [2, 1], probeReps: 1 },
+  W8: { sessions: QUICK ? [10_000] : [10_000, 100_000], reps: QUICK ? [5, 1] : [11, 1], repsLarge: [5, 1], probeReps: QUICK ? 1 : 3 },
+  W9: { sessions: QUICK ? 2_000 : 10_000, reps: [1, 0] },
+  W10: { reps: QUICK ? [10, 2] : [30, 3] },
+}
 
 /** The baselines each workload is compared with, and the system of ours each is compared with. */
+const versusOurs = (...names) => Object.fromEntries(names.map((n) => [n, 'ours']))
 const BASELINES = {
-  W1: { naive: 'ours', ioredis: 'ours-redis', 'send-only': 'ours' },
-  W2: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
+  W1: { naive: 'ours', ioredis: 'ours-redis', 'send-only': 'ours', ...versusOurs('sqlite', 'lmdb', 'floor') },
+  W2: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis', ...versusOurs('sqlite', 'lmdb', 'floor') },
   W3: { naive: 'ours', atomic: 'ours', ioredis: 'ours-redis' },
   W4: { 'js-merge': 'ours' },
   W5: { 'js-sweep': 'ours' },
+  W6: versusOurs(...CONTENDERS),
+  W7: versusOurs(...CONTENDERS),
+  W8: versusOurs('sqlite', 'lmdb'),
+  W9: versusOurs('naive'),
+  W10: versusOurs('ours-lean'),
 }
 const REDIS_SYSTEMS = new Set(['ours-redis', 'ioredis'])
 const TITLES = {
@@ -61,6 +89,24 @@ const TITLES = {
   W3: 'W3 autosave tick: 1,000 open sessions (~10 KB), 10% dirty',
   W4: 'W4 merge two sessions diverged by 10,000 entries each',
   W5: `W5 TTL sweep: ${W5_FILES.toLocaleString('en-US')} session files, half expired`,
+  W6: 'W6 concurrent durable appends: 100 small sessions × 20 appends, all issued at once',
+  W7: 'W7 create small sessions durably (~2.7 KB each), 100 in flight; disk per session',
+  W8: 'W8 list() of every stored small session',
+  W9: 'W9 memory per small session loaded by merge (RSS delta ÷ sessions)',
+  W10: "W10 the README's first merge() example on a 10 MB session",
+}
+/** Per workload, figures of its own: [sample key, label, format], printed under its rows. */
+const FIGURES = {
+  W6: [['opsPerSec', 'appends/s', (v) => Math.round(v).toLocaleString('en-US')]],
+  W7: [
+    ['usPerSession', 'µs per session', (v) => Math.round(v).toLocaleString('en-US')],
+    ['diskOpenPerSession', 'disk per session, store open', (v) => `${(v / 1024).toFixed(1)} KiB`],
+    ['diskClosedPerSession', 'disk per session, store closed', (v) => `${(v / 1024).toFixed(1)} KiB`],
+  ],
+  W9: [
+    ['rssPerSession', 'RSS per session', (v) => `${(v / 1024).toFixed(1)} KiB`],
+    ['timesJson', '× its JSON', (v) => `${v.toFixed(2)}×`],
+  ],
 }
 
 const log = (...args) => process.stderr.write(args.join(' ') + '\n')
@@ -155,16 +201,25 @@ function writeFixtures(dir) {
 
 // ---------------------------------------------------------------- jobs
 
-/** The jobs; `redis`: whether the Redis systems run too. */
-function plan(redis) {
+/**
+ * The jobs; `redis`: whether the Redis systems run too; `missing`: contenders that cannot run here
+ * (name → reason). The systems of one variant run one after another, so that what else the machine
+ * is doing weighs on them alike.
+ */
+function plan(redis, missing = {}) {
   const jobs = []
   const add = (job) => {
-    if ((!ONLY || ONLY.has(job.workload)) && (redis || !REDIS_SYSTEMS.has(job.system))) jobs.push(job)
+    if ((!ONLY || ONLY.has(job.workload)) && (redis || !REDIS_SYSTEMS.has(job.system)) && !missing[job.system]) {
+      // The floor's syncs wait on libuv's pool: enough threads for many in flight at once.
+      if (job.system === 'floor') job.env = { UV_THREADPOOL_SIZE: '64' }
+      jobs.push(job)
+    }
   }
   for (const size of SIZE_KEYS) {
     const [reps, warmup] = REPS[size]
     for (const mode of ['cold', 'warm']) {
-      for (const system of ['ours', 'naive', 'send-only', 'ours-redis', 'ioredis']) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
+      const contenders = mode === 'cold' ? ['sqlite', 'lmdb', 'floor'] : []
+      for (const system of ['ours', 'naive', 'send-only', 'ours-redis', 'ioredis', ...contenders]) add({ workload: 'W1', variant: `${size} ${mode}`, size, mode, system, reps, warmup })
     }
   }
   // The long way: a snapshot the store did not write (the generator's file, never marked), so every
@@ -172,15 +227,15 @@ function plan(redis) {
   const [reps, warmup] = REPS['10MB']
   for (const system of ['ours', 'ours-redis']) add({ workload: 'W1', variant: '10MB cold, unmarked snapshot', size: '10MB', mode: 'cold', unmarked: true, system, reps, warmup })
   for (const size of SIZE_KEYS) {
-    for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']) {
-      const [reps, warmup] = W2_CHEAP.has(system) ? W2_CHEAP_REPS : REPS[size]
+    for (const system of ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis', 'sqlite', 'lmdb', 'floor']) {
+      const [reps, warmup] = W2_P99.has(system) ? W2_P99_REPS : W2_CHEAP.has(system) ? W2_CHEAP_REPS : REPS[size]
       add({ workload: 'W2', variant: size, size, system, reps, warmup })
     }
   }
   // A late entry (another tab's clock behind) into the largest session: the change must still cost
   // the change, not a re-sort of the history.
   for (const system of ['ours', 'naive']) {
-    const [reps, warmup] = W2_CHEAP.has(system) ? W2_CHEAP_REPS : REPS['10MB']
+    const [reps, warmup] = system === 'ours' ? W2_CHEAP_REPS : REPS['10MB']
     add({ workload: 'W2', variant: '10MB late', size: '10MB', late: true, system, reps, warmup })
   }
   for (const system of ['ours', 'ours-all', 'ours-tick', 'naive', 'atomic', 'ours-redis', 'ioredis']) add({ workload: 'W3', variant: '1000 open, 100 dirty', system, reps: REPS.W3[0], warmup: REPS.W3[1] })
@@ -190,6 +245,21 @@ function plan(redis) {
   // A sweep takes a second or more: the machine's idle noise over as long a window is what its
   // longest block compares with (short windows miss this VM's rarer multi-ms hiccups).
   for (const system of ['ours', 'js-sweep']) add({ workload: 'W5', variant: `${W5_FILES} files`, system, reps: REPS.W5[0], warmup: REPS.W5[1], idleMs: 2000 })
+
+  const n = (count) => count.toLocaleString('en-US')
+  const { W6, W7, W8, W9, W10 } = MANY
+  for (const system of ['ours', ...CONTENDERS]) {
+    add({ workload: 'W6', variant: `${W6.sessions} sessions × ${W6.appendsEach} appends`, system, sessions: W6.sessions, appendsEach: W6.appendsEach, reps: W6.reps[0], warmup: W6.reps[1], probeReps: W6.probeReps })
+  }
+  for (const system of ['ours', ...CONTENDERS]) {
+    add({ workload: 'W7', variant: `${n(W7.sessions)} sessions`, system, sessions: W7.sessions, reps: W7.reps[0], warmup: W7.reps[1], probeReps: W7.probeReps })
+  }
+  for (const sessions of W8.sessions) {
+    const [reps, warmup] = sessions > 10_000 ? W8.repsLarge : W8.reps
+    for (const system of ['ours', 'sqlite', 'lmdb']) add({ workload: 'W8', variant: `${n(sessions)} sessions`, system, sessions, reps, warmup, probeReps: W8.probeReps })
+  }
+  for (const system of ['ours', 'naive']) add({ workload: 'W9', variant: `${n(W9.sessions)} sessions`, system, sessions: W9.sessions, reps: W9.reps[0], warmup: W9.reps[1] })
+  for (const system of ['ours', 'ours-lean']) add({ workload: 'W10', variant: '10MB', size: '10MB', system, reps: W10.reps[0], warmup: W10.reps[1] })
   return jobs
 }
 
@@ -197,6 +267,7 @@ function runChild(job) {
   return new Promise((resolve) => {
     const child = fork(path.join(__dirname, 'child.js'), [JSON.stringify(job)], {
       execArgv: ['--expose-gc'],
+      env: { ...process.env, ...job.env },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })
     let message
@@ -239,7 +310,8 @@ function fmtRatio(v) {
   if (v === Infinity) return '∞'
   if (v >= 100) return `${v.toFixed(0)}×`
   if (v >= 10) return `${v.toFixed(1)}×`
-  return `${v.toFixed(2)}×`
+  if (v >= 0.1 || v === 0) return `${v.toFixed(2)}×`
+  return `${v.toPrecision(2)}×`
 }
 
 function pad(cells, widths) {
@@ -267,16 +339,27 @@ const REDIS_RATIO_METRICS = [
   ['redisOutBytes', 'from redis'],
   ['maxRSSKB', 'rss'],
 ]
-const ratioMetrics = (baseline) => (REDIS_SYSTEMS.has(baseline) ? REDIS_RATIO_METRICS : RATIO_METRICS)
+/** Ratios of each workload's own figures, after the common ones (`p99.` keys read `row.p99`). */
+const EXTRA_RATIO_METRICS = {
+  W2: [['p99.wallMs', 'p99']],
+  W7: [
+    ['diskOpenPerSession', 'disk open'],
+    ['diskClosedPerSession', 'disk closed'],
+  ],
+  W9: [['rssPerSession', 'rss per session']],
+}
+const ratioMetrics = (baseline, workload) => [...(REDIS_SYSTEMS.has(baseline) ? REDIS_RATIO_METRICS : RATIO_METRICS), ...(EXTRA_RATIO_METRICS[workload] || [])]
+/** A figure of a system's row by ratio key: its median, or with `p99.` its p99. */
+const statOf = (row, key) => (key.startsWith('p99.') ? row.p99 && row.p99[key.slice(4)] : row.median[key])
 
 function table(groups) {
   const lines = []
-  const widths = [10, 3, 9, 9, 9, 7, 8, 9, 7, 9, 9, 7, 9, 10]
+  const widths = [12, 3, 9, 9, 9, 9, 7, 8, 9, 7, 9, 9, 7, 9, 10]
   let workload
   for (const g of groups) {
     // Bytes to and from Redis, in the groups where a system ran on Redis.
     const withRedis = g.rows.some((r) => REDIS_SYSTEMS.has(r.system))
-    const head = ['system', 'n', 'wall ms', 'block max', 'block p99', 'stall', 'idle max', 'busy ms', 'queued', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
+    const head = ['system', 'n', 'wall ms', 'p99 ms', 'block max', 'block p99', 'stall', 'idle max', 'busy ms', 'queued', 'cpu ms', 'written', 'rss MB', ...(withRedis ? ['to redis', 'from redis'] : [])]
     if (g.workload !== workload) {
       workload = g.workload
       lines.push('', `== ${TITLES[workload]}`)
@@ -292,6 +375,7 @@ function table(groups) {
         r.system + (r.verify && r.verify.ok === false ? '!' : ''),
         r.samples.length,
         fmtMs(m.wallMs),
+        fmtMs(r.p99 && r.p99.wallMs),
         fmtMs(m.blockMaxMs),
         fmtMs(m.blockP99Ms),
         fmtMs(m.stallMs),
@@ -305,8 +389,12 @@ function table(groups) {
       ]
       lines.push(pad(rowCells, widths))
     }
+    for (const [key, label, format] of FIGURES[g.workload] || []) {
+      const parts = g.rows.filter((r) => !r.error && r.median[key] != null).map((r) => `${r.system} ${format(r.median[key])}`)
+      if (parts.length) lines.push(`   ${label}: ${parts.join(', ')}`)
+    }
     for (const [baseline, ratios] of Object.entries(g.ratios)) {
-      const parts = ratioMetrics(baseline).map(([k, name]) => `${name} ${fmtRatio(ratios[k])}`)
+      const parts = ratioMetrics(baseline, g.workload).map(([k, name]) => `${name} ${fmtRatio(ratios[k])}`)
       lines.push(`   ${baseline} ÷ ${BASELINES[g.workload][baseline]}: ${parts.join(', ')}`)
     }
     const bad = g.rows.filter((r) => r.verify && r.verify.ok === false)
@@ -345,7 +433,26 @@ function machine(tmp) {
     gitCommit: sh('git', ['rev-parse', 'HEAD'], ROOT),
     gitDirty: sh('git', ['status', '--porcelain', '--', 'src', 'lib', 'index.js'], ROOT) ? true : false,
     addon,
-    packages: { ws: version('ws'), 'write-file-atomic': version('write-file-atomic'), ioredis: version('ioredis') },
+    packages: {
+      ws: version('ws'),
+      'write-file-atomic': version('write-file-atomic'),
+      ioredis: version('ioredis'),
+      'better-sqlite3': version('better-sqlite3'),
+      lmdb: version('lmdb'),
+    },
+    sqlite: sqliteVersion(),
+  }
+}
+
+/** The SQLite library better-sqlite3 was built with, if it loads. */
+function sqliteVersion() {
+  try {
+    const db = new (require('better-sqlite3'))(':memory:')
+    const v = db.prepare('SELECT sqlite_version()').pluck().get()
+    db.close()
+    return v
+  } catch {
+    return null
   }
 }
 
@@ -406,9 +513,14 @@ async function main() {
     const { manifest, file: manifestFile } = writeFixtures(path.join(tmp, 'fixtures'))
     log(`  done in ${manifest.seconds.toFixed(1)} s: ${SIZE_KEYS.map((s) => `${s} = ${manifest.sizes[s].bytes} B / ${manifest.sizes[s].entries} entries`).join(', ')}`)
 
+    // Contenders whose package cannot be loaded here are left out, with a note.
+    const missing = Object.fromEntries(Object.entries(availability()).filter(([, reason]) => reason))
+    const contenderNotes = Object.entries(missing).map(([name, reason]) => `${name} skipped: ${reason} (npm install builds it)`)
+    for (const note of contenderNotes) log(`NOTE: ${note}`)
+
     // The Redis systems need a redis-server: the harness's own, for this run only.
     let redisNote = null
-    const wantsRedis = process.env.BENCH_REDIS !== '0' && plan(true).some((j) => REDIS_SYSTEMS.has(j.system))
+    const wantsRedis = process.env.BENCH_REDIS !== '0' && plan(true, missing).some((j) => REDIS_SYSTEMS.has(j.system))
     if (wantsRedis) {
       const server = await redisLib.startRedis(path.join(tmp, 'redis'))
       if (server.missing) {
@@ -425,7 +537,7 @@ async function main() {
 
     const addonAtStart = addonIdentity()
     const results = []
-    const jobs = plan(!!redis)
+    const jobs = plan(!!redis, missing)
     for (const [i, job] of jobs.entries()) {
       const workDir = path.join(tmp, 'work', `${i}`)
       fs.mkdirSync(workDir, { recursive: true })
@@ -461,8 +573,8 @@ async function main() {
         const base = g.rows.find((r) => r.system === name && !r.error)
         if (!mine || !base) continue
         g.ratios[name] = {}
-        for (const [k] of ratioMetrics(name)) {
-          g.ratios[name][k] = k === 'maxRSSKB' ? ratio(base.maxRSSKB, mine.maxRSSKB) : ratio(base.median[k], mine.median[k])
+        for (const [k] of ratioMetrics(name, g.workload)) {
+          g.ratios[name][k] = k === 'maxRSSKB' ? ratio(base.maxRSSKB, mine.maxRSSKB) : ratio(statOf(base, k), statOf(mine, k))
         }
       }
       if (g.workload === 'W4') {
@@ -475,6 +587,7 @@ async function main() {
       }
     }
 
+    const summary = contendersSummary.summarize(groups, SIZE_KEYS)
     const features = Object.assign({}, ...results.filter((r) => r.features && r.system.startsWith('ours')).map((r) => r.features))
     const info = machine(tmp)
     info.redisServer = redis ? { version: redis.version, binary: redisLib.REDIS_SERVER, options: '--save "" --appendonly no --bind 127.0.0.1' } : null
@@ -509,6 +622,8 @@ async function main() {
         'W1 cold with Redis: a new store instance (ours-redis; opened untimed) or a fresh GET + JSON.parse (ioredis). W2 with Redis: ours-redis is one merge({ durable: true, returnSession: false }), which appends one record to the session\'s Redis log in a WATCH/MULTI/EXEC and PUBLISHes; ioredis pushes the entry and SETs the whole JSON. W3 with Redis: ours-redis saves its 100 dirty sessions, ioredis SETs them (Promise.all on one connection).',
       ],
       redis: redis ? { url: redis.url, version: redis.version } : { skipped: redisNote },
+      contendersSkipped: missing,
+      contenders: summary,
       fixtures: {
         sizes: manifest.sizes,
         w3: manifest.w3 && { sessions: manifest.w3.sessions.length, meanBytes: manifest.w3.meanBytes },
@@ -530,6 +645,7 @@ async function main() {
           reps: r.reps,
           warmup: r.warmup,
           median: r.median,
+          p99: r.p99,
           max: r.max,
           maxRSSKB: r.maxRSSKB,
           keyPrefix: r.keyPrefix,
@@ -551,10 +667,11 @@ async function main() {
     }
     const jsonFile = write('latest.json', JSON.stringify(output, null, 2) + '\n')
     const w2 = groups.filter((g) => g.workload === 'W2' && !g.variant.endsWith('late'))
-    let svgFile
+    const svgFiles = []
     if (w2.length) {
-      svgFile = write('w2.svg', drawW2(w2.map((g) => ({ bytes: manifest.sizes[g.size].bytes, label: gen.SIZES[g.size].label, rows: g.rows })), { quick: QUICK, machine: info }))
+      svgFiles.push(write('w2.svg', drawW2(w2.map((g) => ({ bytes: manifest.sizes[g.size].bytes, label: gen.SIZES[g.size].label, rows: g.rows })), { quick: QUICK, machine: info })))
     }
+    if (summary.length) svgFiles.push(write('contenders.svg', drawContenders(summary, { quick: QUICK, machine: info })))
 
     console.log(`mia-narrative-session benchmark — ${info.cpu}, ${info.cores} cores, ${info.os}, Node ${info.node}, ${info.tmpFs}${QUICK ? ' — BENCH_QUICK' : ''}`)
     const yesNo = (v) => (v === undefined ? 'not exercised' : v ? 'yes' : 'no')
@@ -562,7 +679,12 @@ async function main() {
     console.log('medians; block = longest main-thread block (event-loop delay − 1 ms); idle max = the same in that process while idle (300 ms; W5 2 s); busy = main-thread active time; queued = main thread waiting for a core, in total; written = /proc/self/io write_bytes')
     if (redis) console.log(`Redis systems on redis-server ${redis.version} (persistence off); to/from redis = INFO stats total_net_input/output_bytes deltas`)
     if (redisNote) console.log(`NOTE: ${redisNote}`)
+    for (const note of contenderNotes) console.log(`NOTE: ${note}`)
     console.log(table(groups))
+    if (summary.length) {
+      console.log('\n== Contenders: ours against SQLite, LMDB and the floor (medians; targets of issue 21 on ours)\n')
+      console.log(contendersSummary.summaryTable(summary))
+    }
     for (const g of groups.filter((x) => x.agreement)) {
       console.log(`\nW4 (${g.variant}) results agree: ${g.agreement.sameResult ? 'yes (identical canonical JSON)' : `NO — differ in ${g.agreement.fieldsThatDiffer.join(', ')}`}`)
     }
@@ -571,7 +693,7 @@ async function main() {
     if (info.addonChangedDuringRun) console.log('\nWARNING: the addon binary changed during the run; figures mix two builds. Run again.')
     const noise = results.filter((r) => r.noise).map((r) => r.noise.blockMaxMs)
     if (noise.length) console.log(`idle event-loop noise (block max while idle, per process): median ${fmtMs(noise.sort((a, b) => a - b)[noise.length >> 1])} ms, worst ${fmtMs(Math.max(...noise))} ms`)
-    console.log(`\nwrote ${path.relative(process.cwd(), jsonFile)}${svgFile ? ` and ${path.relative(process.cwd(), svgFile)}` : ''} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+    console.log(`\nwrote ${[jsonFile, ...svgFiles].map((f) => path.relative(process.cwd(), f)).join(', ')} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
     if (results.some((r) => r.error || (r.verify && r.verify.ok === false))) process.exitCode = 1
   } finally {
     if (redis) await redis.stop()
