@@ -94,6 +94,30 @@ function mergeLean(store, userId, workspaceId, update) {
 /** At most this many repetitions with the stall probe, after the timed ones. */
 const PROBE_REPS = 15
 
+/**
+ * Interleaving (run.js runs the systems of one variant side by side): after its set-up, this
+ * process does its work only in turns that the parent hands out one process at a time, round
+ * robin, so that the systems' repetitions alternate and whatever else the machine is doing weighs
+ * on all of them alike. Without `job.interleaved` every turn is granted at once.
+ */
+let granted = null
+process.on('message', (m) => {
+  if (m && m.type === 'go' && granted) granted()
+})
+async function inTurn(work) {
+  if (!job.interleaved) return work()
+  await new Promise((resolve) => {
+    granted = resolve
+    process.send({ type: 'turn' })
+  })
+  granted = null
+  try {
+    return await work()
+  } finally {
+    process.send({ type: 'done' })
+  }
+}
+
 async function run(body) {
   const samples = []
   if (REDIS) {
@@ -103,38 +127,47 @@ async function run(body) {
   const { setup, rep, prepare, after, verify, warmup = 1, reps, probeReps = PROBE_REPS } = body
   const state = setup ? await setup() : {}
   const idleMs = job.idleMs || 300
-  const noise = { ...(await idleNoise(idleMs)), windowMs: idleMs }
+  const noise = { ...(await inTurn(() => idleNoise(idleMs))), windowMs: idleMs }
   // Warm-up repetitions are numbered -warmup … -1, so that their updates come before the measured ones.
   for (let i = -warmup; i < 0; i++) {
-    if (prepare) await prepare(state, i)
-    await rep(state, i)
-    if (after) await after(state, i, {})
+    await inTurn(async () => {
+      if (prepare) await prepare(state, i)
+      await rep(state, i)
+      if (after) await after(state, i, {})
+    })
   }
-  /** Repetition `i`, measured (with `probe`, its stall too), its result checked. */
-  const measured = async (i, probe) => {
-    if (prepare) await prepare(state, i)
-    const net0 = meter ? await meter.read() : null
-    const { sample, value } = await measure(() => rep(state, i), probe)
-    if (meter) {
-      const net = await meter.since(net0)
-      sample.redisInBytes = net.in
-      sample.redisOutBytes = net.out
-    }
-    if (body.check) sample.check = body.check(value, i)
-    // Untimed: the workload's own figures from this repetition (rates, disk, memory), and its tidying.
-    if (after) await after(state, i, sample)
-    return sample
-  }
+  /** Repetition `i` in a turn of its own, measured (with `probe`, its stall too), its result checked. */
+  const measured = (i, probe) =>
+    inTurn(async () => {
+      if (prepare) await prepare(state, i)
+      const net0 = meter ? await meter.read() : null
+      const { sample, value } = await measure(() => rep(state, i), probe)
+      if (meter) {
+        const net = await meter.since(net0)
+        sample.redisInBytes = net.in
+        sample.redisOutBytes = net.out
+      }
+      if (body.check) sample.check = body.check(value, i)
+      // Untimed: the workload's own figures from this repetition (rates, disk, memory), and its tidying.
+      if (after) await after(state, i, sample)
+      return sample
+    })
   for (let i = 0; i < reps; i++) samples.push(await measured(i))
   // The stall probe's repetitions, after the timed ones: its pings would count in their figures.
-  const probe = new StallProbe()
-  noise.stallMs = await probe.idle(idleMs)
+  const probe = await inTurn(async () => {
+    const p = new StallProbe()
+    noise.stallMs = await p.idle(idleMs)
+    return p
+  })
   const probeSamples = []
   for (let i = reps; i < reps + Math.min(reps, probeReps); i++) probeSamples.push(await measured(i, probe))
-  await probe.close()
   const maxRSSKB = process.resourceUsage().maxRSS
-  const verification = verify ? await verify(state) : { ok: true }
-  if (body.teardown) await body.teardown(state)
+  const verification = await inTurn(async () => {
+    await probe.close()
+    const v = verify ? await verify(state) : { ok: true }
+    if (body.teardown) await body.teardown(state)
+    return v
+  })
   if (admin) admin.close()
   return { samples, probeSamples, maxRSSKB, noise, verify: verification }
 }

@@ -12,6 +12,7 @@
 //   BENCH_KEEP=1        keep the temp dir (its path is printed)
 //   BENCH_OUT=DIR       where results go (default bench/results)
 //   BENCH_REDIS=0       leave out the Redis systems (ours-redis, ioredis) of W1 to W3
+//   BENCH_INTERLEAVE=0  run the systems of a variant one after another, not interleaved
 //   REDIS_SERVER=PATH   the redis-server binary (default /usr/bin/redis-server)
 //
 // W1 to W3 also run on Redis when redis-server is there: the harness starts its own (a free port,
@@ -37,6 +38,7 @@ const { CONTENDERS, availability } = require('./contenders')
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.toUpperCase().split(',')) : null
+const INTERLEAVE = process.env.BENCH_INTERLEAVE !== '0'
 const W5_FILES = Number(process.env.BENCH_W5_FILES || (QUICK ? 10_000 : 100_000))
 const OUT = path.resolve(process.env.BENCH_OUT || path.join(__dirname, 'results'))
 const ROOT = path.resolve(__dirname, '..')
@@ -263,19 +265,62 @@ function plan(redis, missing = {}) {
   return jobs
 }
 
-function runChild(job) {
-  return new Promise((resolve) => {
-    const child = fork(path.join(__dirname, 'child.js'), [JSON.stringify(job)], {
-      execArgv: ['--expose-gc'],
-      env: { ...process.env, ...job.env },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+/**
+ * Runs jobs (each in its own child.js process) side by side: every child sets up at once, then
+ * does its work (warm-ups, repetitions, probe repetitions, verification) only in turns, which are
+ * handed out one at a time, round robin, once every child has set up. So the systems' repetitions
+ * alternate, and a moment when the machine is busier with other work falls on all of them alike.
+ * Resolves to each job's result, in order, with its 1-minute load average at its first and last
+ * turn and its own duration.
+ */
+function runInterleaved(jobs) {
+  return new Promise((resolveAll) => {
+    let holder = null
+    let started = false
+    let next = 0
+    const children = jobs.map((job, index) => {
+      const c = { index, state: 'setup', message: null, result: null, startedAt: Date.now(), loadBefore: null }
+      c.proc = fork(path.join(__dirname, 'child.js'), [JSON.stringify({ ...job, interleaved: true })], {
+        execArgv: ['--expose-gc'],
+        env: { ...process.env, ...job.env },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      })
+      c.proc.on('message', (m) => {
+        if (m && m.type === 'turn') c.state = 'waiting'
+        else if (m && m.type === 'done') {
+          c.state = 'between'
+          holder = null
+        } else c.message = m
+        schedule()
+      })
+      c.proc.on('exit', (code, signal) => {
+        c.state = 'exited'
+        if (holder === c) holder = null
+        const { message } = c
+        c.result = message && message.ok ? message.result : { error: message ? message.error : `child exited with ${signal || code}` }
+        c.result.loadavg = { before: +(c.loadBefore ?? os.loadavg()[0]).toFixed(2), after: +os.loadavg()[0].toFixed(2) }
+        c.result.seconds = (Date.now() - c.startedAt) / 1000
+        schedule()
+      })
+      return c
     })
-    let message
-    child.on('message', (m) => (message = m))
-    child.on('exit', (code, signal) => {
-      if (message && message.ok) resolve(message.result)
-      else resolve({ error: message ? message.error : `child exited with ${signal || code}` })
-    })
+    function schedule() {
+      if (children.every((c) => c.state === 'exited')) return resolveAll(children.map((c) => c.result))
+      if (holder) return
+      // The first turn waits until every child has set up (or failed), so no set-up overlaps a repetition.
+      if (!started && children.some((c) => c.state === 'setup')) return
+      started = true
+      for (let k = 0; k < children.length; k++) {
+        const c = children[(next + k) % children.length]
+        if (c.state !== 'waiting') continue
+        holder = c
+        c.state = 'running'
+        if (c.loadBefore === null) c.loadBefore = os.loadavg()[0]
+        next = (c.index + 1) % children.length
+        c.proc.send({ type: 'go' })
+        return
+      }
+    }
   })
 }
 
@@ -538,26 +583,33 @@ async function main() {
     const addonAtStart = addonIdentity()
     const results = []
     const jobs = plan(!!redis, missing)
-    for (const [i, job] of jobs.entries()) {
-      const workDir = path.join(tmp, 'work', `${i}`)
-      fs.mkdirSync(workDir, { recursive: true })
-      const t = Date.now()
-      const loadBefore = os.loadavg()[0]
-      const onRedis = REDIS_SYSTEMS.has(job.system)
-      const redisJob = onRedis ? { redisUrl: redis.url, keyPrefix: `bench:${i}:${job.workload.toLowerCase()}:${job.system}:` } : {}
-      const result = await runChild({ ...job, ...redisJob, manifest: manifestFile, workDir })
-      result.loadavg = { before: +loadBefore.toFixed(2), after: +os.loadavg()[0].toFixed(2) }
-      if (onRedis) {
-        Object.assign(job, redisJob)
-        // Untimed: every job starts on an empty Redis (its keys are its own anyway).
-        await redisAdmin.command('FLUSHALL')
-      }
-      fs.rmSync(workDir, { recursive: true, force: true })
-      const row = { ...job, ...result }
-      if (!result.error) Object.assign(row, summarize(result.samples, result.probeSamples))
-      results.push(row)
-      const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)}${row.median.wallMs >= 1000 ? '' : ' ms'}${result.verify.ok ? '' : ' VERIFY FAILED'}`
-      log(`  [${i + 1}/${jobs.length}] ${job.workload} ${job.variant} ${job.system}: ${status} (${((Date.now() - t) / 1000).toFixed(1)} s)`)
+    // The jobs of one variant run side by side, interleaved (BENCH_INTERLEAVE=0: one at a time).
+    const batches = []
+    jobs.forEach((job, i) => {
+      const last = batches[batches.length - 1]
+      if (INTERLEAVE && last && last[0].job.workload === job.workload && last[0].job.variant === job.variant) last.push({ i, job })
+      else batches.push([{ i, job }])
+    })
+    for (const batch of batches) {
+      const specs = batch.map(({ i, job }) => {
+        const workDir = path.join(tmp, 'work', `${i}`)
+        fs.mkdirSync(workDir, { recursive: true })
+        if (REDIS_SYSTEMS.has(job.system)) Object.assign(job, { redisUrl: redis.url, keyPrefix: `bench:${i}:${job.workload.toLowerCase()}:${job.system}:` })
+        return { ...job, manifest: manifestFile, workDir }
+      })
+      const outcomes = await runInterleaved(specs)
+      // Untimed, once no job of the batch runs: the next variant starts on an empty Redis and no
+      // work directories.
+      if (batch.some(({ job }) => REDIS_SYSTEMS.has(job.system))) await redisAdmin.command('FLUSHALL')
+      for (const spec of specs) fs.rmSync(spec.workDir, { recursive: true, force: true })
+      batch.forEach(({ i, job }, k) => {
+        const result = outcomes[k]
+        const row = { ...job, ...result }
+        if (!result.error) Object.assign(row, summarize(result.samples, result.probeSamples))
+        results.push(row)
+        const status = result.error ? `ERROR ${result.error.split('\n')[0]}` : `median ${fmtMs(row.median.wallMs)}${row.median.wallMs >= 1000 ? '' : ' ms'}${result.verify.ok ? '' : ' VERIFY FAILED'}`
+        log(`  [${i + 1}/${jobs.length}] ${job.workload} ${job.variant} ${job.system}: ${status} (${result.seconds.toFixed(1)} s${batch.length > 1 ? `, ${batch.length} interleaved` : ''})`)
+      })
     }
 
     // Group by workload + variant; ratios are baseline ÷ ours, from medians of this run.

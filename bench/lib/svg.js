@@ -49,9 +49,10 @@ function fmtSize(bytes) {
  * points: [{ bytes, label, rows: [{ system, median: { wallMs }, error }] }], one per session size.
  */
 function drawW2(points, { quick = false, machine = {} } = {}) {
-  const W = 760
+  const W = 1000
   const H = 480
-  const m = { left: 78, right: 36, top: 64, bottom: 78 }
+  // The legend has a column of its own, right of the plot.
+  const m = { left: 78, right: 300, top: 64, bottom: 78 }
   const pw = W - m.left - m.right
   const ph = H - m.top - m.bottom
 
@@ -138,8 +139,8 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
     }
   }
 
-  // Legend, top left inside the plot.
-  const lx = m.left + 14
+  // Legend, right of the plot.
+  const lx = m.left + pw + 34
   let ly = m.top + 18
   out.push(`<rect x="${lx - 8}" y="${ly - 12}" width="262" height="${names.length * 20 + 6}" fill="#fff" fill-opacity="0.9" stroke="#ccc"/>`)
   for (const name of names) {
@@ -149,7 +150,7 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
     ly += 20
   }
   const foot = [machine.cpu && `${machine.cpu}, ${machine.cores} cores`, machine.node && `Node ${machine.node}`, machine.tmpFs].filter(Boolean).join(' · ')
-  out.push(`<text x="${W - m.right}" y="${H - 14}" text-anchor="end" fill="#888" font-size="10">${esc(foot)}</text>`)
+  out.push(`<text x="${W - 16}" y="${H - 14}" text-anchor="end" fill="#888" font-size="10">${esc(foot)}</text>`)
   out.push('</svg>')
   return out.join('\n') + '\n'
 }
