@@ -46,6 +46,9 @@ function seedInOwnProcess(system, dir, count) {
   return JSON.parse(out.trim().split('\n').pop())
 }
 
+/** A job's repetitions as run.js planned them: measured, warm-ups, with the stall probe. */
+const repetitions = ({ reps, warmup, probeReps }) => ({ reps, warmup, probeReps })
+
 const gc = typeof global.gc === 'function' ? global.gc : () => {}
 
 /** The process's RSS once garbage is collected and the loop has settled. */
@@ -67,9 +70,7 @@ function concurrentAppends({ job, dataDir }) {
   const appended = new Array(count).fill(0)
   let stream = 0
   return {
-    reps: job.reps,
-    warmup: job.warmup,
-    probeReps: job.probeReps,
+    ...repetitions(job),
     async setup() {
       const system = await openSystem(job.system, dataDir)
       await system.seed(sessions)
@@ -108,9 +109,7 @@ function createSessions({ job, dataDir }) {
   let sessions
   let lastDir
   return {
-    reps: job.reps,
-    warmup: job.warmup,
-    probeReps: job.probeReps,
+    ...repetitions(job),
     setup() {
       sessions = Array.from({ length: count }, (_, i) => gen.smallSession(i))
       const jsonBytes = sessions.reduce((sum, s) => sum + Buffer.byteLength(JSON.stringify(s)), 0)
@@ -158,9 +157,7 @@ function listSessions({ job, dataDir }) {
   const { sessions: count } = job
   let seeded
   return {
-    reps: job.reps,
-    warmup: job.warmup,
-    probeReps: job.probeReps,
+    ...repetitions(job),
     setup() {
       seeded = seedInOwnProcess(job.system, dataDir, count)
       return {}
@@ -194,9 +191,7 @@ function memoryPerSession({ job, dataDir }) {
   let seeded
   let updates
   return {
-    reps: job.reps,
-    warmup: 0,
-    probeReps: 0,
+    ...repetitions(job),
     setup() {
       seeded = seedInOwnProcess(job.system, dataDir, count)
       // Ids and one new entry per session, made before the RSS is read.
