@@ -740,7 +740,7 @@ async function main() {
     for (const note of contenderNotes) console.log(`NOTE: ${note}`)
     console.log(table(groups))
     if (summary.length) {
-      console.log('\n== Contenders: ours against SQLite, LMDB and the floor (medians; targets of issue 21 on ours)\n')
+      console.log('\n== Contenders: ours against SQLite, LMDB and the floor (medians; the targets set for ours)\n')
       console.log(contendersSummary.summaryTable(summary))
     }
     for (const g of groups.filter((x) => x.agreement)) {
