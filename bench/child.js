@@ -13,6 +13,8 @@ const { measure, idleNoise, sleep } = require('./lib/measure')
 const { StallProbe } = require('./lib/stall-probe')
 const { sendTextMessage } = require('../lib/fragments')
 const gen = require('./generate')
+const { CONTENDERS, openSystem } = require('./contenders')
+const manySessions = require('./many-sessions')
 
 const job = JSON.parse(process.argv[2])
 const manifest = JSON.parse(fs.readFileSync(job.manifest, 'utf8'))
@@ -30,7 +32,9 @@ function ours() {
 // a key prefix of their own in `job.keyPrefix`.
 const REDIS = job.system === 'ours-redis' || job.system === 'ioredis'
 /** Every system that is this package's store, on either backend. */
-const OURS = ['ours', 'ours-all', 'ours-tick', 'ours-redis'].includes(job.system)
+const OURS = ['ours', 'ours-all', 'ours-tick', 'ours-redis', 'ours-lean'].includes(job.system)
+/** SQLite, LMDB or the floor (contenders/), in W1 and W2. */
+const CONTENDER = CONTENDERS.includes(job.system)
 const redisLib = REDIS ? require('./lib/redis') : null
 /** A raw RESP connection of the harness's own: seeds keys, reads INFO stats, checks results. */
 let admin
@@ -90,44 +94,80 @@ function mergeLean(store, userId, workspaceId, update) {
 /** At most this many repetitions with the stall probe, after the timed ones. */
 const PROBE_REPS = 15
 
+/**
+ * Interleaving (run.js runs the systems of one variant side by side): after its set-up, this
+ * process does its work only in turns that the parent hands out one process at a time, round
+ * robin, so that the systems' repetitions alternate and whatever else the machine is doing weighs
+ * on all of them alike. Without `job.interleaved` every turn is granted at once.
+ */
+let granted = null
+process.on('message', (m) => {
+  if (m && m.type === 'go' && granted) granted()
+})
+async function inTurn(work) {
+  if (!job.interleaved) return work()
+  await new Promise((resolve) => {
+    granted = resolve
+    process.send({ type: 'turn' })
+  })
+  granted = null
+  try {
+    return await work()
+  } finally {
+    process.send({ type: 'done' })
+  }
+}
+
 async function run(body) {
   const samples = []
   if (REDIS) {
     admin = await redisLib.RespClient.connect(redisLib.portOf(job.redisUrl))
     meter = new redisLib.NetMeter(admin)
   }
-  const { setup, rep, prepare, verify, warmup = 1, reps } = body
+  const { setup, rep, prepare, after, verify, warmup = 1, reps, probeReps = PROBE_REPS } = body
   const state = setup ? await setup() : {}
   const idleMs = job.idleMs || 300
-  const noise = { ...(await idleNoise(idleMs)), windowMs: idleMs }
+  const noise = { ...(await inTurn(() => idleNoise(idleMs))), windowMs: idleMs }
   // Warm-up repetitions are numbered -warmup … -1, so that their updates come before the measured ones.
   for (let i = -warmup; i < 0; i++) {
-    if (prepare) await prepare(state, i)
-    await rep(state, i)
+    await inTurn(async () => {
+      if (prepare) await prepare(state, i)
+      await rep(state, i)
+      if (after) await after(state, i, {})
+    })
   }
-  /** Repetition `i`, measured (with `probe`, its stall too), its result checked. */
-  const measured = async (i, probe) => {
-    if (prepare) await prepare(state, i)
-    const net0 = meter ? await meter.read() : null
-    const { sample, value } = await measure(() => rep(state, i), probe)
-    if (meter) {
-      const net = await meter.since(net0)
-      sample.redisInBytes = net.in
-      sample.redisOutBytes = net.out
-    }
-    if (body.check) sample.check = body.check(value, i)
-    return sample
-  }
+  /** Repetition `i` in a turn of its own, measured (with `probe`, its stall too), its result checked. */
+  const measured = (i, probe) =>
+    inTurn(async () => {
+      if (prepare) await prepare(state, i)
+      const net0 = meter ? await meter.read() : null
+      const { sample, value } = await measure(() => rep(state, i), probe)
+      if (meter) {
+        const net = await meter.since(net0)
+        sample.redisInBytes = net.in
+        sample.redisOutBytes = net.out
+      }
+      if (body.check) sample.check = body.check(value, i)
+      // Untimed: the workload's own figures from this repetition (rates, disk, memory), and its tidying.
+      if (after) await after(state, i, sample)
+      return sample
+    })
   for (let i = 0; i < reps; i++) samples.push(await measured(i))
   // The stall probe's repetitions, after the timed ones: its pings would count in their figures.
-  const probe = new StallProbe()
-  noise.stallMs = await probe.idle(idleMs)
+  const probe = await inTurn(async () => {
+    const p = new StallProbe()
+    noise.stallMs = await p.idle(idleMs)
+    return p
+  })
   const probeSamples = []
-  for (let i = reps; i < reps + Math.min(reps, PROBE_REPS); i++) probeSamples.push(await measured(i, probe))
-  await probe.close()
+  for (let i = reps; i < reps + Math.min(reps, probeReps); i++) probeSamples.push(await measured(i, probe))
   const maxRSSKB = process.resourceUsage().maxRSS
-  const verification = verify ? await verify(state) : { ok: true }
-  if (body.teardown) await body.teardown(state)
+  const verification = await inTurn(async () => {
+    await probe.close()
+    const v = verify ? await verify(state) : { ok: true }
+    if (body.teardown) await body.teardown(state)
+    return v
+  })
   if (admin) admin.close()
   return { samples, probeSamples, maxRSSKB, noise, verify: verification }
 }
@@ -186,6 +226,15 @@ function w1() {
         state.text = fs.readFileSync(fixture.file)
         return state
       }
+      if (CONTENDER) {
+        // Stored untimed, as each keeps it: SQLite and LMDB as rows, the floor as the JSON text in
+        // the session's file.
+        const writer = await openSystem(job.system, dataDir)
+        await writer.seed([JSON.parse(fs.readFileSync(fixture.file, 'utf8'))])
+        await writer.close()
+        state.store = await openSystem(job.system, dataDir)
+        return state
+      }
       if ((job.system === 'ours' || job.system === 'ours-redis') && !job.unmarked) {
         // Stored as the store writes it: its close writes the snapshot of what it merged (with
         // Redis too: the snapshot key and its mark, with the log empty).
@@ -209,10 +258,22 @@ function w1() {
         await state.store.close()
         state.store = await openStore()
       }
+      // Contenders: a new connection (SQLite), the environment opened again (LMDB), nothing held
+      // (the floor reads its file anyway).
+      if (cold && CONTENDER) {
+        await state.store.close()
+        state.store = await openSystem(job.system, dataDir)
+      }
     },
     async rep(state) {
       if (job.system === 'send-only') {
         await sendFramed(state.text, false, false)
+      } else if (CONTENDER) {
+        // The floor's restore is its file's bytes, sent as they are; SQLite and LMDB rebuild the
+        // session from its rows, then it is sent as the naive baseline sends it.
+        const restored = await state.store.restore(userId, workspaceId)
+        if (Buffer.isBuffer(restored)) await sendFramed(restored, false, false)
+        else socket.send(envelope(restored, false, false))
       } else if (OURS) {
         const store = state.store
         if (features.loadRaw) {
@@ -273,6 +334,12 @@ function w2() {
     reps: job.reps,
     warmup: job.warmup,
     async setup() {
+      if (CONTENDER) {
+        // The floor makes its calls synchronously here: the bare cost of one append and its sync.
+        const store = await openSystem(job.system, dataDir, { synchronous: true })
+        await store.seed([JSON.parse(fs.readFileSync(fixture.file, 'utf8'))])
+        return { store }
+      }
       await seed([{ file: fixture.file, stem }])
       if (OURS) {
         const store = await openStore()
@@ -291,6 +358,13 @@ function w2() {
       const { update } = state
       lastId = update.conversationHistory[0].id
       appended++
+      if (CONTENDER) {
+        // One durable append: SQLite one transaction (the entry's row, the session row's count and
+        // time), LMDB the same two records in one synced transaction, the floor a line and an
+        // fdatasync.
+        await state.store.append(userId, workspaceId, update.conversationHistory[0])
+        return true
+      }
       if (OURS) {
         // One call: merge, then append to the journal and fsync before resolving (with Redis:
         // append the record to the session's log in one WATCH/MULTI/EXEC, then PUBLISH).
@@ -316,6 +390,11 @@ function w2() {
     },
     check: (wrote) => wrote === true,
     async verify(state) {
+      if (CONTENDER) {
+        const entries = await state.store.entryCount(userId, workspaceId)
+        await state.store.close()
+        return { ok: entries === fixture.entries + appended, entries, expected: fixture.entries + appended }
+      }
       let session
       if (OURS) {
         await state.store.close()
@@ -539,7 +618,56 @@ function w5() {
   }
 }
 
-const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 }
+// ---------------------------------------------------------------- W10: the README's first merge()
+
+function w10() {
+  const fixture = manifest.sizes[job.size]
+  const { userId, workspaceId, stem } = fixture
+  // `ours`: the call exactly as the README's store example makes it (its options: origin only).
+  // `ours-lean`: the same with returnSession: false, for reference.
+  const options = job.system === 'ours-lean' ? { origin: 'bench', returnSession: false } : { origin: 'bench' }
+  let chart
+  let lastBeat
+  return {
+    reps: job.reps,
+    warmup: job.warmup,
+    async setup() {
+      await seed([{ file: fixture.file, stem }])
+      const first = JSON.parse(fs.readFileSync(fixture.file, 'utf8')).activeCharts[0]
+      chart = { id: first.id, action: first.actions[0].id }
+      const store = await openStore()
+      await store.load(userId, workspaceId)
+      return { store }
+    },
+    // The README's update, with values that change at every repetition (the chart and action are
+    // the session's own; the README's c1 and a2 stand for them).
+    prepare(state, i) {
+      lastBeat = `b7-${i + 100}`
+      state.update = {
+        universeFocus: i % 2 ? 'ceremony' : 'story',
+        storyBeats: [{ id: lastBeat, description: 'First deploy', type: 'deploy' }],
+        activeCharts: [{ id: chart.id, actions: [{ id: chart.action, completed: i % 2 === 0 }] }],
+        memory: { lastFile: `src/app-${i + 100}.ts`, scratch: null },
+      }
+    },
+    async rep(state) {
+      const { changes, lost } = await state.store.merge(userId, workspaceId, state.update, options)
+      return changes.length > 0 && lost.length === 0
+    },
+    check: (ok) => ok === true,
+    async verify(state) {
+      await state.store.close()
+      const store = await openStore()
+      const { session } = await store.load(userId, workspaceId)
+      await store.close()
+      const ok = session.storyBeats.some((b) => b.id === lastBeat)
+      return { ok, beats: session.storyBeats.length, lastBeat }
+    },
+  }
+}
+
+const many = (name) => () => manySessions[name]({ job, dataDir })
+const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5, W6: many('W6'), W7: many('W7'), W8: many('W8'), W9: many('W9'), W10: w10 }
 
 run(WORKLOADS[job.workload]())
   .then((result) => {

@@ -254,6 +254,18 @@ function lastTime(session) {
   return h.length ? Date.parse(h[h.length - 1].timestamp) : Date.parse(session.updatedAt)
 }
 
+/** The shape of a small session (~2.7 KB of JSON): what most stored sessions look like. */
+const SMALL_SHAPE = Object.freeze({ label: 'small', entries: 3, charts: 1, actions: 2, beats: 1 })
+
+/**
+ * Small session number `i` (user `small-user-<i>`), for the workloads with many sessions: creation,
+ * concurrent appends, list, disk and memory per session. Deterministic in `i`.
+ */
+function smallSession(i) {
+  const userId = `small-user-${String(i).padStart(6, '0')}`
+  return generateSession({ seed: 500_000 + i, size: SMALL_SHAPE, userId, workspaceId: `/home/${userId}/project` })
+}
+
 /**
  * The n-th update of a stream: one new conversation entry (`SessionUpdate`), after `afterMs`.
  * Deterministic in (seed, n).
@@ -356,6 +368,8 @@ module.exports = {
   makeEntry,
   lastTime,
   smallSessionText,
+  SMALL_SHAPE,
+  smallSession,
   sessionFileStem,
   sessionIdOf,
 }

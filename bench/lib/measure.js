@@ -114,9 +114,38 @@ function median(values) {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2
 }
 
-const METRICS = ['wallMs', 'blockMaxMs', 'blockP99Ms', 'busyMs', 'queuedMs', 'stallMs', 'cpuMs', 'writeBytes', 'wcharBytes', 'redisInBytes', 'redisOutBytes']
+/** The 99th percentile, nearest rank: of 200 samples the 3rd-longest, of 100 or fewer the longest. */
+function p99(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  return v.length ? v[Math.ceil(0.99 * v.length) - 1] : null
+}
 
-/** Medians and maxima of the timed samples, and of the stall probe's own samples for `stallMs`. */
+const METRICS = [
+  'wallMs',
+  'blockMaxMs',
+  'blockP99Ms',
+  'busyMs',
+  'queuedMs',
+  'stallMs',
+  'cpuMs',
+  'writeBytes',
+  'wcharBytes',
+  'redisInBytes',
+  'redisOutBytes',
+  // A workload's own figures (bench/many-sessions.js), from the same repetitions.
+  'opsPerSec',
+  'usPerSession',
+  'diskOpenPerSession',
+  'diskClosedPerSession',
+  'meanJsonBytes',
+  'rssPerSession',
+  'timesJson',
+]
+
+/**
+ * Medians and maxima of the timed samples, and of the stall probe's own samples for `stallMs`;
+ * the p99 of wall time.
+ */
 function summarize(samples, probeSamples = []) {
   const med = {}
   const max = {}
@@ -126,7 +155,7 @@ function summarize(samples, probeSamples = []) {
     const vals = from.map((s) => s[m]).filter((x) => typeof x === 'number')
     max[m] = vals.length ? Math.max(...vals) : null
   }
-  return { median: med, max }
+  return { median: med, max, p99: { wallMs: p99(samples.map((s) => s.wallMs)) } }
 }
 
-module.exports = { measure, idleNoise, median, summarize, sleep, readIo, METRICS, RESOLUTION_MS }
+module.exports = { measure, idleNoise, median, p99, summarize, sleep, readIo, METRICS, RESOLUTION_MS }

@@ -1,17 +1,33 @@
 'use strict'
 // The W2 chart, as hand-written SVG: median wall time of "append one entry, then persist" against
-// session size, both axes logarithmic, one line per system; the Redis systems dashed.
+// session size, both axes logarithmic, one line per system; the Redis systems dashed, the floor
+// dotted. Where a system has a p99 (the durable appends of issue 21), a hollow mark above its point
+// shows it, joined to the median by a thin line.
 
-const COLORS = { ours: '#1565c0', naive: '#c62828', atomic: '#ef6c00', 'ours-redis': '#00897b', ioredis: '#7b1fa2' }
+const COLORS = {
+  ours: '#1565c0',
+  naive: '#c62828',
+  atomic: '#ef6c00',
+  'ours-redis': '#00897b',
+  ioredis: '#7b1fa2',
+  sqlite: '#2e7d32',
+  lmdb: '#6d4c41',
+  floor: '#424242',
+}
 const NAMES = {
   ours: 'ours (mia-narrative-session), files',
   naive: 'naive: JSON + fs writeFile',
   atomic: 'atomic: write-file-atomic + JSON',
   'ours-redis': 'ours-redis: the store on Redis',
   ioredis: 'ioredis: SET of the whole JSON',
+  sqlite: 'sqlite: better-sqlite3, WAL, FULL',
+  lmdb: 'lmdb: lmdb-js, durable commits',
+  floor: 'floor: append + fdatasync',
 }
-const DASHED = new Set(['ours-redis', 'ioredis'])
-const ORDER = ['ours', 'naive', 'atomic', 'ours-redis', 'ioredis']
+const DASH = { 'ours-redis': '7 4', ioredis: '7 4', floor: '2 3' }
+/** The systems W2 runs enough times for a p99 (run.js W2_P99). */
+const P99_SYSTEMS = new Set(['ours', 'sqlite', 'lmdb', 'floor'])
+const ORDER = ['ours', 'floor', 'sqlite', 'lmdb', 'naive', 'atomic', 'ours-redis', 'ioredis']
 
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
@@ -33,9 +49,10 @@ function fmtSize(bytes) {
  * points: [{ bytes, label, rows: [{ system, median: { wallMs }, error }] }], one per session size.
  */
 function drawW2(points, { quick = false, machine = {} } = {}) {
-  const W = 760
+  const W = 1000
   const H = 480
-  const m = { left: 78, right: 36, top: 64, bottom: 78 }
+  // The legend has a column of its own, right of the plot.
+  const m = { left: 78, right: 300, top: 64, bottom: 78 }
   const pw = W - m.left - m.right
   const ph = H - m.top - m.bottom
 
@@ -43,11 +60,14 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   for (const p of points) {
     for (const r of p.rows) {
       if (r.error || !r.median || !(r.median.wallMs > 0)) continue
-      ;(series[r.system] ||= []).push({ x: p.bytes, y: r.median.wallMs, label: p.label })
+      const p99 = P99_SYSTEMS.has(r.system) && r.p99 && r.p99.wallMs > 0 ? r.p99.wallMs : null
+      ;(series[r.system] ||= []).push({ x: p.bytes, y: r.median.wallMs, p99, label: p.label })
     }
   }
   const xs = points.map((p) => p.bytes)
-  const ys = Object.values(series).flat().map((p) => p.y)
+  const ys = Object.values(series)
+    .flat()
+    .flatMap((p) => (p.p99 ? [p.y, p.p99] : [p.y]))
   if (!xs.length || !ys.length) return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="80"><text x="10" y="40">no W2 data</text></svg>\n`
   const x0 = Math.log10(Math.min(...xs)) - 0.35
   const x1 = Math.log10(Math.max(...xs)) + 0.35
@@ -60,7 +80,7 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`)
   out.push(`<text x="${m.left}" y="26" font-size="16" font-weight="bold">W2: append one conversation entry, then persist</text>`)
-  const sub = `median wall time per save against session size, both axes logarithmic${quick ? ' (BENCH_QUICK run)' : ''}`
+  const sub = `median wall time per save (hollow marks: p99) against session size, both axes logarithmic${quick ? ' (BENCH_QUICK run)' : ''}`
   out.push(`<text x="${m.left}" y="46" fill="#555">${esc(sub)}</text>`)
 
   // Grid: decades of time (labelled) with minor ticks; decades of size (light, unlabelled).
@@ -95,10 +115,15 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
   for (const name of [...names].reverse()) {
     const pts = series[name].sort((a, b) => a.x - b.x)
     const color = COLORS[name] || '#555'
-    const dash = DASHED.has(name) ? ' stroke-dasharray="7 4"' : ''
+    const dash = DASH[name] ? ` stroke-dasharray="${DASH[name]}"` : ''
     out.push(`<polyline fill="none" stroke="${color}" stroke-width="2.5"${dash} points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`)
     for (const p of pts) {
       out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="4" fill="${color}"><title>${esc(`${name}, ${p.label}: ${fmtMs(p.y)}`)}</title></circle>`)
+      if (p.p99) {
+        const [x, y] = [sx(p.x), sy(p.p99)]
+        out.push(`<line x1="${x.toFixed(1)}" y1="${sy(p.y).toFixed(1)}" x2="${x.toFixed(1)}" y2="${y.toFixed(1)}" stroke="${color}" stroke-width="1"/>`)
+        out.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="#fff" stroke="${color}" stroke-width="1.5"><title>${esc(`${name}, ${p.label}: p99 ${fmtMs(p.p99)}`)}</title></circle>`)
+      }
     }
   }
   // Value labels right of each point, pushed apart where they would overlap.
@@ -114,20 +139,20 @@ function drawW2(points, { quick = false, machine = {} } = {}) {
     }
   }
 
-  // Legend, top left inside the plot.
-  const lx = m.left + 14
+  // Legend, right of the plot.
+  const lx = m.left + pw + 34
   let ly = m.top + 18
-  out.push(`<rect x="${lx - 8}" y="${ly - 12}" width="252" height="${names.length * 20 + 6}" fill="#fff" fill-opacity="0.9" stroke="#ccc"/>`)
+  out.push(`<rect x="${lx - 8}" y="${ly - 12}" width="262" height="${names.length * 20 + 6}" fill="#fff" fill-opacity="0.9" stroke="#ccc"/>`)
   for (const name of names) {
     const color = COLORS[name] || '#555'
-    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2.5"${DASHED.has(name) ? ' stroke-dasharray="7 4"' : ''}/><circle cx="${lx + 11}" cy="${ly}" r="4" fill="${color}"/>`)
+    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2.5"${DASH[name] ? ` stroke-dasharray="${DASH[name]}"` : ''}/><circle cx="${lx + 11}" cy="${ly}" r="4" fill="${color}"/>`)
     out.push(`<text x="${lx + 30}" y="${ly + 4}" fill="#222">${esc(NAMES[name] || name)}</text>`)
     ly += 20
   }
   const foot = [machine.cpu && `${machine.cpu}, ${machine.cores} cores`, machine.node && `Node ${machine.node}`, machine.tmpFs].filter(Boolean).join(' · ')
-  out.push(`<text x="${W - m.right}" y="${H - 14}" text-anchor="end" fill="#888" font-size="10">${esc(foot)}</text>`)
+  out.push(`<text x="${W - 16}" y="${H - 14}" text-anchor="end" fill="#888" font-size="10">${esc(foot)}</text>`)
   out.push('</svg>')
   return out.join('\n') + '\n'
 }
 
-module.exports = { drawW2 }
+module.exports = { drawW2, COLORS, NAMES, esc }
