@@ -108,6 +108,9 @@ async function seeded(options = {}) {
     conversationHistory: [{ id: 'e1', role: 'user', content: 'hello' }],
   });
   await store.save('alice', '/proj');
+  // The save made the journal outgrow the small snapshot: flush() waits for the compaction it
+  // started in the background, so that what is on disk now stays so.
+  await store.flush();
   const before = (await store.load('alice', '/proj')).session;
   const snapshot = () => new Map(filesIn(dataDir).map((f) => [f, fs.readFileSync(path.join(dataDir, f))]));
   const bytesBefore = snapshot();
@@ -401,7 +404,7 @@ describe('merge updates', () => {
   test('a key named __proto__ is plain data, and pollutes nothing', async () => {
     const { store } = await seeded();
     const update = JSON.parse('{"memory":{"__proto__":{"polluted":true},"constructor":{"prototype":{"bad":1}}}}');
-    const { session } = await store.merge('alice', '/proj', update);
+    const { session } = await store.merge('alice', '/proj', update, { returnSession: true });
     expect(Object.prototype.hasOwnProperty.call(session.memory, '__proto__')).toBe(true);
     expect(session.memory.__proto__).toEqual({ polluted: true });
     expect({}.polluted).toBeUndefined();
@@ -454,11 +457,11 @@ describe('size limits', () => {
     // unchanged). The session stays about 3 KB; the limit is 10 KB. Nothing is saved in between, as
     // between two autosaves.
     const { store } = await seeded({ maxSessionBytes: 10000 });
-    let { session } = await store.merge('alice', '/proj', { memory: { notes: 'n'.repeat(2500) } });
+    let { session } = await store.merge('alice', '/proj', { memory: { notes: 'n'.repeat(2500) } }, { returnSession: true });
     await store.save('alice', '/proj');
     for (let beat = 10; beat < 20; beat++) {
       const { versions, ...whole } = session; // stale clocks would make the new value lose
-      const result = await store.merge('alice', '/proj', { ...whole, storyPosition: { arc: 'a1', beat, phase: 'rising' } });
+      const result = await store.merge('alice', '/proj', { ...whole, storyPosition: { arc: 'a1', beat, phase: 'rising' } }, { returnSession: true });
       expect(result.changes).toEqual(['storyPosition']);
       session = result.session;
       expect(JSON.stringify(session).length).toBeLessThan(5000);
@@ -583,7 +586,7 @@ describe('onMerge', () => {
         await store.merge('u', '/w', { memory: { a: 1 } });
         await heard;
         await new Promise((r) => setTimeout(r, 50));
-        const second = await store.merge('u', '/w', { memory: { b: 2 } });
+        const second = await store.merge('u', '/w', { memory: { b: 2 } }, { returnSession: true });
         await store.close();
         process.stdout.write('memory:' + JSON.stringify(second.session.memory));
       })();
@@ -599,7 +602,7 @@ describe('onMerge', () => {
 describe('mergeSessions', () => {
   async function twoSessions() {
     const { store, before } = await seeded();
-    const other = (await store.merge('alice', '/proj', { memory: { more: true } })).session;
+    const other = (await store.merge('alice', '/proj', { memory: { more: true } }, { returnSession: true })).session;
     return { a: before, b: other };
   }
 

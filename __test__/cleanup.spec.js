@@ -99,7 +99,7 @@ describe('cleanup()', () => {
     expect(report).toMatchObject({ scanned: 2, removed: 1, inUse: 1, errors: [] });
     expect(await usersOf(store)).toEqual(['alice /proj']);
 
-    const merged = await store.merge('alice', '/proj', { memory: { still: 'here' } });
+    const merged = await store.merge('alice', '/proj', { memory: { still: 'here' } }, { returnSession: true });
     expect(merged.session.memory).toEqual({ note: 'kept?', still: 'here' });
     await store.close();
     const reader = await box.open(dataDir);

@@ -102,7 +102,7 @@ withFaketime('writes made after seeing a value from a process at 2100 land, on b
   expect((await store.load(USER, WORKSPACE)).session.memory.k).toBe('from 2100');
 
   for (let n = 0; n < 10; n++) {
-    const result = await store.merge(USER, WORKSPACE, { memory: { k: n } }, durable);
+    const result = await store.merge(USER, WORKSPACE, { memory: { k: n } }, { ...durable, returnSession: true });
     expect({ n, changes: result.changes, lost: result.lost }).toEqual({ n, changes: ['memory.k'], lost: [] });
     expect(result.session.memory.k).toBe(n);
   }
@@ -134,7 +134,7 @@ withFaketime('a host opened on values a process at 2100 wrote lands every write,
   const store = await box.open(dataDir);
   const loaded = await store.load(USER, WORKSPACE);
   expect(Date.parse(loaded.session.updatedAt)).toBeLessThanOrEqual(Date.now());
-  const result = await store.merge(USER, WORKSPACE, { memory: { k: 'now' }, universeFocus: 'engineer' }, durable);
+  const result = await store.merge(USER, WORKSPACE, { memory: { k: 'now' }, universeFocus: 'engineer' }, { ...durable, returnSession: true });
   expect({ changes: [...result.changes].sort(), lost: result.lost }).toEqual({
     changes: ['memory.k', 'universeFocus'],
     lost: [],
@@ -154,7 +154,7 @@ test('a client version 59 minutes ahead, then a restart: the next write still la
   await first.close();
 
   const second = await box.open(dataDir);
-  const result = await second.merge(USER, WORKSPACE, { memory: { k: 'after the restart' } }, durable);
+  const result = await second.merge(USER, WORKSPACE, { memory: { k: 'after the restart' } }, { ...durable, returnSession: true });
   expect({ changes: result.changes, lost: result.lost }).toEqual({ changes: ['memory.k'], lost: [] });
   expect(result.session.memory.k).toBe('after the restart');
   await second.close();
@@ -166,7 +166,7 @@ test('a write that loses is reported in lost, not in changes', async () => {
   const store = await box.open(dataDir);
   await store.merge(USER, WORKSPACE, { memory: { k: 'current' } });
   const old = `${Date.now() - 60 * 1000}-0000-client`;
-  const result = await store.merge(USER, WORKSPACE, { memory: { k: 'stale', fresh: 1 }, versions: { 'memory.k': old } });
+  const result = await store.merge(USER, WORKSPACE, { memory: { k: 'stale', fresh: 1 }, versions: { 'memory.k': old } }, { returnSession: true });
   expect({ changes: result.changes, lost: result.lost }).toEqual({ changes: ['memory.fresh'], lost: ['memory.k'] });
   expect(result.session.memory).toEqual({ k: 'current', fresh: 1 });
   const quiet = await store.merge(USER, WORKSPACE, { memory: { k: 'stale again' }, versions: { 'memory.k': old } }, { returnSession: false });

@@ -526,7 +526,7 @@ describe('changes made by another process', () => {
       'alice',
       WORKSPACE,
       { memory: { fromOtherProcess: 'hello' }, storyBeats: [{ id: 'ext-1', description: 'from afar', type: 'custom' }] },
-      { origin: 'process-2' },
+      { origin: 'process-2', returnSession: true },
     );
     await other.save('alice', WORKSPACE);
 

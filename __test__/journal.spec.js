@@ -4,7 +4,7 @@
 // A snapshot is written when the journal would outgrow it, and on close(). What these tests hold
 // the store to: a save costs the change, not the session; the journal never outgrows the snapshot;
 // a torn journal loses only its torn record; an acknowledged save survives kill -9. Plus the two
-// calls that go with it: loadRaw, and merge with `returnSession: false`. No mocks.
+// calls that go with it: loadRaw, and merge resolving to its changes only (the default). No mocks.
 
 const fs = require('fs');
 const path = require('path');
@@ -385,7 +385,7 @@ describe('loadRaw', () => {
       memory: { note: 'naïve café — 日本語 🚀', nested: { list: [1, 2, { deep: true }] } },
       conversationHistory: [{ id: 'e1', role: 'user', content: 'ünïcödé ✓' }],
       activeCharts: [{ id: 'c1', title: 'Ship', actions: [{ id: 'a1', title: 'tests', extra: { kept: 1 } }] }],
-    });
+    }, { returnSession: true });
     await store.save(USER, WORKSPACE);
     const raw = await store.loadRaw(USER, WORKSPACE);
     expect(raw).toMatchObject({ created: false, recovered: false });
@@ -424,7 +424,7 @@ describe('loadRaw', () => {
   });
 });
 
-describe('merge with returnSession: false', () => {
+describe('merge resolves to its changes only unless returnSession: true', () => {
   test('returns only the changes; the merge is applied, heard and saved as usual', async () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir);
@@ -442,7 +442,7 @@ describe('merge with returnSession: false', () => {
     expect(heard).toEqual([expect.objectContaining({ userId: USER, workspaceId: WORKSPACE, origin: 'tab-1', changes: result.changes })]);
 
     // The same update through the default path reports the same changes, with the session.
-    const full = await store.merge('bob', WORKSPACE, update);
+    const full = await store.merge('bob', WORKSPACE, update, { returnSession: true });
     expect([...full.changes].sort()).toEqual([...result.changes].sort());
     expect(full.session).toMatchObject({ userId: 'bob', memory: { k: 1 } });
     const explicit = await store.merge('bob', WORKSPACE, { memory: { j: 2 } }, { returnSession: true });

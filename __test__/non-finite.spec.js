@@ -45,7 +45,7 @@ test.each(BAD_UPDATES)('merge refuses %s with EINVALID and changes nothing', asy
     config: { theme: 'dark' },
     storyPosition: { arc: 'a', beat: 1 },
     activeCharts: [{ id: 'c1', title: 'chart' }],
-  });
+  }, { returnSession: true });
   const error = await store.merge(USER, WORKSPACE, update, { durable: true }).then(
     () => undefined,
     (err) => err,
@@ -59,7 +59,7 @@ test.each(BAD_UPDATES)('merge refuses %s with EINVALID and changes nothing', asy
 test('a real null still deletes, and a string that says "null" is taken as it is', async () => {
   const store = await box.open(box.tempDir('mia-finite-'));
   await store.merge(USER, WORKSPACE, { memory: { keep: 'me', scratch: 'x' } });
-  const result = await store.merge(USER, WORKSPACE, { memory: { scratch: null, note: 'null', big: 1e308 } });
+  const result = await store.merge(USER, WORKSPACE, { memory: { scratch: null, note: 'null', big: 1e308 } }, { returnSession: true });
   expect(result.changes.sort()).toEqual(['memory.big', 'memory.note', 'memory.scratch']);
   expect(result.session.memory).toEqual({ keep: 'me', note: 'null', big: 1e308 });
 });

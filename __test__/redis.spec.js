@@ -177,10 +177,10 @@ describe.each([
   test('a new store instance restores every field after save(), and close() flushes unsaved changes', async () => {
     const update = richUpdate();
     const first = await openStore(where);
-    const merged = await first.merge('alice', '/proj', update);
+    const merged = await first.merge('alice', '/proj', update, { returnSession: true });
     expectRestored(merged.session, update);
     expect(await first.save('alice', '/proj')).toBe(true);
-    const unsaved = await first.merge('bob', '/proj', { memory: { flushed: 'by close' } });
+    const unsaved = await first.merge('bob', '/proj', { memory: { flushed: 'by close' } }, { returnSession: true });
     await first.close();
 
     const second = await openStore(where);
@@ -210,7 +210,7 @@ describe.each([
       conversationHistory: [{ id: 'e1', role: 'user', content: 'hi' }],
       storyBeats: [{ id: 'b1', description: 'start', type: 'custom' }],
       activeCharts: [{ id: 'c1', title: 'Chart', actions: [{ id: 'a1', title: 'act', completed: false, order: 1 }] }],
-    });
+    }, { returnSession: true });
     expect([...first.changes].sort()).toEqual(
       expect.arrayContaining(['universeFocus', 'memory.goal', 'memory.count', 'config.theme', 'conversationHistory.e1', 'storyBeats.b1']),
     );
@@ -219,18 +219,18 @@ describe.each([
       universeFocus: 'story',
       memory: { goal: 'ship', count: 1 },
       conversationHistory: [first.session.conversationHistory[0]],
-    });
+    }, { returnSession: true });
     expect(same.changes).toEqual([]);
     expect(same.session).toEqual(first.session);
 
     const one = await store.merge('alice', '/proj', { memory: { goal: 'ship', count: 2 } });
     expect(one.changes).toEqual(['memory.count']);
 
-    const action = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] });
+    const action = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] }, { returnSession: true });
     expect(action.changes).toContain('activeCharts.c1.actions.a1.completed');
     expect(action.session.activeCharts[0]).toMatchObject({ id: 'c1', title: 'Chart' });
 
-    const deleted = await store.merge('alice', '/proj', { memory: { drop: null }, config: { old: null } });
+    const deleted = await store.merge('alice', '/proj', { memory: { drop: null }, config: { old: null } }, { returnSession: true });
     expect([...deleted.changes].sort()).toEqual(['config.old', 'memory.drop']);
     expect(deleted.session.memory).toEqual({ goal: 'ship', count: 2 });
     expect(deleted.session.config).toEqual({ theme: 'dark' });

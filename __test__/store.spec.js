@@ -133,7 +133,7 @@ describe('reconnecting', () => {
     const update = richUpdate();
     const first = await box.open(dataDir);
     await first.load('alice', '/proj');
-    const merged = await first.merge('alice', '/proj', update);
+    const merged = await first.merge('alice', '/proj', update, { returnSession: true });
     expectRestored(merged.session, update);
     expect(await first.save('alice', '/proj')).toBe(true);
     await first.close();
@@ -150,7 +150,7 @@ describe('reconnecting', () => {
     const dataDir = newDataDir();
     const update = richUpdate();
     const first = await box.open(dataDir);
-    const merged = await first.merge('alice', '/proj', update); // merge loads on first access too
+    const merged = await first.merge('alice', '/proj', update, { returnSession: true }); // merge loads on first access too
     await first.close();
 
     const second = await box.open(dataDir);
@@ -179,7 +179,7 @@ describe('reconnecting', () => {
     const dataDir = newDataDir();
     const a = await box.open(dataDir);
     await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', title: 'Chart', actions: [{ id: 'b', title: 'second' }] }] });
-    const live = await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a', title: 'first' }] }] });
+    const live = await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a', title: 'first' }] }] }, { returnSession: true });
     await a.close();
     const b = await box.open(dataDir);
     const back = await b.load('alice', '/proj');
@@ -244,7 +244,7 @@ describe('merge', () => {
       config: { theme: 'dark' },
       conversationHistory: [{ id: 'e1', role: 'user', content: 'hi' }],
       storyBeats: [{ id: 'b1', description: 'start', type: 'custom' }],
-    });
+    }, { returnSession: true });
     expect([...first.changes].sort()).toEqual(
       ['universeFocus', 'memory.goal', 'memory.count', 'config.theme', 'conversationHistory.e1', 'storyBeats.b1'].sort(),
     );
@@ -256,20 +256,20 @@ describe('merge', () => {
       config: { theme: 'dark' },
       conversationHistory: [first.session.conversationHistory[0]],
       storyBeats: [first.session.storyBeats[0]],
-    });
+    }, { returnSession: true });
     expect(again.changes).toEqual([]);
     expect(again.session).toEqual(first.session);
 
     // One value changed, one the same: only the changed one is listed.
-    const third = await store.merge('alice', '/proj', { memory: { goal: 'ship', count: 2 } });
+    const third = await store.merge('alice', '/proj', { memory: { goal: 'ship', count: 2 } }, { returnSession: true });
     expect(third.changes).toEqual(['memory.count']);
     expect(third.session.memory).toEqual({ goal: 'ship', count: 2 });
   });
 
   test('sending the whole session back changes nothing', async () => {
     const store = await box.open(newDataDir());
-    const { session } = await store.merge('alice', '/proj', richUpdate());
-    const back = await store.merge('alice', '/proj', session);
+    const { session } = await store.merge('alice', '/proj', richUpdate(), { returnSession: true });
+    const back = await store.merge('alice', '/proj', session, { returnSession: true });
     expect(back.changes).toEqual([]);
     expect(back.session).toEqual(session);
   });
@@ -278,7 +278,7 @@ describe('merge', () => {
     const dataDir = newDataDir();
     const a = await box.open(dataDir);
     await a.merge('alice', '/proj', { memory: { keep: 1, drop: 'x' }, config: { theme: 'dark', old: true } });
-    const deleted = await a.merge('alice', '/proj', { memory: { drop: null }, config: { old: null } });
+    const deleted = await a.merge('alice', '/proj', { memory: { drop: null }, config: { old: null } }, { returnSession: true });
     expect([...deleted.changes].sort()).toEqual(['config.old', 'memory.drop']);
     expect(deleted.session.memory).toEqual({ keep: 1 });
     expect(deleted.session.config).toEqual({ theme: 'dark' });
@@ -296,11 +296,11 @@ describe('merge', () => {
 
   test('accepts the request spelling universFocus as well as universeFocus', async () => {
     const store = await box.open(newDataDir());
-    const a = await store.merge('alice', '/proj', { universFocus: 'engineer' });
+    const a = await store.merge('alice', '/proj', { universFocus: 'engineer' }, { returnSession: true });
     expect(a.changes).toEqual(['universeFocus']);
     expect(a.session.universeFocus).toBe('engineer');
     expect('universFocus' in a.session).toBe(false);
-    const b = await store.merge('alice', '/proj', { universeFocus: 'ceremony' });
+    const b = await store.merge('alice', '/proj', { universeFocus: 'ceremony' }, { returnSession: true });
     expect(b.changes).toEqual(['universeFocus']);
     expect(b.session.universeFocus).toBe('ceremony');
   });
@@ -320,10 +320,10 @@ describe('merge', () => {
           ],
         },
       ],
-    });
+    }, { returnSession: true });
     const before = created.session.activeCharts[0];
 
-    const done = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] });
+    const done = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] }, { returnSession: true });
     expect(done.changes).toContain('activeCharts.c1.actions.a1.completed');
     expect(done.changes.every((p) => p.startsWith('activeCharts.c1.actions.a1'))).toBe(true);
     const chart = done.session.activeCharts[0];
@@ -334,7 +334,7 @@ describe('merge', () => {
     ]);
 
     // A new action is appended to the chart, the rest stays.
-    const added = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a3', title: 'ship', order: 3 }] }] });
+    const added = await store.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a3', title: 'ship', order: 3 }] }] }, { returnSession: true });
     expect(added.changes).toContain('activeCharts.c1.actions.a3');
     expect(added.session.activeCharts[0].actions.map((a) => a.id)).toEqual(['a1', 'a2', 'a3']);
     expect(added.session.activeCharts[0].title).toBe('Ship it');
@@ -353,7 +353,7 @@ describe('merge', () => {
         { id: 'e2', role: 'assistant', content: 'two', timestamp: '2026-01-01T00:00:02.000Z' },
         { id: 'e3', role: 'user', content: 'three', timestamp: '2026-01-01T00:00:03.000Z' },
       ],
-    });
+    }, { returnSession: true });
     expect(next.changes).toEqual(['conversationHistory.e3']);
     expect(next.session.conversationHistory.map((e) => e.id)).toEqual(['e1', 'e2', 'e3']);
   });
@@ -364,7 +364,7 @@ describe('merge', () => {
     const { session } = await store.merge('alice', '/proj', {
       conversationHistory: [{ id: 'e1', role: 'user', content: 'hi' }],
       storyBeats: [{ id: 'b1', description: 'd', type: 'custom' }],
-    });
+    }, { returnSession: true });
     const after = Date.now();
     for (const time of [session.conversationHistory[0].timestamp, session.storyBeats[0].createdAt]) {
       const ms = Date.parse(time);
@@ -382,7 +382,7 @@ describe('merge', () => {
       workspaceId: '/etc',
       createdAt: '1999-01-01T00:00:00.000Z',
       memory: { k: 1 },
-    });
+    }, { returnSession: true });
     expect(session.id).toBe(original.id);
     expect(session.userId).toBe('alice');
     expect(session.workspaceId).toBe('/proj');
@@ -395,9 +395,9 @@ describe('merge', () => {
     const now = Date.now();
     const newer = `${now}-0005-clientb`;
     const older = `${now - 60000}-0000-clienta`;
-    const first = await store.merge('alice', '/proj', { memory: { goal: 'newer' }, versions: { 'memory.goal': newer } });
+    const first = await store.merge('alice', '/proj', { memory: { goal: 'newer' }, versions: { 'memory.goal': newer } }, { returnSession: true });
     expect(first.session.memory.goal).toBe('newer');
-    const late = await store.merge('alice', '/proj', { memory: { goal: 'older' }, versions: { 'memory.goal': older } });
+    const late = await store.merge('alice', '/proj', { memory: { goal: 'older' }, versions: { 'memory.goal': older } }, { returnSession: true });
     expect(late.changes).toEqual([]);
     expect(late.session.memory.goal).toBe('newer');
   });
@@ -425,7 +425,7 @@ describe('a large session loaded again', () => {
 
     await store.merge('alice', '/proj', { memory: { step: 1 } }, { returnSession: false });
     expect((await raw(store)).memory).toEqual({ step: 1 });
-    const { session } = await store.merge('alice', '/proj', { memory: { step: 2 } });
+    const { session } = await store.merge('alice', '/proj', { memory: { step: 2 } }, { returnSession: true });
     expect(session.memory).toEqual({ step: 2 });
     await store.merge('alice', '/proj', { conversationHistory: [{ id: 'late', role: 'agent', content: 'x' }] }, { returnSession: false });
     const afterLocal = await raw(store);
@@ -714,7 +714,7 @@ describe('mergeSessions', () => {
       conversationHistory: [{ id: 'ea', role: 'user', content: 'from A' }],
       storyBeats: [{ id: 'ba', description: 'beat A', type: 'commit' }],
       activeCharts: [{ id: 'chart-a', title: 'A chart' }],
-    });
+    }, { returnSession: true });
     await sleep(5); // B's writes come later in time than A's
     const right = await b.merge('alice', '/proj', {
       universeFocus: 'story',
@@ -723,7 +723,7 @@ describe('mergeSessions', () => {
       conversationHistory: [{ id: 'eb', role: 'agent', content: 'from B' }],
       storyBeats: [{ id: 'bb', description: 'beat B', type: 'review' }],
       activeCharts: [{ id: 'chart-b', title: 'B chart' }],
-    });
+    }, { returnSession: true });
     return { left: left.session, right: right.session, a, b, dataDir };
   }
 
@@ -854,7 +854,7 @@ describe('mergeSessions', () => {
     const { left, right, a, b, dataDir } = await divergedCopies();
     const third = await box.open(dataDir);
     const { session: base } = await third.load('alice', '/proj');
-    const c = (await third.merge('alice', '/proj', { memory: { fromC: true }, conversationHistory: [{ id: 'ec', role: 'user', content: 'C' }] })).session;
+    const c = (await third.merge('alice', '/proj', { memory: { fromC: true }, conversationHistory: [{ id: 'ec', role: 'user', content: 'C' }] }, { returnSession: true })).session;
 
     const leftFirst = mergeSessions(mergeSessions(left, right), c);
     const rightFirst = mergeSessions(left, mergeSessions(right, c));
@@ -875,8 +875,8 @@ describe('mergeSessions', () => {
     await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', title: 'Shared chart' }] });
     await a.save('alice', '/proj');
     await b.load('alice', '/proj');
-    const left = (await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'x', title: 'X' }] }] })).session;
-    const right = (await b.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'y', title: 'Y' }] }] })).session;
+    const left = (await a.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'x', title: 'X' }] }] }, { returnSession: true })).session;
+    const right = (await b.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'y', title: 'Y' }] }] }, { returnSession: true })).session;
     const ab = mergeSessions(left, right);
     expect(ab.activeCharts[0].actions.map((x) => x.id).sort()).toEqual(['x', 'y']);
     expect(ab).toEqual(mergeSessions(right, left));
@@ -889,13 +889,17 @@ describe('mergeSessions', () => {
     const partial = await box.open(newDataDir());
     await partial.load('alice', '/proj');
     const withChart = (
-      await full.merge('alice', '/proj', {
-        activeCharts: [{ id: 'c1', title: 'Ship v1', desiredOutcome: 'shipped', actions: [{ id: 'a1', title: 'write docs' }] }],
-      })
+      await full.merge(
+        'alice',
+        '/proj',
+        { activeCharts: [{ id: 'c1', title: 'Ship v1', desiredOutcome: 'shipped', actions: [{ id: 'a1', title: 'write docs' }] }] },
+        { returnSession: true },
+      )
     ).session;
     await sleep(5); // the partial update is the later write
-    const completed = (await partial.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] }))
-      .session;
+    const completed = (
+      await partial.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] }, { returnSession: true })
+    ).session;
 
     const merged = mergeSessions(withChart, completed);
     expect(merged).toEqual(mergeSessions(completed, withChart));
@@ -908,7 +912,7 @@ describe('mergeSessions', () => {
     const { left, right } = await divergedCopies();
     const merged = mergeSessions(left, right);
     const store = await box.open(newDataDir());
-    const result = await store.merge('alice', '/proj', merged);
+    const result = await store.merge('alice', '/proj', merged, { returnSession: true });
     expect(result.session.memory).toEqual(merged.memory);
     expect(result.session.conversationHistory.map((e) => e.id)).toEqual(merged.conversationHistory.map((e) => e.id));
   });

@@ -300,7 +300,7 @@ impl NarrativeSessionStore {
             let (user, workspace) = ids?;
             let options = options?;
             let mode = MergeMode {
-                with_session: options.return_session.unwrap_or(true),
+                with_session: options.return_session.unwrap_or(false),
                 durable: options.durable.unwrap_or(false),
             };
             let merged = store
