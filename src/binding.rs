@@ -510,7 +510,9 @@ impl NarrativeSessionStore {
             let peeked = store.peek(&user, &workspace).await?;
             Ok(JsonText(match peeked {
                 None => "null".to_string(),
-                Some(p) => serde_json::json!({ "session": p.session, "notes": p.notes }).to_string(),
+                Some(p) => {
+                    serde_json::json!({ "session": p.session, "notes": p.notes }).to_string()
+                }
             }))
         })
     }
@@ -528,8 +530,10 @@ impl NarrativeSessionStore {
         on_progress: Option<Unknown>,
     ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
         let listener = match on_progress {
-            Some(f) if f.get_type().map_err(|e| Error::new(Status::GenericFailure, e.reason))?
-                == ValueType::Function =>
+            Some(f)
+                if f.get_type()
+                    .map_err(|e| Error::new(Status::GenericFailure, e.reason))?
+                    == ValueType::Function =>
             {
                 let function: Function<CheckProgressObject, ()> = unsafe { f.cast() }?;
                 Some(
@@ -555,9 +559,7 @@ impl NarrativeSessionStore {
                 }
             });
             let report = store.check(progress).await?;
-            serde_json::to_string(&report)
-                .map(JsonText)
-                .map_err(internal)
+            json_of(&report)
         })
     }
 
@@ -568,9 +570,7 @@ impl NarrativeSessionStore {
         let store = self.store.clone();
         promise(env, async move {
             let copies = store.quarantined().await?;
-            serde_json::to_string(&copies)
-                .map(JsonText)
-                .map_err(internal)
+            json_of(&copies)
         })
     }
 
@@ -592,9 +592,7 @@ impl NarrativeSessionStore {
         promise(env, async move {
             let (user, workspace) = ids?;
             let outcome = store.repair(&user, &workspace).await?;
-            serde_json::to_string(&outcome)
-                .map(JsonText)
-                .map_err(internal)
+            json_of(&outcome)
         })
     }
 
@@ -618,9 +616,7 @@ impl NarrativeSessionStore {
         let store = self.store.clone();
         promise(env, async move {
             let outcome = store.import_session(&text?).await?;
-            serde_json::to_string(&outcome)
-                .map(JsonText)
-                .map_err(internal)
+            json_of(&outcome)
         })
     }
 
@@ -644,9 +640,7 @@ impl NarrativeSessionStore {
             let sessions = store
                 .expired_sessions(options.ttl_days, options.now)
                 .await?;
-            serde_json::to_string(&sessions)
-                .map(JsonText)
-                .map_err(internal)
+            json_of(&sessions)
         })
     }
 
@@ -1083,6 +1077,11 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> 
         return Err(bad(format!("{key} must not be null, NaN or Infinity")));
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| bad(e.to_string()))
+}
+
+/// A core result as JSON text for JavaScript.
+fn json_of<T: serde::Serialize>(value: &T) -> Outcome<JsonText> {
+    serde_json::to_string(value).map(JsonText).map_err(internal)
 }
 
 fn internal(err: serde_json::Error) -> StoreError {

@@ -144,8 +144,13 @@ impl Sweep<'_> {
             return;
         }
         let has_journal = self.journals.contains(stem);
-        let (expired, seen) =
-            looks_expired(backend, stem, has_journal, self.cutoff_millis, self.cutoff_time);
+        let (expired, seen) = looks_expired(
+            backend,
+            stem,
+            has_journal,
+            self.cutoff_millis,
+            self.cutoff_time,
+        );
         if !expired {
             report.kept += 1;
             return;

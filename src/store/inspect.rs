@@ -58,6 +58,36 @@ pub struct SessionCheck {
     pub repairable: bool,
 }
 
+impl SessionCheck {
+    /// Adds what a restore found (copies kept aside that hold what the session lacks, whose the
+    /// session is) and the repair's last step.
+    pub(super) fn conclude(&mut self, restored: &Restore) {
+        for name in restored.adding.iter().filter(|n| !n.starts_with("the ")) {
+            self.problems
+                .push(format!("{name}, kept aside, holds what the session lacks"));
+        }
+        if let Some(session) = &restored.session {
+            self.user_id = Some(session.user_id.clone());
+            self.workspace_id = Some(session.workspace_id.clone());
+        }
+        if self.problems.is_empty() {
+            return;
+        }
+        self.repairable = restored.session.is_some();
+        if self.repairable {
+            self.repair.push(format!(
+                "write a snapshot from {}",
+                restored.sources.join(", ")
+            ));
+        } else {
+            self.repair = vec![
+                "nothing: no copy of the session can be read, so whose it is is unknown; what is stored stays as it is"
+                    .to_string(),
+            ];
+        }
+    }
+}
+
 /// The check of a whole store.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -262,9 +292,17 @@ pub(super) fn gaps_of(copy: &NarrativeSession, current: &NarrativeSession) -> Se
         .filter_map(|c| c.get("id").and_then(|id| id.as_str()))
         .map(|id| format!("activeCharts.{}.", segment(id)))
         .collect();
-    let kept_keys: Vec<String> = (patch.memory.keys().map(|k| format!("memory.{}", segment(k))))
-        .chain(patch.config.keys().map(|k| format!("config.{}", segment(k))))
-        .collect();
+    let kept_keys: Vec<String> = (patch
+        .memory
+        .keys()
+        .map(|k| format!("memory.{}", segment(k))))
+    .chain(
+        patch
+            .config
+            .keys()
+            .map(|k| format!("config.{}", segment(k))),
+    )
+    .collect();
     patch.versions.retain(|path, _| {
         kept_keys.iter().any(|k| k == path) || kept_charts.iter().any(|c| path.starts_with(c))
     });
@@ -388,8 +426,7 @@ impl SessionStore {
         let key = SessionKey::new(user_id, workspace_id)?;
         match &self.inner.backend {
             Backend::File(backend) => {
-                let (backend, disk) = (backend.clone(), self.inner.options.disk.clone());
-                let limits = ReadLimits::for_sessions_of(self.inner.options.max_session_bytes);
+                let (backend, disk, limits) = self.file_parts(backend);
                 blocking(move || peek_files(&backend, disk.as_ref(), limits, &key)).await
             }
             Backend::Redis(redis) => redis.peek(&key).await,
@@ -399,17 +436,28 @@ impl SessionStore {
     /// Checks every stored session and every copy kept aside, read-only: snapshots and backups
     /// (parse, checks, ids, checksum mark), journals (record checksums), and whether a copy kept
     /// aside holds anything the session lacks. `progress(done, total)` is called as it goes.
-    pub async fn check(&self, progress: Arc<dyn Fn(usize, usize) + Send + Sync>) -> Result<StoreCheck> {
+    pub async fn check(
+        &self,
+        progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
+    ) -> Result<StoreCheck> {
         let _call = self.enter()?;
         match &self.inner.backend {
             Backend::File(backend) => {
-                let (backend, disk) = (backend.clone(), self.inner.options.disk.clone());
-                let limits = ReadLimits::for_sessions_of(self.inner.options.max_session_bytes);
+                let (backend, disk, limits) = self.file_parts(backend);
                 blocking(move || check_files(&backend, disk.as_ref(), limits, progress.as_ref()))
                     .await
             }
             Backend::Redis(redis) => redis.check(progress.as_ref()).await,
         }
+    }
+
+    /// The file backend, with the disk it reads through and its read limits, for blocking work.
+    pub(super) fn file_parts(
+        &self,
+        backend: &Arc<FileBackend>,
+    ) -> (Arc<FileBackend>, Arc<dyn Disk>, ReadLimits) {
+        let limits = ReadLimits::for_sessions_of(self.inner.options.max_session_bytes);
+        (backend.clone(), self.inner.options.disk.clone(), limits)
     }
 
     /// The copies kept aside (damaged files or Redis values moved there by a load), from one
@@ -418,7 +466,7 @@ impl SessionStore {
         let _call = self.enter()?;
         match &self.inner.backend {
             Backend::File(backend) => {
-                let (backend, disk) = (backend.clone(), self.inner.options.disk.clone());
+                let (backend, disk, _) = self.file_parts(backend);
                 blocking(move || Ok(scan_dir(disk.as_ref(), backend.dir())?.1)).await
             }
             Backend::Redis(redis) => redis.aside_keys().await,
@@ -467,19 +515,30 @@ pub(super) fn read_stem(
     stem: &str,
     journal: bool,
 ) -> StemRead {
-    let snapshot = examine_snapshot(disk, &dir.join(format!("{stem}.json")), stem, limits.snapshot);
-    let backup = examine_snapshot(disk, &dir.join(format!("{stem}.json.bak")), stem, limits.snapshot);
-    let journal = match journal.then(|| disk.read(&dir.join(format!("{stem}.journal")), limits.journal)) {
-        Some(Ok(bytes)) => examine_journal(&bytes),
-        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => JournalLook {
-            patches: Vec::new(),
-            damage: Some(e.to_string()),
-        },
-        _ => JournalLook {
-            patches: Vec::new(),
-            damage: None,
-        },
-    };
+    let snapshot = examine_snapshot(
+        disk,
+        &dir.join(format!("{stem}.json")),
+        stem,
+        limits.snapshot,
+    );
+    let backup = examine_snapshot(
+        disk,
+        &dir.join(format!("{stem}.json.bak")),
+        stem,
+        limits.snapshot,
+    );
+    let journal =
+        match journal.then(|| disk.read(&dir.join(format!("{stem}.journal")), limits.journal)) {
+            Some(Ok(bytes)) => examine_journal(&bytes),
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => JournalLook {
+                patches: Vec::new(),
+                damage: Some(e.to_string()),
+            },
+            _ => JournalLook {
+                patches: Vec::new(),
+                damage: None,
+            },
+        };
     StemRead {
         snapshot,
         backup,
@@ -570,17 +629,23 @@ pub(super) fn check_stem(
         ..SessionCheck::default()
     };
     if let Some(problem) = read.snapshot.problem() {
-        check.problems.push(format!("snapshot {stem}.json {problem}"));
+        check
+            .problems
+            .push(format!("snapshot {stem}.json {problem}"));
         check.repair.push(format!("move {stem}.json aside"));
     } else if matches!(read.snapshot, Copy::Missing) {
         check.problems.push(format!("no snapshot {stem}.json"));
     }
     if let Some(problem) = read.backup.problem() {
-        check.problems.push(format!("backup {stem}.json.bak {problem}"));
+        check
+            .problems
+            .push(format!("backup {stem}.json.bak {problem}"));
         check.repair.push(format!("move {stem}.json.bak aside"));
     }
     if let Some(damage) = &read.journal.damage {
-        check.problems.push(format!("journal {stem}.journal: {damage}"));
+        check
+            .problems
+            .push(format!("journal {stem}.journal: {damage}"));
         check.repair.push(format!(
             "keep {stem}.journal aside and write a journal of its intact records"
         ));
@@ -588,29 +653,6 @@ pub(super) fn check_stem(
     let mut extras = mismatched(&read.snapshot, &read.backup);
     extras.extend(aside_extras(dir, disk, limits, stem, &files.aside));
     let restored = restore(&read.snapshot, &read.backup, &read.journal.patches, extras);
-    for name in &restored.adding {
-        if !name.starts_with("the ") {
-            check
-                .problems
-                .push(format!("{name}, kept aside, holds what the session lacks"));
-        }
-    }
-    if let Some(session) = &restored.session {
-        check.user_id = Some(session.user_id.clone());
-        check.workspace_id = Some(session.workspace_id.clone());
-    }
-    if !check.problems.is_empty() {
-        check.repairable = restored.session.is_some();
-        if check.repairable {
-            check
-                .repair
-                .push(format!("write a snapshot from {}", restored.sources.join(", ")));
-        } else {
-            check.repair = vec![
-                "nothing: no copy of the session can be read, so whose it is is unknown; its files stay as they are"
-                    .to_string(),
-            ];
-        }
-    }
+    check.conclude(&restored);
     check
 }

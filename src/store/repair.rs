@@ -83,8 +83,7 @@ impl SessionStore {
         let key = SessionKey::new(user_id, workspace_id)?;
         match &self.inner.backend {
             Backend::File(backend) => {
-                let (backend, disk) = (backend.clone(), self.inner.options.disk.clone());
-                let limits = ReadLimits::for_sessions_of(self.inner.options.max_session_bytes);
+                let (backend, disk, limits) = self.file_parts(backend);
                 blocking(move || repair_files(&backend, disk.as_ref(), limits, &key)).await
             }
             Backend::Redis(redis) => repair_redis(redis, &key).await,
@@ -282,16 +281,18 @@ fn repair_files(
     let lock = backend.lock(&stem)?;
     let dir = backend.dir();
     let (stems, _, _) = scan_dir(disk, dir)?;
-    let aside = stems.get(&stem).map(|f| f.aside.clone()).unwrap_or_default();
+    let aside = stems
+        .get(&stem)
+        .map(|f| f.aside.clone())
+        .unwrap_or_default();
     let read = read_stem(dir, disk, limits, &stem, false);
     let mut outcome = RepairOutcome::default();
     for (copy, ext) in [(&read.snapshot, ".json"), (&read.backup, ".json.bak")] {
         if matches!(copy, Copy::Bad(_) | Copy::Mismatch(_)) {
             let moved = backend.quarantine(&dir.join(format!("{stem}{ext}")))?;
-            outcome.actions.push(format!(
-                "moved {stem}{ext} aside as {}",
-                file_name(&moved)
-            ));
+            outcome
+                .actions
+                .push(format!("moved {stem}{ext} aside as {}", file_name(&moved)));
         }
     }
     // The store's own reading of the journal keeps a damaged one aside and writes one of its

@@ -46,7 +46,10 @@ impl RedisBackend {
     }
 
     /// Checks every session under this prefix and the values kept aside, read-only.
-    pub async fn check(&self, progress: &(dyn Fn(usize, usize) + Send + Sync)) -> Result<StoreCheck> {
+    pub async fn check(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<StoreCheck> {
         let (stems, quarantined) = self.scan_all().await?;
         let mut report = StoreCheck {
             quarantined,
@@ -78,10 +81,7 @@ impl RedisBackend {
     /// The values kept aside of one session, read as extras for a restore: snapshots as copies,
     /// logs as their intact records. Other kinds (counters, marks) are of no use to it.
     pub(in crate::store) async fn aside_extras(&self, stem: &str) -> Result<Vec<(String, Extra)>> {
-        let pattern = format!(
-            "{}{{{stem}}}:*:corrupt:*",
-            glob_escape(&self.prefix)
-        );
+        let pattern = format!("{}{{{stem}}}:*:corrupt:*", glob_escape(&self.prefix));
         let mut extras = Vec::new();
         for name in self.scan(&pattern).await? {
             let value: Value = if name.contains("}:snap:corrupt:") {
@@ -356,23 +356,6 @@ fn check_keys(
         ));
     }
     let restored = restore(&read.snapshot, &Copy::Missing, &read.patches, extras);
-    for name in &restored.adding {
-        check
-            .problems
-            .push(format!("{name}, kept aside, holds what the session lacks"));
-    }
-    if let Some(session) = &restored.session {
-        check.user_id = Some(session.user_id.clone());
-        check.workspace_id = Some(session.workspace_id.clone());
-    }
-    if !check.problems.is_empty() {
-        check.repairable = restored.session.is_some();
-        check.repair.push(if check.repairable {
-            format!("write a snapshot from {}", restored.sources.join(", "))
-        } else {
-            "nothing more: no copy of the session can be read, so whose it is is unknown"
-                .to_string()
-        });
-    }
+    check.conclude(&restored);
     check
 }
