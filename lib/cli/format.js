@@ -16,7 +16,11 @@ function table(head, rows) {
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   })
   out.push(...rows)
-  return out.toString()
+  return out
+    .toString()
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .join('\n')
 }
 
 const UNITS = ['B', 'KB', 'MB', 'GB', 'TB']

@@ -137,11 +137,17 @@ pub(super) struct StemFiles {
     pub aside: Vec<(String, &'static str)>,
 }
 
+/// A data dir from one listing.
+pub(super) struct DirScan {
+    /// Every stem with its files.
+    pub stems: BTreeMap<String, StemFiles>,
+    pub aside: Vec<AsideCopy>,
+    /// Temp files of writes under way or interrupted.
+    pub temps: Vec<String>,
+}
+
 /// Every stem of the data dir with its files, the copies kept aside, and the temp files.
-pub(super) fn scan_dir(
-    disk: &dyn Disk,
-    dir: &Path,
-) -> Result<(BTreeMap<String, StemFiles>, Vec<AsideCopy>, Vec<String>)> {
+pub(super) fn scan_dir(disk: &dyn Disk, dir: &Path) -> Result<DirScan> {
     let names = disk
         .list(dir)
         .map_err(|e| crate::error::StoreError::io("cannot list", dir, e))?;
@@ -185,7 +191,11 @@ pub(super) fn scan_dir(
         }
     }
     // A stem with only a lock file or copies kept aside has no session files.
-    Ok((stems, aside, temps))
+    Ok(DirScan {
+        stems,
+        aside,
+        temps,
+    })
 }
 
 /// The milliseconds at the start of `<ms>` or `<ms>.<n>`.
@@ -467,7 +477,7 @@ impl SessionStore {
         match &self.inner.backend {
             Backend::File(backend) => {
                 let (backend, disk, _) = self.file_parts(backend);
-                blocking(move || Ok(scan_dir(disk.as_ref(), backend.dir())?.1)).await
+                blocking(move || Ok(scan_dir(disk.as_ref(), backend.dir())?.aside)).await
             }
             Backend::Redis(redis) => redis.aside_keys().await,
         }
@@ -590,7 +600,11 @@ fn check_files(
     progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Result<StoreCheck> {
     let dir = backend.dir().to_path_buf();
-    let (stems, quarantined, temp_files) = scan_dir(disk, &dir)?;
+    let DirScan {
+        stems,
+        aside: quarantined,
+        temps: temp_files,
+    } = scan_dir(disk, &dir)?;
     let mut report = StoreCheck {
         quarantined,
         temp_files,

@@ -280,10 +280,10 @@ fn repair_files(
     let stem = key.file_stem();
     let lock = backend.lock(&stem)?;
     let dir = backend.dir();
-    let (stems, _, _) = scan_dir(disk, dir)?;
-    let aside = stems
-        .get(&stem)
-        .map(|f| f.aside.clone())
+    let aside = scan_dir(disk, dir)?
+        .stems
+        .remove(&stem)
+        .map(|f| f.aside)
         .unwrap_or_default();
     let read = read_stem(dir, disk, limits, &stem, false);
     let mut outcome = RepairOutcome::default();
