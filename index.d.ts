@@ -283,6 +283,68 @@ export interface NarrativeSessionError extends Error {
   code: ErrorCode
 }
 
+/** `peek()`'s result: a stored session read without creating, moving or repairing anything. */
+export interface PeekResult {
+  session: NarrativeSession
+  /** What was wrong and where it was read from instead, such as `"read from the backup, 2 journal record(s)"`. */
+  notes: string[]
+}
+
+/** A copy of a session's data kept aside: moved there by a load that found it damaged, never deleted. */
+export interface AsideCopy {
+  /** The file's name in the data dir, or the Redis key. */
+  name: string
+  /** The 64 hex digits that name the session's files (or tag its Redis keys). */
+  stem: string
+  /** `snapshot`, `backup` or `journal` (files); `snap`, `log`, `ver`, `gen` or `mark` (Redis). */
+  kind: string
+  bytes: number
+  /** When it was moved aside, in milliseconds since the epoch. */
+  movedAt?: number | null
+}
+
+/** One session `check()` found something wrong with, and what `repair()` would do. */
+export interface SessionCheck {
+  stem: string
+  /** Known when some copy of the session could be read. */
+  userId?: string | null
+  workspaceId?: string | null
+  problems: string[]
+  /** The steps `repair()` would take, in order. */
+  repair: string[]
+  /** Whether some copy or record can be read to restore it from. */
+  repairable: boolean
+}
+
+/** `check()`'s result: every stored session and every copy kept aside, checked read-only. */
+export interface StoreCheck {
+  /** Sessions looked at. */
+  sessions: number
+  /** Sessions with something wrong, or with copies kept aside that hold what they lack. */
+  damaged: SessionCheck[]
+  quarantined: AsideCopy[]
+  /** Leftover temp files of interrupted writes (the TTL sweep removes those older than an hour). */
+  tempFiles: string[]
+}
+
+/** What `repair()` did. */
+export interface RepairReport {
+  /** Each step, in order, such as `"moved <stem>.json aside as <stem>.json.corrupt-1767…"`. */
+  actions: string[]
+  /** Whether a new snapshot was written. */
+  restored: boolean
+}
+
+/** What `importSession()` did. */
+export interface ImportResult {
+  userId: string
+  workspaceId: string
+  /** No copy was stored: the session was written as it came. */
+  created: boolean
+  /** The path of each value the stored copy took from the imported one. */
+  changes: string[]
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -359,6 +421,50 @@ export declare class NarrativeSessionStore {
    * durable in their journal but could not be folded into a snapshot (a nearly full disk).
    */
   close(): Promise<CloseReport>
+  /**
+   * The stored session, or null when none is stored: nothing is created, moved or repaired.
+   * A damaged snapshot is skipped for its backup, a damaged journal record for the next; `notes`
+   * says so.
+   */
+  peek(userId: string, workspaceId: string): Promise<PeekResult | null>
+  /**
+   * Checks every stored session and every copy kept aside, read-only, and says what `repair`
+   * would do for each damaged one. `onProgress` (optional) hears how far it got.
+   */
+  check(onProgress?: (progress: CheckProgress) => void): Promise<StoreCheck>
+  /**
+   * The copies kept aside (damaged files, or Redis values, moved there by a load), from one
+   * listing: nothing is read.
+   */
+  quarantined(): Promise<AsideCopy[]>
+  /**
+   * Restores a damaged session from its best copies (see docs/operating.md): damaged files are
+   * moved aside, never deleted. Does nothing to a session with nothing wrong.
+   */
+  repair(userId: string, workspaceId: string): Promise<RepairReport>
+  /**
+   * Merges a whole session (an object, or its JSON text, as `peek` and `mia-sessions export`
+   * give it) into the store by the merge rules: written as it is when none is stored, otherwise
+   * only what it holds that is newer or missing is taken. Never overwrites.
+   */
+  importSession(session: NarrativeSession | string): Promise<ImportResult>
+  /**
+   * The sessions `cleanup` with these options would remove, read-only. With Redis, which
+   * expires sessions itself: those whose keys have no expiry and are past the TTL.
+   */
+  expiredSessions(options?: CleanupOptions): Promise<SessionSummary[]>
+  /**
+   * Removes the session if it is expired (compare, then delete, under its lock): one step of
+   * `cleanup`. Resolves to whether it was removed.
+   */
+  removeIfExpired(userId: string, workspaceId: string, options?: CleanupOptions): Promise<boolean>
+}
+
+/** What `check()` reports as it goes. */
+export interface CheckProgress {
+  /** Sessions looked at so far. */
+  done: number
+  total: number
 }
 
 /**

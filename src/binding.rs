@@ -474,6 +474,204 @@ impl NarrativeSessionStore {
     }
 }
 
+/// What `check()` reports as it goes.
+#[napi(object, js_name = "CheckProgress")]
+pub struct CheckProgressObject {
+    /// Sessions looked at so far.
+    pub done: u32,
+    pub total: u32,
+}
+
+type ProgressListener =
+    ThreadsafeFunction<CheckProgressObject, (), CheckProgressObject, Status, false, true>;
+
+/// The calls of the operator tools (`mia-sessions`; docs/operating.md). None of them keeps a
+/// session in memory.
+#[napi]
+impl NarrativeSessionStore {
+    /// The stored session, or null when none is stored: nothing is created, moved or repaired.
+    /// A damaged snapshot is skipped for its backup, a damaged journal record for the next; `notes`
+    /// says so.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<PeekResult | null>"
+    )]
+    pub fn peek<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let peeked = store.peek(&user, &workspace).await?;
+            Ok(JsonText(match peeked {
+                None => "null".to_string(),
+                Some(p) => {
+                    serde_json::json!({ "session": p.session, "notes": p.notes }).to_string()
+                }
+            }))
+        })
+    }
+
+    /// Checks every stored session and every copy kept aside, read-only, and says what `repair`
+    /// would do for each damaged one. `onProgress` (optional) hears how far it got.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "onProgress?: (progress: CheckProgress) => void",
+        ts_return_type = "Promise<StoreCheck>"
+    )]
+    pub fn check<'env>(
+        &self,
+        env: &'env Env,
+        on_progress: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let listener = match on_progress {
+            Some(f)
+                if f.get_type()
+                    .map_err(|e| Error::new(Status::GenericFailure, e.reason))?
+                    == ValueType::Function =>
+            {
+                let function: Function<CheckProgressObject, ()> = unsafe { f.cast() }?;
+                Some(
+                    function
+                        .build_threadsafe_function::<CheckProgressObject>()
+                        .weak::<true>()
+                        .callee_handled::<false>()
+                        .build()?,
+                )
+            }
+            _ => None,
+        };
+        let listener: Option<ProgressListener> = listener;
+        let store = self.store.clone();
+        promise(env, async move {
+            let progress = Arc::new(move |done: usize, total: usize| {
+                if let Some(listener) = &listener {
+                    let object = CheckProgressObject {
+                        done: u32::try_from(done).unwrap_or(u32::MAX),
+                        total: u32::try_from(total).unwrap_or(u32::MAX),
+                    };
+                    listener.call(object, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            });
+            let report = store.check(progress).await?;
+            json_of(&report)
+        })
+    }
+
+    /// The copies kept aside (damaged files, or Redis values, moved there by a load), from one
+    /// listing: nothing is read.
+    #[napi(catch_unwind, ts_return_type = "Promise<AsideCopy[]>")]
+    pub fn quarantined<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        promise(env, async move {
+            let copies = store.quarantined().await?;
+            json_of(&copies)
+        })
+    }
+
+    /// Restores a damaged session from its best copies (see docs/operating.md): damaged files are
+    /// moved aside, never deleted. Does nothing to a session with nothing wrong.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string",
+        ts_return_type = "Promise<RepairReport>"
+    )]
+    pub fn repair<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let outcome = store.repair(&user, &workspace).await?;
+            json_of(&outcome)
+        })
+    }
+
+    /// Merges a whole session (an object, or its JSON text, as `peek` and `mia-sessions export`
+    /// give it) into the store by the merge rules: written as it is when none is stored, otherwise
+    /// only what it holds that is newer or missing is taken. Never overwrites.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "session: NarrativeSession | string",
+        ts_return_type = "Promise<ImportResult>"
+    )]
+    pub fn import_session<'env>(
+        &self,
+        env: &'env Env,
+        session: Unknown,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let text = match session.get_type() {
+            Ok(ValueType::String) => string_arg(session, "session"),
+            _ => stringify(env, session, "session"),
+        };
+        let store = self.store.clone();
+        promise(env, async move {
+            let outcome = store.import_session(&text?).await?;
+            json_of(&outcome)
+        })
+    }
+
+    /// The sessions `cleanup` with these options would remove, read-only. With Redis, which
+    /// expires sessions itself: those whose keys have no expiry and are past the TTL.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "options?: CleanupOptions",
+        ts_return_type = "Promise<SessionSummary[]>"
+    )]
+    pub fn expired_sessions<'env>(
+        &self,
+        env: &'env Env,
+        options: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<JsonText>>> {
+        let store = self.store.clone();
+        let options = optional_json(env, options, "options")
+            .and_then(|text| cleanup_options(text.as_deref()));
+        promise(env, async move {
+            let options = options?;
+            let sessions = store
+                .expired_sessions(options.ttl_days, options.now)
+                .await?;
+            json_of(&sessions)
+        })
+    }
+
+    /// Removes the session if it is expired (compare, then delete, under its lock): one step of
+    /// `cleanup`. Resolves to whether it was removed.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "userId: string, workspaceId: string, options?: CleanupOptions",
+        ts_return_type = "Promise<boolean>"
+    )]
+    pub fn remove_if_expired<'env>(
+        &self,
+        env: &'env Env,
+        user_id: Unknown,
+        workspace_id: Unknown,
+        options: Option<Unknown>,
+    ) -> Result<PromiseRaw<'env, Coded<bool>>> {
+        let store = self.store.clone();
+        let ids = ids(user_id, workspace_id);
+        let options = optional_json(env, options, "options")
+            .and_then(|text| cleanup_options(text.as_deref()));
+        promise(env, async move {
+            let (user, workspace) = ids?;
+            let options = options?;
+            store
+                .remove_if_expired(&user, &workspace, options.ttl_days, options.now)
+                .await
+        })
+    }
+}
+
 /// A result on its way to JavaScript. Its conversion runs on Node's thread, where a coded error can
 /// become a real `Error` with `code` set, and the promise rejects with exactly that error.
 pub struct Coded<T>(Outcome<T>);
@@ -879,6 +1077,11 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> 
         return Err(bad(format!("{key} must not be null, NaN or Infinity")));
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| bad(e.to_string()))
+}
+
+/// A core result as JSON text for JavaScript.
+fn json_of<T: serde::Serialize>(value: &T) -> Outcome<JsonText> {
+    serde_json::to_string(value).map(JsonText).map_err(internal)
 }
 
 fn internal(err: serde_json::Error) -> StoreError {

@@ -144,19 +144,14 @@ impl Sweep<'_> {
             return;
         }
         let has_journal = self.journals.contains(stem);
-        let seen = backend.stamp(stem);
-        // A file written after the cutoff holds a session updated after it: no need to read it.
-        let journal_written = has_journal
-            .then(|| backend.journal_modified(stem))
-            .flatten();
-        let written = seen.and_then(|s| s.modified()).max(journal_written);
-        if written.is_some_and(|m| m >= self.cutoff_time) {
-            report.kept += 1;
-            return;
-        }
-        // Without a journal in the listing, the snapshot alone is read; one made since is seen by
-        // the re-check under the lock.
-        if !is_expired(backend, stem, self.cutoff_millis, has_journal, written) {
+        let (expired, seen) = looks_expired(
+            backend,
+            stem,
+            has_journal,
+            self.cutoff_millis,
+            self.cutoff_time,
+        );
+        if !expired {
             report.kept += 1;
             return;
         }
@@ -167,6 +162,75 @@ impl Sweep<'_> {
             Err(e) => report.errors.push(e.to_string()),
         }
     }
+}
+
+/// Whether a sweep takes the session for expired at its first look (without its lock), and the
+/// snapshot's stamp it looked at.
+fn looks_expired(
+    backend: &FileBackend,
+    stem: &str,
+    has_journal: bool,
+    cutoff_millis: i64,
+    cutoff_time: SystemTime,
+) -> (bool, Option<FileStamp>) {
+    let seen = backend.stamp(stem);
+    // A file written after the cutoff holds a session updated after it: no need to read it.
+    let journal_written = has_journal
+        .then(|| backend.journal_modified(stem))
+        .flatten();
+    let written = seen.and_then(|s| s.modified()).max(journal_written);
+    if written.is_some_and(|m| m >= cutoff_time) {
+        return (false, seen);
+    }
+    // Without a journal in the listing, the snapshot alone is read; one made since is seen by
+    // the re-check under the lock.
+    let expired = is_expired(backend, stem, cutoff_millis, has_journal, written);
+    (expired, seen)
+}
+
+/// The stems a sweep at `cutoff_millis` would remove, as it judges them at its first look, read
+/// only: what `gc --dry-run` lists. Sessions `in_use` says are loaded are left out.
+pub fn expired(
+    backend: &FileBackend,
+    cutoff_millis: i64,
+    in_use: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<String>> {
+    let (stems, journals) = backend.stems_with_journals()?;
+    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
+    Ok(stems
+        .into_iter()
+        .filter(|stem| {
+            !in_use(stem)
+                && looks_expired(
+                    backend,
+                    stem,
+                    journals.contains(stem),
+                    cutoff_millis,
+                    cutoff_time,
+                )
+                .0
+        })
+        .collect())
+}
+
+/// Removes one session if it is expired, as the sweep does: under its lock, after reading its
+/// `updatedAt` again (a session saved meanwhile stays), and makes the removal durable.
+pub fn remove_if_expired(
+    backend: &FileBackend,
+    stem: &str,
+    cutoff_millis: i64,
+    in_use: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<bool> {
+    let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff_millis.max(0) as u64);
+    let has_journal = backend.journal_size(stem).is_some();
+    if in_use(stem) || !looks_expired(backend, stem, has_journal, cutoff_millis, cutoff_time).0 {
+        return Ok(false);
+    }
+    let removed = delete_if_still_expired(backend, stem, cutoff_millis, None, in_use)?;
+    if removed {
+        backend.sync()?;
+    }
+    Ok(removed)
 }
 
 /// Whether the session's `updatedAt` is before the cutoff. An `updatedAt` more than the clock bound

@@ -282,3 +282,65 @@ export type ErrorCode =
 export interface NarrativeSessionError extends Error {
   code: ErrorCode
 }
+
+/** `peek()`'s result: a stored session read without creating, moving or repairing anything. */
+export interface PeekResult {
+  session: NarrativeSession
+  /** What was wrong and where it was read from instead, such as `"read from the backup, 2 journal record(s)"`. */
+  notes: string[]
+}
+
+/** A copy of a session's data kept aside: moved there by a load that found it damaged, never deleted. */
+export interface AsideCopy {
+  /** The file's name in the data dir, or the Redis key. */
+  name: string
+  /** The 64 hex digits that name the session's files (or tag its Redis keys). */
+  stem: string
+  /** `snapshot`, `backup` or `journal` (files); `snap`, `log`, `ver`, `gen` or `mark` (Redis). */
+  kind: string
+  bytes: number
+  /** When it was moved aside, in milliseconds since the epoch. */
+  movedAt?: number | null
+}
+
+/** One session `check()` found something wrong with, and what `repair()` would do. */
+export interface SessionCheck {
+  stem: string
+  /** Known when some copy of the session could be read. */
+  userId?: string | null
+  workspaceId?: string | null
+  problems: string[]
+  /** The steps `repair()` would take, in order. */
+  repair: string[]
+  /** Whether some copy or record can be read to restore it from. */
+  repairable: boolean
+}
+
+/** `check()`'s result: every stored session and every copy kept aside, checked read-only. */
+export interface StoreCheck {
+  /** Sessions looked at. */
+  sessions: number
+  /** Sessions with something wrong, or with copies kept aside that hold what they lack. */
+  damaged: SessionCheck[]
+  quarantined: AsideCopy[]
+  /** Leftover temp files of interrupted writes (the TTL sweep removes those older than an hour). */
+  tempFiles: string[]
+}
+
+/** What `repair()` did. */
+export interface RepairReport {
+  /** Each step, in order, such as `"moved <stem>.json aside as <stem>.json.corrupt-1767…"`. */
+  actions: string[]
+  /** Whether a new snapshot was written. */
+  restored: boolean
+}
+
+/** What `importSession()` did. */
+export interface ImportResult {
+  userId: string
+  workspaceId: string
+  /** No copy was stored: the session was written as it came. */
+  created: boolean
+  /** The path of each value the stored copy took from the imported one. */
+  changes: string[]
+}

@@ -877,7 +877,7 @@ impl FileBackend {
     /// Moves a bad file (or whatever is at its name: a link, a FIFO) aside, next to where it was.
     /// Never deletes it: if it cannot be moved, the session is refused with ECORRUPT rather than
     /// overwritten.
-    fn quarantine(&self, path: &Path) -> Result<PathBuf> {
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf> {
         let aside = self.aside_name(path);
         self.disk.rename(path, &aside).map_err(|e| {
             StoreError::new(

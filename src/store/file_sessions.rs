@@ -154,7 +154,7 @@ pub(super) fn load_from_files(
 /// journal it now contains. (A crash between the two leaves a journal whose records the snapshot
 /// already holds: replaying joins twice changes nothing.) The snapshot is marked as the store's own
 /// write, so that a load can send it unparsed, when the session's id is the one its key gives.
-fn write_snapshot(
+pub(super) fn write_snapshot(
     backend: &FileBackend,
     key: &SessionKey,
     session_id: &str,

@@ -17,10 +17,12 @@ mod canonical;
 pub mod disk;
 pub mod file;
 mod file_sessions;
+mod inspect;
 mod live;
 pub mod lock;
 pub mod redis;
 mod redis_sessions;
+mod repair;
 pub mod watcher;
 
 use std::collections::HashMap;

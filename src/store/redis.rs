@@ -43,6 +43,8 @@
 //! (or one asking for what this build lacks, such as `rediss://...#insecure`), prefix, TTL or stem:
 //! [`ErrorCode::Invalid`].
 
+mod tools;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
