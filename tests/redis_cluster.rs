@@ -552,3 +552,63 @@ async fn bad_cluster_options_are_refused_before_connecting() {
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable, "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_merges_go_on_while_their_slot_moves_key_by_key() {
+    let cluster = Arc::new(RedisCluster::start(3, 1));
+    let a = Arc::new(store(config(&cluster)).await);
+    let b = Arc::new(store(config(&cluster)).await);
+    let key = key(8);
+    let stem = key.file_stem();
+    a.merge(&key.user_id, WORKSPACE, &entry("a", 0), Some("a"), DURABLE)
+        .await
+        .unwrap();
+    let probe = backend(&config(&cluster), "probe").await;
+    let slot = probe.slot_of(&stem);
+    let from = cluster.primary_of(slot);
+    let to = cluster
+        .primary_ports()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = [("a", a.clone()), ("b", b.clone())]
+        .into_iter()
+        .map(|(tag, store)| {
+            let (stop, key) = (stop.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 1.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    store
+                        .merge(&key.user_id, WORKSPACE, &entry(tag, n), Some(tag), DURABLE)
+                        .await
+                        .unwrap_or_else(|e| panic!("{tag}-{n}: {e}"));
+                    acked.push(format!("{tag}-{n}"));
+                }
+                acked
+            })
+        })
+        .collect();
+    let moving = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        moving.move_slot(slot, from, to, Duration::from_millis(20))
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut acked = vec!["a-0".to_string()];
+    for writer in writers {
+        acked.extend(writer.await.unwrap());
+    }
+    let reader = store(config(&cluster)).await;
+    let stored = entry_ids(&reader, &key).await;
+    for id in &acked {
+        assert!(
+            stored.contains(id),
+            "{id} was acknowledged and is not stored"
+        );
+    }
+}

@@ -126,11 +126,14 @@ impl SessionStore {
                 }
                 None => {
                     append_only |= snapshot_due;
+                    // The pause comes before the read, so that the next attempt starts from what
+                    // is stored then. (Read, then pause, and a busy peer commits again meanwhile:
+                    // the next attempt fails for certain, and a writer can starve so.)
+                    backoff(attempt).await;
                     let change = redis.read_changes(&stem, key, live.redis).await?;
                     self.absorb_redis(key, live, change)?;
                 }
             }
-            backoff(attempt).await;
         }
         Err(contended(&stem))
     }
