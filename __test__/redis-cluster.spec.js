@@ -10,33 +10,19 @@
 //
 // Addon errors come from another realm than Jest's, so they are matched on `code`, never instanceof.
 
-const crypto = require('crypto');
 const path = require('path');
 const { fork } = require('child_process');
 
 const { NarrativeSessionStore } = require('../index');
 const { redisCommand } = require('./helpers/redis-server');
 const { startCluster } = require('./helpers/redis-cluster');
+// The 64-hex stem of a session, as docs/storage.md defines it.
+const { sessionFileStem: stemOf } = require('../bench/generate');
 
 const WORKER = path.join(__dirname, 'helpers', 'cluster-worker.js');
 const WORKSPACE = '/home/dev/proj';
 
 jest.setTimeout(180000);
-
-/** The 64-hex stem of a session, as docs/storage.md defines it. */
-function stemOf(userId, workspaceId) {
-  const u = Buffer.from(userId, 'utf8');
-  const w = Buffer.from(workspaceId, 'utf8');
-  const len = (n) => {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(n));
-    return b;
-  };
-  return crypto
-    .createHash('sha256')
-    .update(Buffer.concat([Buffer.from('mia-narrative-session/v1\0'), len(u.length), u, len(w.length), w]))
-    .digest('hex');
-}
 
 /** `perPrimary` sessions on each primary: [{ userId, workspaceId, stem, slot, primary }]. */
 async function sessionsOnEveryPrimary(cluster, prefix, perPrimary) {
@@ -134,6 +120,16 @@ async function closeWorkers(workers) {
   );
 }
 
+/** Each of two workers heard every write the other acknowledged, as an external change. */
+async function expectEachHeardTheOther([a, b]) {
+  const heardA = a.next('heard');
+  const heardB = b.next('heard');
+  a.send({ type: 'expect', ids: b.acks.map((m) => m.id) });
+  b.send({ type: 'expect', ids: a.acks.map((m) => m.id) });
+  expect((await heardA).missing).toEqual([]);
+  expect((await heardB).missing).toEqual([]);
+}
+
 /** The acknowledged ids of `workers` per session index. */
 function ackedBySession(workers) {
   const acked = new Map();
@@ -189,13 +185,7 @@ describe('a 3-primary cluster with a replica each', () => {
       await Promise.all(workers.map((w) => w.until('40 acknowledged merges', () => w.acks.length >= 40)));
       await stopWorkers(workers);
       // Each heard every write of the other as an external change, whatever shard it went to.
-      const [a, b] = workers;
-      const heardA = a.next('heard');
-      const heardB = b.next('heard');
-      a.send({ type: 'expect', ids: b.acks.map((m) => m.id) });
-      b.send({ type: 'expect', ids: a.acks.map((m) => m.id) });
-      expect((await heardA).missing).toEqual([]);
-      expect((await heardB).missing).toEqual([]);
+      await expectEachHeardTheOther(workers);
 
       const acked = ackedBySession(workers);
       expect(acked.size).toBe(sessions.length);
@@ -245,13 +235,7 @@ describe('a 3-primary cluster with a replica each', () => {
         ),
       );
       await stopWorkers(workers);
-      const [a, b] = workers;
-      const heardA = a.next('heard');
-      const heardB = b.next('heard');
-      a.send({ type: 'expect', ids: b.acks.map((m) => m.id) });
-      b.send({ type: 'expect', ids: a.acks.map((m) => m.id) });
-      expect((await heardA).missing).toEqual([]);
-      expect((await heardB).missing).toEqual([]);
+      await expectEachHeardTheOther(workers);
 
       const stored = await storedIds(cluster.urls(), prefix, sessions);
       expect(lostWrites(ackedBySession(workers), stored)).toEqual([]);

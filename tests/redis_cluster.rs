@@ -101,6 +101,43 @@ fn record(session: &NarrativeSession, clock: &mut HybridClock, tag: &str, n: usi
     journal::encode(&settle_update(session, patch).unwrap()).unwrap()
 }
 
+/// A session with one record in its log, where a slot move starts: its slot, the primary serving
+/// it, and another primary to move it to.
+struct Placed {
+    session: NarrativeSession,
+    view: RedisView,
+    clock: HybridClock,
+    slot: u16,
+    from: u16,
+    to: u16,
+}
+
+async fn placed(cluster: &RedisCluster, backend: &RedisBackend, key: &SessionKey) -> Placed {
+    let stem = key.file_stem();
+    let (session, view) = create(backend, key).await;
+    let mut clock = HybridClock::new("a");
+    let view = backend
+        .append(&stem, &[record(&session, &mut clock, "r", 1)], view)
+        .await
+        .unwrap()
+        .expect("no one else writes");
+    let slot = backend.slot_of(&stem);
+    let from = cluster.primary_of(slot);
+    let to = cluster
+        .primary_ports()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    Placed {
+        session,
+        view,
+        clock,
+        slot,
+        from,
+        to,
+    }
+}
+
 /// The count Redis keeps of an error reply, from `INFO errorstats` (`errorstat_ASK:count=3`).
 fn error_count(cluster: &RedisCluster, port: u16, code: &str) -> u64 {
     let info: String = cluster.query(port, &["INFO", "errorstats"]);
@@ -189,20 +226,14 @@ async fn a_transaction_follows_a_slot_moved_away_from_under_it() {
     let backend = backend(&config(&cluster), "a").await;
     let key = key(1);
     let stem = key.file_stem();
-    let (session, view) = create(&backend, &key).await;
-    let mut clock = HybridClock::new("a");
-    let view = backend
-        .append(&stem, &[record(&session, &mut clock, "r", 1)], view)
-        .await
-        .unwrap()
-        .expect("no one else writes");
-    let slot = backend.slot_of(&stem);
-    let from = cluster.primary_of(slot);
-    let to = cluster
-        .primary_ports()
-        .into_iter()
-        .find(|p| *p != from)
-        .unwrap();
+    let Placed {
+        session,
+        view,
+        mut clock,
+        slot,
+        from,
+        to,
+    } = placed(&cluster, &backend, &key).await;
     let moving = cluster.clone();
     tokio::task::spawn_blocking(move || moving.move_slot(slot, from, to, Duration::ZERO))
         .await
@@ -228,20 +259,14 @@ async fn a_transaction_waits_out_a_slot_split_between_two_nodes() {
     let backend = Arc::new(backend(&config(&cluster), "a").await);
     let key = key(2);
     let stem = key.file_stem();
-    let (session, view) = create(&backend, &key).await;
-    let mut clock = HybridClock::new("a");
-    let view = backend
-        .append(&stem, &[record(&session, &mut clock, "r", 1)], view)
-        .await
-        .unwrap()
-        .expect("no one else writes");
-    let slot = backend.slot_of(&stem);
-    let from = cluster.primary_of(slot);
-    let to = cluster
-        .primary_ports()
-        .into_iter()
-        .find(|p| *p != from)
-        .unwrap();
+    let Placed {
+        session,
+        view,
+        mut clock,
+        slot,
+        from,
+        to,
+    } = placed(&cluster, &backend, &key).await;
     // Half-way through a move: the log is on the new node, the other keys on the old one.
     let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
     let slot_text = slot.to_string();
