@@ -138,6 +138,14 @@ async fn placed(cluster: &RedisCluster, backend: &RedisBackend, key: &SessionKey
     }
 }
 
+/// Moves `slot` between primaries (see `RedisCluster::move_slot`) off the async threads.
+async fn move_slot(cluster: &Arc<RedisCluster>, slot: u16, from: u16, to: u16, pause: Duration) {
+    let cluster = cluster.clone();
+    tokio::task::spawn_blocking(move || cluster.move_slot(slot, from, to, pause))
+        .await
+        .unwrap();
+}
+
 /// The count Redis keeps of an error reply, from `INFO errorstats` (`errorstat_ASK:count=3`).
 fn error_count(cluster: &RedisCluster, port: u16, code: &str) -> u64 {
     let info: String = cluster.query(port, &["INFO", "errorstats"]);
@@ -234,10 +242,7 @@ async fn a_transaction_follows_a_slot_moved_away_from_under_it() {
         from,
         to,
     } = placed(&cluster, &backend, &key).await;
-    let moving = cluster.clone();
-    tokio::task::spawn_blocking(move || moving.move_slot(slot, from, to, Duration::ZERO))
-        .await
-        .unwrap();
+    move_slot(&cluster, slot, from, to, Duration::ZERO).await;
     // The old owner answers MOVED; the append goes to the new one, with the view it had.
     let view = backend
         .append(&stem, &[record(&session, &mut clock, "r", 2)], view)
@@ -310,10 +315,7 @@ async fn a_transaction_waits_out_a_slot_split_between_two_nodes() {
                 > refused_before
         },
     );
-    let finishing = cluster.clone();
-    tokio::task::spawn_blocking(move || finishing.move_slot(slot, from, to, Duration::ZERO))
-        .await
-        .unwrap();
+    move_slot(&cluster, slot, from, to, Duration::ZERO).await;
     let view = append.await.unwrap().unwrap().expect("nothing else wrote");
     assert_eq!(view.log_len, 2);
     assert_eq!(cluster.query::<i64>(to, &["LLEN", &log]), 2);
@@ -351,10 +353,7 @@ async fn sharded_events_reach_the_follower_and_move_with_their_slot() {
         .into_iter()
         .find(|p| *p != from)
         .unwrap();
-    let moving = cluster.clone();
-    tokio::task::spawn_blocking(move || moving.move_slot(slot, from, to, Duration::ZERO))
-        .await
-        .unwrap();
+    move_slot(&cluster, slot, from, to, Duration::ZERO).await;
     assert_eq!(
         next_event(&mut events).await,
         RedisEvent::Stale(stem.clone())
@@ -617,12 +616,7 @@ async fn durable_merges_go_on_while_their_slot_moves_key_by_key() {
             })
         })
         .collect();
-    let moving = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        moving.move_slot(slot, from, to, Duration::from_millis(20))
-    })
-    .await
-    .unwrap();
+    move_slot(&cluster, slot, from, to, Duration::from_millis(20)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut acked = vec!["a-0".to_string()];
     for writer in writers {
