@@ -140,9 +140,21 @@ export interface OpenOptions {
   backend?: 'file' | 'redis'
   /**
    * With `backend: 'redis'`: `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
-   * Rejects with `EUNAVAILABLE` when Redis cannot be reached.
+   * An array is the seed nodes of a Redis Cluster (any of its nodes; database 0). Rejects with
+   * `EUNAVAILABLE` when Redis cannot be reached.
    */
-  redisUrl?: string
+  redisUrl?: string | string[]
+  /** With `backend: 'redis'`: `redisUrl` is a node of a Redis Cluster. Default: whether it is an array. */
+  redisCluster?: boolean
+  /**
+   * With `backend: 'redis'`: a save (and a durable merge) resolves only once this many replicas
+   * have it too (Redis `WAIT`), so a failover to one of them keeps it; otherwise it rejects with
+   * `EUNAVAILABLE` and the change stays unsaved, written again by the next save. Default 0: it
+   * resolves once the primary has it (replication is asynchronous).
+   */
+  redisWaitReplicas?: number
+  /** How long a save waits for `redisWaitReplicas`, 1 to 60000 ms. Default 1000. */
+  redisWaitTimeoutMs?: number
   /** With `backend: 'redis'`: the prefix of every key. Default `"mia:ns:"`. */
   keyPrefix?: string
   /** Default: `defaultDataDir()`. Created with mode 0700 when missing. */

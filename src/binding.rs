@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::error::StoreError;
 use crate::merge::{merge_session_texts, session_too_large};
 use crate::paths::{default_data_dir, normalize_workspace};
+use crate::store::redis::{RedisConfig, MAX_WAIT_REPLICAS, MAX_WAIT_TIMEOUT};
 use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
     DEFAULT_CLEANUP_INTERVAL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
@@ -942,7 +943,11 @@ fn ids(user_id: Unknown, workspace_id: Unknown) -> Outcome<(String, String)> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OpenOptionsJson {
     backend: Option<String>,
-    redis_url: Option<String>,
+    /// A URL, or an array of a Redis Cluster's seed nodes.
+    redis_url: Option<serde_json::Value>,
+    redis_cluster: Option<bool>,
+    redis_wait_replicas: Option<f64>,
+    redis_wait_timeout_ms: Option<f64>,
     key_prefix: Option<String>,
     data_dir: Option<String>,
     ttl_days: Option<f64>,
@@ -953,8 +958,8 @@ struct OpenOptionsJson {
 }
 
 fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
-    let input: OpenOptionsJson = parse_options(text)?;
-    let data_dir = match input.data_dir {
+    let mut input: OpenOptionsJson = parse_options(text)?;
+    let data_dir = match input.data_dir.take() {
         Some(dir) if dir.is_empty() || dir.contains('\0') => {
             return Err(StoreError::invalid(
                 "dataDir must be a non-empty path without NUL bytes",
@@ -964,14 +969,17 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
         None => default_data_dir(),
     };
     let mut options = StoreOptions::new(data_dir);
-    options.backend = match (input.backend.as_deref(), input.redis_url) {
+    let redis_only = input.redis_cluster.is_some()
+        || input.redis_wait_replicas.is_some()
+        || input.redis_wait_timeout_ms.is_some();
+    options.backend = match (input.backend.as_deref(), input.redis_url.take()) {
+        (None | Some("file"), None) if redis_only => {
+            return Err(StoreError::invalid(
+                "redisCluster and redisWait* need backend: 'redis'",
+            ))
+        }
         (None | Some("file"), None) => BackendChoice::File,
-        (Some("redis"), Some(url)) => BackendChoice::Redis {
-            url,
-            key_prefix: input
-                .key_prefix
-                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string()),
-        },
+        (Some("redis"), Some(urls)) => redis_choice(&input, urls)?,
         (Some("redis"), None) => {
             return Err(StoreError::invalid("backend 'redis' needs a redisUrl"))
         }
@@ -1009,6 +1017,67 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
 }
 
 /// A millisecond interval; 0 turns off what it times.
+/// The Redis backend's options: `redisUrl` a URL or an array of a cluster's seed nodes (an array
+/// means a cluster; `redisCluster: true` makes one URL a cluster's seed), and `redisWaitReplicas`
+/// (with `redisWaitTimeoutMs`): how many replicas must have a write before it counts as done.
+fn redis_choice(input: &OpenOptionsJson, urls: serde_json::Value) -> Outcome<BackendChoice> {
+    let bad_url = || {
+        StoreError::invalid(
+            "redisUrl must be a URL, or a non-empty array of URLs (a Redis Cluster's nodes)",
+        )
+    };
+    let (urls, several) = match urls {
+        serde_json::Value::String(url) => (vec![url], false),
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            let urls = items
+                .into_iter()
+                .map(|item| match item {
+                    serde_json::Value::String(url) => Ok(url),
+                    _ => Err(bad_url()),
+                })
+                .collect::<Outcome<Vec<String>>>()?;
+            (urls, true)
+        }
+        _ => return Err(bad_url()),
+    };
+    let cluster = match input.redis_cluster {
+        Some(false) if several => {
+            return Err(StoreError::invalid(
+                "redisUrl is an array of a Redis Cluster's nodes, yet redisCluster is false",
+            ))
+        }
+        Some(cluster) => cluster,
+        None => several,
+    };
+    let key_prefix = input
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
+    let mut config = if cluster {
+        RedisConfig::cluster(urls, key_prefix)
+    } else {
+        RedisConfig::new(urls.into_iter().next().unwrap_or_default(), key_prefix)
+    };
+    if let Some(replicas) = input.redis_wait_replicas {
+        if !(replicas.fract() == 0.0 && (0.0..=f64::from(MAX_WAIT_REPLICAS)).contains(&replicas)) {
+            return Err(StoreError::invalid(format!(
+                "redisWaitReplicas must be a whole number from 0 to {MAX_WAIT_REPLICAS}, not {replicas}"
+            )));
+        }
+        config.wait_replicas = replicas as u32;
+    }
+    if let Some(ms) = input.redis_wait_timeout_ms {
+        if !(ms.fract() == 0.0 && ms >= 1.0 && ms <= MAX_WAIT_TIMEOUT.as_millis() as f64) {
+            return Err(StoreError::invalid(format!(
+                "redisWaitTimeoutMs must be a whole number of milliseconds from 1 to {}, not {ms}",
+                MAX_WAIT_TIMEOUT.as_millis()
+            )));
+        }
+        config.wait_timeout = std::time::Duration::from_millis(ms as u64);
+    }
+    Ok(BackendChoice::Redis(config))
+}
+
 fn duration_ms(
     what: &str,
     value: Option<f64>,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mia_narrative_session::clock::{parse_rfc3339_millis, wall_clock_millis, WallClock};
 use mia_narrative_session::model::NarrativeSession;
+use mia_narrative_session::store::redis::RedisConfig;
 use mia_narrative_session::store::{BackendChoice, MergeMode, SessionStore, StoreOptions};
 use serde_json::json;
 
@@ -56,10 +57,10 @@ impl Drop for Redis {
 
 async fn open(redis: &Redis, wall: u64, elapsed: &Arc<AtomicU64>) -> SessionStore {
     let mut options = StoreOptions::new("/nonexistent");
-    options.backend = BackendChoice::Redis {
-        url: format!("redis://127.0.0.1:{}/0", redis.1),
-        key_prefix: "clock:".into(),
-    };
+    options.backend = BackendChoice::Redis(RedisConfig::new(
+        format!("redis://127.0.0.1:{}/0", redis.1),
+        "clock:",
+    ));
     options.autosave_interval = Duration::ZERO;
     options.cleanup_interval = Duration::ZERO;
     let elapsed = elapsed.clone();

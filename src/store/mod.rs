@@ -71,8 +71,9 @@ type StoredRow = (String, file::StoredSummary, u64);
 pub enum BackendChoice {
     /// Files in `data_dir`: one machine, one or several processes. The default.
     File,
-    /// Redis, shared by several instances. Sessions expire through Redis's own TTL.
-    Redis { url: String, key_prefix: String },
+    /// Redis (one node, or a Redis Cluster), shared by several instances. Sessions expire
+    /// through Redis's own TTL.
+    Redis(redis::RedisConfig),
 }
 
 /// The default prefix of the Redis backend's keys.
@@ -300,10 +301,9 @@ impl SessionStore {
                 let files = blocking(move || FileBackend::open_on(&dir, disk, limits)).await?;
                 Backend::File(Arc::new(files))
             }
-            BackendChoice::Redis { url, key_prefix } => {
+            BackendChoice::Redis(config) => {
                 let ttl = Duration::from_secs_f64((options.ttl_days * 86_400.0).min(1e12));
-                let redis =
-                    redis::RedisBackend::connect(url, key_prefix, ttl, node_id.clone()).await?;
+                let redis = redis::RedisBackend::open(config, ttl, node_id.clone()).await?;
                 Backend::Redis(Arc::new(redis))
             }
         };

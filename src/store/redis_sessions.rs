@@ -4,7 +4,9 @@
 //! write that finds the keys changed since this store last looked merges what is there and tries
 //! again (optimistic concurrency: `WATCH`/`MULTI`/`EXEC` in [`super::redis`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::redis::{RedisBackend, RedisChange, RedisEvent, RedisView};
 use super::{internal, lock, starting_session, Live, SessionStore, StoredRow, Want};
@@ -17,6 +19,8 @@ use crate::paths::SessionKey;
 const COMMIT_ATTEMPTS: u32 = 64;
 /// The longest pause between two attempts; pauses grow from 1 ms, with jitter.
 const MAX_BACKOFF_MS: u64 = 50;
+/// How often the channels of sessions no longer held stop being listened to (sharded pub/sub).
+const UNFOLLOW_INTERVAL: Duration = Duration::from_secs(60);
 
 impl SessionStore {
     /// Loads a session: the marked snapshot's text alone when `want` allows it (see
@@ -29,6 +33,8 @@ impl SessionStore {
     ) -> Result<(Live, bool, bool)> {
         let redis = self.redis_backend()?;
         let stem = key.file_stem();
+        // Listened to before it is read (sharded pub/sub), so no later write goes unheard.
+        redis.follow(&stem).await?;
         for _ in 0..COMMIT_ATTEMPTS {
             let mut loaded = match want {
                 Want::Text => redis.load_text(&stem, key).await?,
@@ -120,11 +126,14 @@ impl SessionStore {
                 }
                 None => {
                     append_only |= snapshot_due;
+                    // The pause comes before the read, so that the next attempt starts from what
+                    // is stored then. (Read, then pause, and a busy peer commits again meanwhile:
+                    // the next attempt fails for certain, and a writer can starve so.)
+                    backoff(attempt).await;
                     let change = redis.read_changes(&stem, key, live.redis).await?;
                     self.absorb_redis(key, live, change)?;
                 }
             }
-            backoff(attempt).await;
         }
         Err(contended(&stem))
     }
@@ -150,7 +159,10 @@ impl SessionStore {
     }
 
     /// Listens for other instances' writes. After a lost subscription comes back, every live
-    /// session is read again (messages sent meanwhile are lost) and dirty ones are written.
+    /// session (or, with sharded pub/sub, the one concerned) is read again (messages sent
+    /// meanwhile are lost) and dirty ones are written: a session this store holds that lost a
+    /// write (a primary that failed over before its replica had it) is written again then.
+    /// Sessions no longer held stop being listened to (sharded pub/sub).
     pub(super) fn start_redis_subscription(&self, redis: Arc<RedisBackend>) {
         let store = self.clone();
         let mut stop = self.inner.stop.subscribe();
@@ -158,14 +170,25 @@ impl SessionStore {
             let Ok(mut events) = redis.subscribe().await else {
                 return;
             };
+            let mut prune = tokio::time::interval(UNFOLLOW_INTERVAL);
+            prune.reset();
             loop {
                 let event = tokio::select! {
                     event = events.recv() => match event { Some(event) => event, None => break },
+                    _ = prune.tick() => {
+                        let live: HashSet<String> = lock(&store.inner.live).keys().cloned().collect();
+                        redis.unfollow_except(&live).await;
+                        continue;
+                    }
                     _ = stop.changed() => break,
                 };
                 match event {
                     RedisEvent::Changed { stem, .. } => {
                         let _ = store.refresh(&stem).await;
+                    }
+                    RedisEvent::Stale(stem) => {
+                        let _ = store.refresh(&stem).await;
+                        let _ = store.flush_dirty().await;
                     }
                     RedisEvent::Resync => {
                         let stems: Vec<String> = lock(&store.inner.live).keys().cloned().collect();
@@ -179,7 +202,7 @@ impl SessionStore {
         });
     }
 
-    /// Every stored session's summary, found with `SCAN`.
+    /// Every stored session's summary, found with `SCAN` (on every primary of a cluster).
     pub(super) async fn stored_in_redis(&self) -> Result<Vec<StoredRow>> {
         let redis = self.redis_backend()?;
         let mut rows = Vec::new();

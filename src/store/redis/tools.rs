@@ -7,7 +7,9 @@
 
 use ::redis::Value;
 
-use super::{counter, decode_frame, describe, glob_escape, RedisBackend, SCAN_COUNT};
+use super::keys::glob_escape;
+use super::values::{counter, decode_frame, describe};
+use super::RedisBackend;
 use crate::clock::parse_rfc3339_millis;
 use crate::error::Result;
 use crate::merge::SessionPatch;
@@ -233,37 +235,22 @@ impl RedisBackend {
         })
     }
 
-    /// Every key matching `pattern`, with `SCAN`.
+    /// Every key matching `pattern`, with `SCAN` (on every primary of a cluster).
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut cursor: u64 = 0;
-        let mut names = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .query(
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
-                .await?;
-            names.extend(keys);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let mut names = self
+            .with_retry("cannot list keys in", || self.net.scan(pattern))
+            .await?;
         names.sort();
         names.dedup();
         Ok(names)
     }
 
+    /// One command on the shared connection (which a cluster routes by the command's key).
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> Result<T> {
         self.with_retry("cannot read from", || {
-            let mut manager = self.manager.clone();
+            let mut conn = self.net.shared();
             let cmd = cmd.clone();
-            async move { cmd.query_async(&mut manager).await }
+            async move { cmd.query_async(&mut conn).await }
         })
         .await
     }
