@@ -6,7 +6,11 @@ export interface NarrativeSocket {
   readonly readyState: number
   /** Bytes queued by `send` and not yet handed to the network; large restores wait for it to be 0. */
   readonly bufferedAmount: number
-  send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }): void
+  /** Stops and restarts reading (the `ws` package has both): a client that does not read is not read from. */
+  pause?(): void
+  resume?(): void
+  /** `done` is called once the kernel has taken the data, or with an error if the socket closed first. */
+  send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }, done?: (err?: Error) => void): void
   close(code?: number, reason?: string): void
   on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): unknown
   on(event: 'close' | 'error', listener: (...args: unknown[]) => void): unknown
@@ -30,6 +34,11 @@ export interface AttachOptions {
   resolveWorkspace?: (req: IncomingMessage) => string
   /** Larger messages get an `ETOOLARGE` error. Default 1 MiB. */
   maxMessageBytes?: number
+  /**
+   * A message the client takes none of for this long closes the socket with code 1013 (a client
+   * that does not read; see docs/protocol.md). Default 30 000 ms.
+   */
+  slowReaderTimeoutMs?: number
 }
 
 export interface NarrativeConnection {
