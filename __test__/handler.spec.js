@@ -757,3 +757,127 @@ describe('large sessions', () => {
     expect(restoredAt).toBeLessThan(client.messages.length - 1);
   });
 });
+
+describe('clients that do not read (docs/protocol.md)', () => {
+  const { FRAGMENT_BYTES } = require('../lib/fragments');
+  const { RawWsClient } = require('./helpers/raw-ws-client');
+  /** One message of the handler's, or one fragment of it, and its frame header. */
+  const SOCKET_BOUND = FRAGMENT_BYTES + 1024;
+  const rawClients = [];
+  afterEach(() => {
+    for (const client of rawClients.splice(0)) client.destroy();
+  });
+
+  /** A tab of alice's that stops reading the moment its socket opens. */
+  async function stuckTab(on = server) {
+    const client = new RawWsClient(on.port, { user: 'alice', query: { workspace: WORKSPACE }, neverRead: true });
+    rawClients.push(client);
+    await client.opened;
+    return client;
+  }
+
+  /** Gives alice a session of about `bytes` of JSON text. */
+  async function bulkySession(on, bytes) {
+    await on.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(bytes) } }, { durable: true });
+  }
+
+  const latestOf = async (on) => JSON.parse((await on.store.loadRaw('alice', WORKSPACE)).sessionJson.toString('utf8'));
+  const withSession = (client) => client.messages.filter((m) => m.payload && m.payload.session);
+
+  test('a tab that does not read is sent one message at a time, and once it reads, the latest state in one message', async () => {
+    await bulkySession(server, 200 * 1024);
+    const stuck = await stuckTab();
+    const { client: writer } = await open({ user: 'alice', workspace: WORKSPACE, label: 'writer' });
+    const updates = 60;
+    for (let i = 0; i < updates; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+    const socket = server.socketOf(stuck.tag);
+    expect({ open: socket.readyState, withinBound: socket.bufferedAmount <= SOCKET_BOUND }).toEqual({ open: 1, withinBound: true });
+
+    stuck.resume();
+    const latest = await latestOf(server);
+    await pollUntil(() => withSession(stuck).some((m) => m.payload.session.memory[`k${updates - 1}`] !== undefined), {
+      what: 'the tab to be given the latest state',
+    });
+    const given = withSession(stuck);
+    expect(given[0].payload).toMatchObject({ event: 'restored' });
+    expect(given.at(-1).payload).toMatchObject({ event: 'merged', origin: server.connectionOf(writer.tag).id, session: latest });
+    expect(given.length).toBeLessThan(updates / 2);
+    const announced = stuck.messages.filter((m) => m.payload && m.payload.event === 'merged').flatMap((m) => m.payload.changes);
+    expect(new Set(announced)).toEqual(new Set(Array.from({ length: updates }, (_, i) => `memory.k${i}`)));
+    // Nothing else was sent, and no message was cut: every one parsed.
+    expect(stuck.messages.every((m) => m.type === 'session-event')).toBe(true);
+  });
+
+  test("a tab that sends updates without reading the acks is not read until it catches up, and gets every ack in order; of those sent together, only the last carries the session", async () => {
+    await bulkySession(server, 100 * 1024);
+    const stuck = await stuckTab();
+    const socket = server.socketOf(stuck.tag);
+    const count = 150;
+    for (let i = 0; i < count; i++) stuck.update({ memory: { [`n${i}`]: i } }, `n-${i}`);
+    await pollUntil(() => socket.isPaused, { what: 'the handler to stop reading the socket' });
+    expect(socket.bufferedAmount).toBeLessThanOrEqual(SOCKET_BOUND);
+
+    stuck.resume();
+    const acks = [];
+    for (let i = 0; i < count; i++) acks.push(await stuck.next((m) => m.traceId !== undefined, { timeoutMs: 10000, what: `ack ${i}` }));
+    expect(acks.map((m) => `${m.traceId} ${m.payload.event}`)).toEqual(Array.from({ length: count }, (_, i) => `n-${i} ack`));
+    const bare = acks.filter((m) => !m.payload.session);
+    expect(bare.length).toBeGreaterThan(0);
+    for (const ack of bare) {
+      // The session comes in a later message of the same batch.
+      expect(acks.slice(acks.indexOf(ack)).some((m) => m.payload.session)).toBe(true);
+      expect(Object.keys(ack.payload)).toEqual(['event', 'changes']);
+    }
+    expect(acks.at(-1).payload.session).toEqual(await latestOf(server));
+    await pollUntil(() => !socket.isPaused, { what: 'the handler to read the socket again' });
+    stuck.update({ memory: { after: 'catching up' } }, 'after');
+    expect(await stuck.next((m) => m.traceId === 'after')).toMatchObject({ payload: { event: 'ack', session: { memory: { after: 'catching up' } } } });
+  });
+
+  test('a tab that sends large updates faster than they apply is not read meanwhile, and each is applied in order', async () => {
+    const calls = [];
+    const small = await startServer({
+      dataDir: box.tempDir('mia-ws-flood-'),
+      maxMessageBytes: 8 * 1024,
+      hostHandler(ws) {
+        for (const name of ['pause', 'resume']) {
+          const real = ws[name].bind(ws);
+          ws[name] = () => {
+            calls.push(name);
+            real();
+          };
+        }
+      },
+    });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    const count = 40;
+    for (let i = 0; i < count; i++) client.update({ memory: { [`big${i}`]: 'f'.repeat(6 * 1024) } }, `big-${i}`);
+    const acks = [];
+    for (let i = 0; i < count; i++) acks.push(await client.next((m) => m.traceId !== undefined, { what: `reply ${i}` }));
+    expect(acks.map((m) => `${m.traceId} ${m.payload.event}`)).toEqual(Array.from({ length: count }, (_, i) => `big-${i} ack`));
+    // Reading stopped when more than maxMessageBytes waited, and started again each time.
+    expect(calls[0]).toBe('pause');
+    expect(calls.filter((c) => c === 'pause').length).toBe(calls.filter((c) => c === 'resume').length);
+    expect(calls.every((c, i) => c === (i % 2 === 0 ? 'pause' : 'resume'))).toBe(true);
+    expect(small.socketOf(client.tag).isPaused).toBe(false);
+  });
+
+  test('a tab that takes nothing for slowReaderTimeoutMs is closed with 1013, and the other tabs go on', async () => {
+    const quick = await startServer({ dataDir: box.tempDir('mia-ws-slow-'), slowReaderTimeoutMs: 300, wsOptions: { closeTimeout: 5000 } });
+    await bulkySession(quick, 300 * 1024);
+    const stuck = await stuckTab(quick);
+    const connection = quick.connectionOf(stuck.tag);
+    const writer = pool.connect({ user: 'alice', workspace: WORKSPACE, server: quick, label: 'writer' });
+    await writer.restored();
+    for (let i = 0; i < 30; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+    const socket = quick.socketOf(stuck.tag);
+    await pollUntil(() => socket.readyState !== 1, { what: 'the handler to close the socket' });
+    stuck.resume();
+    expect(await stuck.closed).toEqual({ code: 1013, reason: 'client is not reading' });
+    // The close saved the session and left the room: the writer's changes reach no one, and go on.
+    await pollUntil(() => connection.saved !== undefined, { what: 'the close to be seen' });
+    await connection.saved;
+    expect((await writer.updateAndAck({ memory: { after: true } })).session.memory.after).toBe(true);
+  });
+});

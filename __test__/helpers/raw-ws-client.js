@@ -205,6 +205,9 @@ class RawWsClient extends MessageInbox {
         code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005,
         reason: payload.subarray(2).toString(),
       };
+      // Answered as RFC 6455 §5.5.1 asks, so that the server may close at once.
+      this.sendFrame({ opcode: OPCODE.close, payload: payload.subarray(0, 2) });
+      this.socket.end();
       return;
     }
     if (opcode === OPCODE.ping) {
