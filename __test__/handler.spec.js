@@ -881,3 +881,158 @@ describe('clients that do not read (docs/protocol.md)', () => {
     expect((await writer.updateAndAck({ memory: { after: true } })).session.memory.after).toBe(true);
   });
 });
+
+describe('who the user is, and which workspace', () => {
+  const { attachNarrativeSession } = require('../lib/handler');
+
+  test('attaching without a store is refused at once, with a TypeError that says what is missing', () => {
+    for (const options of [undefined, {}, { store: {} }, { store: { merge: 'not a function' } }]) {
+      expect(() => attachNarrativeSession({}, {}, options)).toThrow(
+        new TypeError('attachNarrativeSession needs { store }: a NarrativeSessionStore'),
+      );
+    }
+  });
+
+  test("the host's resolveUser decides, before any header, and may be async", async () => {
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-resolve-'),
+      handlerOptions: {
+        async resolveUser(req) {
+          await new Promise((resolve) => setImmediate(resolve));
+          return req.headers.cookie === 'session=carol-s3cret' ? 'carol' : '';
+        },
+      },
+    });
+    // The trusted header says alice; the host's own authentication says carol.
+    const carol = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host, headers: { cookie: 'session=carol-s3cret' } });
+    expect((await carol.restored()).session.userId).toBe('carol');
+    expect((await carol.updateAndAck({ memory: { who: 'carol' } })).session.userId).toBe('carol');
+
+    const stranger = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host, label: 'no cookie' });
+    await stranger.opened;
+    expect((await stranger.nextError()).payload.code).toBe('EAUTH');
+    expect((await stranger.closed).code).toBe(1008);
+    expect((await host.store.list()).map((s) => s.userId)).toEqual(['carol']);
+  });
+
+  test('a resolveUser that gives something other than a name refuses the connection (EAUTH, 1008); one that fails closes it with 1011', async () => {
+    for (const [given, code, closeCode] of [
+      [() => 42, 'EAUTH', 1008],
+      [() => ['alice'], 'EAUTH', 1008],
+      [() => undefined, 'EAUTH', 1008],
+      [
+        () => {
+          throw new Error('authentication backend down');
+        },
+        'EINTERNAL',
+        1011,
+      ],
+    ]) {
+      const host = await startServer({ dataDir: box.tempDir('mia-ws-resolve-'), handlerOptions: { resolveUser: given } });
+      const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+      await client.opened;
+      const error = await client.nextError();
+      expect({ given: String(given), code: error.payload.code, close: (await client.closed).code }).toEqual({
+        given: String(given),
+        code,
+        close: closeCode,
+      });
+      expect(await host.store.list()).toEqual([]);
+    }
+  });
+
+  test("the host's resolveWorkspace names the workspace, normalised; nothing from it is the (none) workspace", async () => {
+    let workspace = '/from/the/host/./src/../';
+    const host = await startServer({ dataDir: box.tempDir('mia-ws-resolve-'), handlerOptions: { resolveWorkspace: () => workspace } });
+    const first = pool.connect({ user: 'alice', workspace: '/ignored', server: host });
+    expect((await first.restored()).session.workspaceId).toBe('/from/the/host');
+    workspace = undefined;
+    const second = pool.connect({ user: 'alice', workspace: '/ignored', server: host });
+    expect((await second.restored()).session.workspaceId).toBe('(none)');
+  });
+
+  test('the trusted header may be named in any case', async () => {
+    const host = await startServer({ dataDir: box.tempDir('mia-ws-case-'), userHeader: 'X-Forwarded-User' });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    expect((await client.restored()).session.userId).toBe('alice');
+  });
+});
+
+describe('a session that cannot be loaded', () => {
+  test('at connect: an error with the store’s code, and close code 1011', async () => {
+    await server.store.close();
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE });
+    await client.opened;
+    expect((await client.nextError()).payload).toMatchObject({ code: 'ECLOSED' });
+    expect((await client.closed).code).toBe(1011);
+  });
+
+  test('when a message that carries it goes out: an error with the store’s code instead', async () => {
+    const { RawWsClient } = require('./helpers/raw-ws-client');
+    await server.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(200 * 1024) } });
+    const stuck = new RawWsClient(server.port, { user: 'alice', query: { workspace: WORKSPACE }, neverRead: true });
+    await stuck.opened;
+    try {
+      const { client: writer } = await open({ user: 'alice', workspace: WORKSPACE, label: 'writer' });
+      for (let i = 0; i < 40; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+      // The stuck tab's announcement waits; the session is gone by the time it could go out.
+      await server.store.close();
+      stuck.resume();
+      const error = await stuck.nextError({ timeoutMs: 10000 });
+      expect(error.payload).toMatchObject({ code: 'ECLOSED' });
+      expect(error).not.toHaveProperty('traceId');
+    } finally {
+      stuck.destroy();
+    }
+  });
+});
+
+describe('message edges', () => {
+  const envelope = (traceId, pad) => JSON.stringify({ type: 'session-update', traceId, payload: { memory: { pad } } });
+
+  test('a message of exactly maxMessageBytes is taken; one byte more is ETOOLARGE', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-edge-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    const exact = envelope('exact', 'p'.repeat(2048 - envelope('exact', '').length));
+    expect(Buffer.byteLength(exact)).toBe(2048);
+    client.sendRaw(exact);
+    expect(await client.nextMessage()).toMatchObject({ traceId: 'exact', payload: { event: 'ack' } });
+    const over = envelope('over', 'p'.repeat(2049 - envelope('over', '').length));
+    client.sendRaw(over);
+    expect(await client.nextMessage()).toMatchObject({ traceId: 'over', type: 'error', payload: { code: 'ETOOLARGE' } });
+  });
+
+  test('an oversized session-update written with spaces around its colons is still known, traceId and all', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-edge-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    client.sendRaw(`{ "type" : "session-update", "traceId"\t:\n"spaced", "payload" : { "memory" : { "blob" : "${'x'.repeat(3000)}" } } }`);
+    expect(await client.nextMessage()).toMatchObject({ type: 'error', traceId: 'spaced', payload: { code: 'ETOOLARGE' } });
+  });
+
+  test('a traceId of up to 256 characters comes back; a longer one or one that is not a string does not', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const longest = 't'.repeat(256);
+    client.update({ memory: { a: 1 } }, longest);
+    expect((await client.nextMessage()).traceId).toBe(longest);
+    for (const traceId of ['t'.repeat(257), 17, { id: 'x' }]) {
+      client.update({ memory: { a: String(traceId).length } }, traceId);
+      const ack = await client.nextMessage();
+      expect({ traceId: String(traceId).slice(0, 20), event: ack.payload.event, has: 'traceId' in ack }).toEqual({
+        traceId: String(traceId).slice(0, 20),
+        event: 'ack',
+        has: false,
+      });
+    }
+  });
+
+  test('a session-update in a binary message is left to the host: not applied, not answered', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    client.ws.send(Buffer.from(envelope('binary', 'should not land')), { binary: true });
+    client.update({ memory: { text: true } }, 'text');
+    const next = await client.nextMessage();
+    expect(next).toMatchObject({ traceId: 'text', payload: { event: 'ack' } });
+    expect(next.payload.session.memory).toEqual({ text: true });
+  });
+});

@@ -22,6 +22,7 @@ const CLIENT_TAG_HEADER = 'x-test-client';
  * - `userHeader`: the handler's `trustedUserHeader` (default `x-forwarded-user`); `null` for none,
  *   so that the user is the OS account the server runs as.
  * - `wsOptions`: more options for the `WebSocketServer` (`maxPayload`, `closeTimeout`).
+ * - `handlerOptions`: more options for the handler (`resolveUser`, `resolveWorkspace`).
  * - `hostHandler(ws, req)`: the host's own handler on the same socket (mia-code-server's
  *   `auth`/`subscribe`/`replay` handling), called after the narrative handler is attached.
  */
@@ -31,6 +32,7 @@ async function startNarrativeServer({
   slowReaderTimeoutMs,
   userHeader = USER_HEADER,
   wsOptions = {},
+  handlerOptions = {},
   hostHandler,
 } = {}) {
   if (!dataDir) throw new Error('startNarrativeServer needs a dataDir');
@@ -52,7 +54,7 @@ async function startNarrativeServer({
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const options = { store };
+      const options = { store, ...handlerOptions };
       if (userHeader !== null) options.trustedUserHeader = userHeader;
       if (maxMessageBytes !== undefined) options.maxMessageBytes = maxMessageBytes;
       if (slowReaderTimeoutMs !== undefined) options.slowReaderTimeoutMs = slowReaderTimeoutMs;
