@@ -309,6 +309,11 @@ describe('two tabs of one user on one workspace', () => {
       expect(mergedAt(b.client)).toHaveLength(expected);
       expect(new Set(mergedAt(a.client).map((m) => m.payload.origin))).toEqual(new Set([idB]));
       expect(new Set(mergedAt(b.client).map((m) => m.payload.origin))).toEqual(new Set([idA]));
+      // A tab that reads is sent the session with every ack and merged event.
+      for (const client of [a.client, b.client]) {
+        const without = client.messages.filter((m) => m.type === 'session-event' && !m.payload.session);
+        expect({ tab: client.label, without }).toEqual({ tab: client.label, without: [] });
+      }
       const truth = await freshLook('alice');
       afterRound({ round: r, a: a.client, b: b.client, truth });
     }
@@ -432,9 +437,8 @@ describe('users are isolated', () => {
     const client = pool.connect({ workspace: WORKSPACE, label: 'anonymous' });
     await client.opened;
     const error = await client.nextError();
-    expect(error.payload.code).toBe('EAUTH');
-    const { code } = await client.closed;
-    expect(code).toBe(1008);
+    expect(error.payload).toEqual({ code: 'EAUTH', message: 'no user identity: the trusted header or resolveUser gave none' });
+    expect(await client.closed).toEqual({ code: 1008, reason: 'no trusted user identity' });
     expect(client.messages.some((m) => m.payload && m.payload.event === 'restored')).toBe(false);
 
     expect(await server.store.list()).toEqual([]);
@@ -547,15 +551,21 @@ describe('changes made by another process', () => {
 });
 
 describe('malformed messages', () => {
+  const NOT_JSON = 'message is not JSON';
+  const NOT_AN_ENVELOPE = 'message must be an object with a string type';
+  const NOT_AN_UPDATE = 'session-update payload must be an object';
+  // [what, message, code, traceId, the handler's own error message (the store's are its own)]
   const BAD = [
-    ['text that is not JSON', () => 'hello, mia', 'EINVALID', undefined],
-    ['a JSON array', () => JSON.stringify([{ type: 'session-update', payload: {} }]), 'EINVALID', undefined],
-    ['an object without a type', () => JSON.stringify({ payload: { universeFocus: 'engineer' } }), 'EINVALID', undefined],
-    ['a JSON string', () => JSON.stringify('session-update'), 'EINVALID', undefined],
-    ['a payload that is a string', () => update('engineer', 'bad-1'), 'EINVALID', 'bad-1'],
-    ['a payload that is an array', () => update([{ universeFocus: 'engineer' }], 'bad-2'), 'EINVALID', 'bad-2'],
-    ['a payload that is null', () => update(null, 'bad-3'), 'EINVALID', 'bad-3'],
-    ['a missing payload', () => JSON.stringify({ type: 'session-update', traceId: 'bad-4' }), 'EINVALID', 'bad-4'],
+    ['text that is not JSON', () => 'hello, mia', 'EINVALID', undefined, NOT_JSON],
+    ['a JSON array', () => JSON.stringify([{ type: 'session-update', payload: {} }]), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['an object without a type', () => JSON.stringify({ payload: { universeFocus: 'engineer' } }), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a type that is not a string', () => JSON.stringify({ type: ['session-update'], payload: {} }), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a JSON string', () => JSON.stringify('session-update'), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['JSON null', () => 'null', 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a payload that is a string', () => update('engineer', 'bad-1'), 'EINVALID', 'bad-1', NOT_AN_UPDATE],
+    ['a payload that is an array', () => update([{ universeFocus: 'engineer' }], 'bad-2'), 'EINVALID', 'bad-2', NOT_AN_UPDATE],
+    ['a payload that is null', () => update(null, 'bad-3'), 'EINVALID', 'bad-3', NOT_AN_UPDATE],
+    ['a missing payload', () => JSON.stringify({ type: 'session-update', traceId: 'bad-4' }), 'EINVALID', 'bad-4', NOT_AN_UPDATE],
     ['an unknown field', () => update({ galaxy: 'far away', memory: { x: 1 } }, 'bad-5'), 'EINVALID', 'bad-5'],
     ['an unknown universe', () => update({ universeFocus: 'galaxy' }, 'bad-6'), 'EINVALID', 'bad-6'],
     ['a chart without an id', () => update({ activeCharts: [{ title: 'no id' }] }, 'bad-7'), 'EINVALID', 'bad-7'],
@@ -578,12 +588,13 @@ describe('malformed messages', () => {
     // Another tab watches: a refused message must not be announced to it.
     const { client: watcher } = await open({ user: 'alice', workspace: WORKSPACE, label: 'watching tab' });
 
-    for (const [what, message, code, traceId] of BAD) {
+    for (const [what, message, code, traceId, text] of BAD) {
       client.sendRaw(message());
       const reply = await client.nextMessage({ what: `the reply to ${what}` });
       expect({ what, type: reply.type, code: reply.payload && reply.payload.code }).toEqual({ what, type: 'error', code });
       expect(reply.channel).toBe('session');
       expect(typeof reply.payload.message).toBe('string');
+      if (text !== undefined) expect({ what, message: reply.payload.message }).toEqual({ what, message: text });
       if (traceId !== undefined) expect({ what, traceId: reply.traceId }).toEqual({ what, traceId });
       expect({ what, open: client.isOpen }).toEqual({ what, open: true });
     }
@@ -802,6 +813,8 @@ describe('clients that do not read (docs/protocol.md)', () => {
     expect(given[0].payload).toMatchObject({ event: 'restored' });
     expect(given.at(-1).payload).toMatchObject({ event: 'merged', origin: server.connectionOf(writer.tag).id, session: latest });
     expect(given.length).toBeLessThan(updates / 2);
+    // The announcements it missed were folded into one, not sent one by one without the session.
+    expect(stuck.messages.filter((m) => m.payload.event === 'merged').length).toBeLessThan(updates / 2);
     const announced = stuck.messages.filter((m) => m.payload && m.payload.event === 'merged').flatMap((m) => m.payload.changes);
     expect(new Set(announced)).toEqual(new Set(Array.from({ length: updates }, (_, i) => `memory.k${i}`)));
     // Nothing else was sent, and no message was cut: every one parsed.
@@ -809,12 +822,16 @@ describe('clients that do not read (docs/protocol.md)', () => {
   });
 
   test("a tab that sends updates without reading the acks is not read until it catches up, and gets every ack in order; of those sent together, only the last carries the session", async () => {
-    await bulkySession(server, 100 * 1024);
+    await bulkySession(server, 500 * 1024);
     const stuck = await stuckTab();
     const socket = server.socketOf(stuck.tag);
-    const count = 150;
-    for (let i = 0; i < count; i++) stuck.update({ memory: { [`n${i}`]: i } }, `n-${i}`);
-    await pollUntil(() => socket.isPaused, { what: 'the handler to stop reading the socket' });
+    // Sent in one write, so that the handler has them all before it stops reading: they are all
+    // applied while it waits, and only the client's reading can let it read again.
+    const count = 90;
+    stuck.updateAll(Array.from({ length: count }, (_, i) => [{ memory: { [`n${i}`]: i } }, `n-${i}`]));
+    await pollUntil(async () => socket.isPaused && (await latestOf(server)).memory[`n${count - 1}`] === count - 1, {
+      what: 'every update applied, and the socket no longer read',
+    });
     expect(socket.bufferedAmount).toBeLessThanOrEqual(SOCKET_BOUND);
 
     stuck.resume();
@@ -951,6 +968,11 @@ describe('who the user is, and which workspace', () => {
     expect((await second.restored()).session.workspaceId).toBe('(none)');
   });
 
+  test("the connection's ready promise gives the user, the workspace and the session's id", async () => {
+    const { client, session } = await open({ user: 'alice', workspace: '/home/me/proj/./' });
+    expect(await server.connectionOf(client.tag).ready).toEqual({ userId: 'alice', workspaceId: WORKSPACE, sessionId: session.id });
+  });
+
   test('the trusted header may be named in any case', async () => {
     const host = await startServer({ dataDir: box.tempDir('mia-ws-case-'), userHeader: 'X-Forwarded-User' });
     const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
@@ -964,7 +986,7 @@ describe('a session that cannot be loaded', () => {
     const client = pool.connect({ user: 'alice', workspace: WORKSPACE });
     await client.opened;
     expect((await client.nextError()).payload).toMatchObject({ code: 'ECLOSED' });
-    expect((await client.closed).code).toBe(1011);
+    expect(await client.closed).toEqual({ code: 1011, reason: 'session unavailable' });
   });
 
   test('when a message that carries it goes out: an error with the store’s code instead', async () => {
@@ -1000,7 +1022,16 @@ describe('message edges', () => {
     expect(await client.nextMessage()).toMatchObject({ traceId: 'exact', payload: { event: 'ack' } });
     const over = envelope('over', 'p'.repeat(2049 - envelope('over', '').length));
     client.sendRaw(over);
-    expect(await client.nextMessage()).toMatchObject({ traceId: 'over', type: 'error', payload: { code: 'ETOOLARGE' } });
+    expect(await client.nextMessage()).toMatchObject({
+      traceId: 'over',
+      type: 'error',
+      payload: { code: 'ETOOLARGE', message: 'message over 2048 bytes' },
+    });
+    // Without a traceId, the error comes without one.
+    client.sendRaw(JSON.stringify({ type: 'session-update', payload: { memory: { pad: 'p'.repeat(3000) } } }));
+    const untraced = await client.nextMessage();
+    expect(untraced).toMatchObject({ type: 'error', payload: { code: 'ETOOLARGE' } });
+    expect(untraced).not.toHaveProperty('traceId');
   });
 
   test('an oversized session-update written with spaces around its colons is still known, traceId and all', async () => {
@@ -1034,5 +1065,79 @@ describe('message edges', () => {
     const next = await client.nextMessage();
     expect(next).toMatchObject({ traceId: 'text', payload: { event: 'ack' } });
     expect(next.payload.session.memory).toEqual({ text: true });
+  });
+});
+
+describe('how a message goes out on the wire', () => {
+  const { FRAGMENT_BYTES } = require('../lib/fragments');
+  const { RawWsClient, OPCODE } = require('./helpers/raw-ws-client');
+
+  async function rawTab(on = server) {
+    const client = new RawWsClient(on.port, { user: 'alice', query: { workspace: WORKSPACE } });
+    await client.opened;
+    return client;
+  }
+
+  test('a large session is one text message in fragments of at most 256 KiB; small messages are text, unfragmented or in three', async () => {
+    await server.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(FRAGMENT_BYTES * 3) } });
+    const client = await rawTab();
+    try {
+      const restored = await client.restored({ timeoutMs: 10000 });
+      expect(restored.session.memory.bulk).toHaveLength(FRAGMENT_BYTES * 3);
+      const frames = client.frames.map(({ opcode, fin, length }) => ({ opcode, fin, length }));
+      // The envelope's head, the session in fragments, the closing braces.
+      expect(frames[0]).toMatchObject({ opcode: OPCODE.text, fin: false });
+      expect(frames.at(-1)).toEqual({ opcode: OPCODE.continuation, fin: true, length: 2 });
+      const body = frames.slice(1, -1);
+      expect(body.length).toBeGreaterThanOrEqual(4);
+      for (const frame of body) expect(frame).toMatchObject({ opcode: OPCODE.continuation, fin: false });
+      expect(Math.max(...body.map((f) => f.length))).toBe(FRAGMENT_BYTES);
+
+      // An error is one text frame.
+      const seen = client.frames.length;
+      client.sendText('not json');
+      expect((await client.nextError()).payload.code).toBe('EINVALID');
+      expect(client.frames.slice(seen)).toEqual([{ opcode: OPCODE.text, fin: true, length: expect.any(Number) }]);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test('a small session goes in three frames of one text message', async () => {
+    const client = await rawTab();
+    try {
+      await client.restored();
+      expect(client.frames.map(({ opcode, fin }) => [opcode, fin])).toEqual([
+        [OPCODE.text, false],
+        [OPCODE.continuation, false],
+        [OPCODE.continuation, true],
+      ]);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test("a host's own wrapper around ws.send is still in place after a large message went out", async () => {
+    const wrapped = [];
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-wrap-'),
+      hostHandler(ws) {
+        const send = ws.send;
+        ws.send = function hostSend(data, ...rest) {
+          wrapped.push(String(data).slice(0, 40));
+          return send.call(this, data, ...rest);
+        };
+        ws.hostSend = ws.send;
+        ws.send(JSON.stringify({ type: 'host-hello' }));
+      },
+    });
+    await host.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(FRAGMENT_BYTES * 2) } });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    await client.nextEvent('restored', () => true, { timeoutMs: 10000 });
+    const ws = host.socketOf(client.tag);
+    expect(ws.send).toBe(ws.hostSend);
+    ws.send(JSON.stringify({ type: 'host-after' }));
+    await client.next((m) => m.type === 'host-after');
+    expect(wrapped.filter((d) => d.includes('host-'))).toEqual(['{"type":"host-hello"}', '{"type":"host-after"}']);
   });
 });

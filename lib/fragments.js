@@ -32,9 +32,8 @@ function sendText(ws, text, timeoutMs) {
 
 /**
  * Sends `head + body + tail` as one text message: `head` and `tail` are strings, `body` a Buffer
- * of UTF-8 (or a string). A body up to FRAGMENT_BYTES goes out at once, a larger one in fragments.
- * Settles as `sendText` does, after the last piece. If the socket closes meanwhile, the rest is
- * dropped.
+ * of UTF-8. A body up to FRAGMENT_BYTES goes out at once, a larger one in fragments. Settles as
+ * `sendText` does, after the last piece. If the socket closes meanwhile, the rest is dropped.
  */
 function sendTextMessage(ws, head, body, tail, timeoutMs) {
   if (body.length <= FRAGMENT_BYTES) {
@@ -42,7 +41,7 @@ function sendTextMessage(ws, head, body, tail, timeoutMs) {
     ws.send(body, MORE)
     return written((done) => ws.send(tail, LAST, done), timeoutMs)
   }
-  return sendInFragments(ws, head, typeof body === 'string' ? Buffer.from(body) : body, tail, timeoutMs)
+  return sendInFragments(ws, head, body, tail, timeoutMs)
 }
 
 async function sendInFragments(ws, head, body, tail, timeoutMs) {

@@ -36,7 +36,6 @@ class Outbox {
     this.merged = undefined
     this.sending = false
     this.behind = false
-    this.closed = false
   }
 
   /** How many messages wait for the client to take the one before them. */
@@ -65,14 +64,13 @@ class Outbox {
    * merges it misses, a client that does not read costs one record.
    */
   postMerged(origin, changes) {
-    if (this.closed || this.ws.readyState !== WS_OPEN) return
     this.noteBehind()
     let record = this.merged
     if (record && this.behind) {
       this.records.splice(this.records.indexOf(record), 1)
       record.payload.origin = origin
     } else {
-      record = { type: 'session-event', payload: { event: 'merged', origin, changes: [] }, changed: new Set(), session: LOAD }
+      record = { type: 'session-event', payload: { event: 'merged', origin }, changed: new Set(), session: LOAD }
       this.merged = record
     }
     for (const change of changes) record.changed.add(change)
@@ -80,9 +78,8 @@ class Outbox {
     this.add(record)
   }
 
-  /** The socket is gone: nothing more is sent, and what waits is dropped. */
+  /** The socket is gone: what waits is dropped (a closed socket takes nothing more anyway). */
   close() {
-    this.closed = true
     this.records = []
     this.merged = undefined
   }
@@ -93,7 +90,9 @@ class Outbox {
   }
 
   add(record) {
-    if (this.closed || this.ws.readyState !== WS_OPEN) return
+    // A socket that is closing takes nothing more; without this, what a closing socket is sent
+    // would wait here until it is gone.
+    if (this.ws.readyState !== WS_OPEN) return
     this.noteBehind()
     this.records.push(record)
     this.onBacklog()
@@ -105,7 +104,7 @@ class Outbox {
   async sendAll() {
     this.sending = true
     try {
-      while (this.records.length > 0 && !this.closed && this.ws.readyState === WS_OPEN) {
+      while (this.records.length > 0) {
         const batch = this.records
         const folded = this.behind
         this.records = []
@@ -113,45 +112,42 @@ class Outbox {
         this.behind = false
         this.onBacklog()
         // Folded: only the last record that carries the session carries it.
-        let carrier = -1
-        batch.forEach((record, i) => {
-          if (record.session === LOAD) carrier = i
-        })
+        const carrier = batch.map((record) => record.session).lastIndexOf(LOAD)
         for (let i = 0; i < batch.length; i++) await this.write(batch[i], !folded || i === carrier)
       }
     } catch (err) {
-      if (err.code === 'ESLOWREADER' && !this.closed) this.onSlowReader(err)
-      // Otherwise the socket closed under the write: nothing more can go out.
+      // A client that took nothing for too long; any other error is the socket closing under the
+      // write, and then nothing more can go out.
+      if (err.code === 'ESLOWREADER') this.onSlowReader(err)
     } finally {
       this.sending = false
     }
   }
 
   async write(record, carries) {
-    const { type, payload, traceId } = record
-    let session = record.session
+    let { type, payload, session } = record
     if (session === LOAD && carries) {
       try {
         session = (await this.loadSession()).sessionJson
       } catch (err) {
-        return this.writeEnvelope('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
+        type = 'error'
+        payload = { code: err.code || 'EINTERNAL', message: err.message }
+        session = undefined
       }
     }
+    // (It may have closed while the session was loaded.)
     if (this.ws.readyState !== WS_OPEN) return undefined
-    if (session === LOAD || session === undefined) return this.writeEnvelope(type, payload, traceId)
+    // JSON.stringify leaves out a traceId that is undefined.
+    const { traceId } = record
+    if (session === LOAD || session === undefined) {
+      const message = { type, channel: 'session', payload, timestamp: new Date().toISOString(), traceId }
+      return sendText(this.ws, JSON.stringify(message), this.timeoutMs)
+    }
     // The session goes out as the JSON text Rust produced, never parsed here: it is written between
     // the envelope, cut open at the payload's end, and the two closing braces.
-    const open = { type, channel: 'session', timestamp: new Date().toISOString() }
-    if (traceId !== undefined) open.traceId = traceId
+    const open = { type, channel: 'session', timestamp: new Date().toISOString(), traceId }
     const head = `${JSON.stringify(open).slice(0, -1)},"payload":${JSON.stringify(payload).slice(0, -1)},"session":`
     return sendTextMessage(this.ws, head, session, '}}', this.timeoutMs)
-  }
-
-  writeEnvelope(type, payload, traceId) {
-    if (this.ws.readyState !== WS_OPEN) return undefined
-    const message = { type, channel: 'session', payload, timestamp: new Date().toISOString() }
-    if (traceId !== undefined) message.traceId = traceId
-    return sendText(this.ws, JSON.stringify(message), this.timeoutMs)
   }
 }
 

@@ -14,7 +14,16 @@ function serve() {
 
   const commands = {
     async start(options) {
-      server = await startNarrativeServer(options);
+      // Counts the times the handler stops reading each socket.
+      const hostHandler = (ws) => {
+        ws.timesPaused = 0;
+        const pause = ws.pause.bind(ws);
+        ws.pause = () => {
+          ws.timesPaused++;
+          pause();
+        };
+      };
+      server = await startNarrativeServer({ ...options, hostHandler });
       return { port: server.port };
     },
     async stats() {
@@ -28,6 +37,7 @@ function serve() {
         readyState: ws.readyState,
         bufferedAmount: ws.bufferedAmount,
         paused: ws.isPaused,
+        timesPaused: ws.timesPaused,
       }));
       return { rss, heapUsed, external, arrayBuffers, sockets };
     },

@@ -28,6 +28,8 @@ class RawWsClient extends MessageInbox {
     this.chunks = [];
     this.buffered = 0;
     this.fragments = [];
+    /** Every frame received: `{ opcode, fin, length }`. */
+    this.frames = [];
     this.upgraded = false;
     this.closeFrame = undefined;
     const search = new URLSearchParams(query).toString();
@@ -87,28 +89,14 @@ class RawWsClient extends MessageInbox {
   }
 
   /** Sends one frame, masked as a client must (unless `mask: false`). */
-  sendFrame({ opcode = OPCODE.text, payload = Buffer.alloc(0), fin = true, mask = true, claimedLength }) {
-    const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload);
-    const length = claimedLength ?? data.length;
-    let header;
-    if (length < 126) {
-      header = Buffer.from([0, length]);
-    } else if (length < 65536) {
-      header = Buffer.alloc(4);
-      header.writeUInt16BE(length, 2);
-      header[1] = 126;
-    } else {
-      header = Buffer.alloc(10);
-      header.writeBigUInt64BE(BigInt(length), 2);
-      header[1] = 127;
-    }
-    header[0] = (fin ? 0x80 : 0) | opcode;
-    if (!mask) return this.socket.write(Buffer.concat([header, data]));
-    header[1] |= 0x80;
-    const key = crypto.randomBytes(4);
-    const masked = Buffer.alloc(data.length);
-    for (let i = 0; i < data.length; i++) masked[i] = data[i] ^ key[i & 3];
-    return this.socket.write(Buffer.concat([header, key, masked]));
+  sendFrame(frame) {
+    return this.socket.write(encodeFrame(frame));
+  }
+
+  /** Sends `session-update` envelopes, one a frame, all in one write to the socket. */
+  updateAll(updates) {
+    const frames = updates.map(([payload, traceId]) => encodeFrame({ payload: JSON.stringify({ type: 'session-update', payload, traceId }) }));
+    return this.socket.write(Buffer.concat(frames));
   }
 
   sendText(text) {
@@ -200,6 +188,7 @@ class RawWsClient extends MessageInbox {
   }
 
   onFrame({ fin, opcode, payload }) {
+    this.frames.push({ opcode, fin, length: payload.length });
     if (opcode === OPCODE.close) {
       this.closeFrame = {
         code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005,
@@ -222,6 +211,31 @@ class RawWsClient extends MessageInbox {
     this.fragments = [];
     this.received(message.toString('utf8'), isBinary);
   }
+}
+
+/** One frame as a client sends it: masked (unless `mask: false`), with `claimedLength` in its header if given. */
+function encodeFrame({ opcode = OPCODE.text, payload = Buffer.alloc(0), fin = true, mask = true, claimedLength }) {
+  const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload);
+  const length = claimedLength ?? data.length;
+  let header;
+  if (length < 126) {
+    header = Buffer.from([0, length]);
+  } else if (length < 65536) {
+    header = Buffer.alloc(4);
+    header.writeUInt16BE(length, 2);
+    header[1] = 126;
+  } else {
+    header = Buffer.alloc(10);
+    header.writeBigUInt64BE(BigInt(length), 2);
+    header[1] = 127;
+  }
+  header[0] = (fin ? 0x80 : 0) | opcode;
+  if (!mask) return Buffer.concat([header, data]);
+  header[1] |= 0x80;
+  const key = crypto.randomBytes(4);
+  const masked = Buffer.alloc(data.length);
+  for (let i = 0; i < data.length; i++) masked[i] = data[i] ^ key[i & 3];
+  return Buffer.concat([header, key, masked]);
 }
 
 module.exports = { RawWsClient, OPCODE };
