@@ -1141,3 +1141,38 @@ describe('how a message goes out on the wire', () => {
     expect(wrapped.filter((d) => d.includes('host-'))).toEqual(['{"type":"host-hello"}', '{"type":"host-after"}']);
   });
 });
+
+describe('the save when a tab closes', () => {
+  const closedConnection = async (client) => {
+    const connection = server.connectionOf(client.tag);
+    await client.close();
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
+    return connection.saved;
+  };
+
+  test("connection.saved says whether it wrote, never rejects, and gives the error when the save failed", async () => {
+    // The tab's own changes were durable before their acks: nothing is left to write.
+    const { client: changed } = await open({ user: 'alice', workspace: WORKSPACE });
+    await changed.updateAndAck({ memory: { k: 1 } });
+    expect(await closedConnection(changed)).toBe(false);
+
+    // A change the host merged without `durable` is written when the tab closes.
+    const { client: tab } = await open({ user: 'alice', workspace: WORKSPACE });
+    await server.store.merge('alice', WORKSPACE, { memory: { fromHost: true } });
+    expect(await closedConnection(tab)).toBe(true);
+    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ k: 1, fromHost: true });
+
+    const refused = pool.connect({ workspace: WORKSPACE, label: 'no user' });
+    await refused.opened;
+    await refused.nextError();
+    const connection = server.connectionOf(refused.tag);
+    await refused.closed;
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
+    expect(await connection.saved).toBe(false);
+
+    const { client: late } = await open({ user: 'bob', workspace: WORKSPACE });
+    await server.store.close();
+    const failed = await closedConnection(late);
+    expect({ code: failed.code, isError: typeof failed.message === 'string' }).toEqual({ code: 'ECLOSED', isError: true });
+  });
+});

@@ -52,8 +52,12 @@ export interface NarrativeConnection {
    * cannot be loaded (close code 1011).
    */
   readonly ready: Promise<{ userId: string; workspaceId: string; sessionId: string }>
-  /** After the socket closed: settles when the session has been saved. */
-  saved?: Promise<unknown>
+  /**
+   * After the socket closed: resolves once the session has been saved, with whether the save wrote
+   * anything (`false` when there was nothing left to write, or the connection never had a session),
+   * or with the error the save failed with. It never rejects.
+   */
+  saved?: Promise<boolean | Error>
 }
 
 /**

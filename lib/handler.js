@@ -152,9 +152,11 @@ function attachNarrativeSession(ws, req, options) {
     ws.off('message', onMessage)
     room.leave(connection)
     outbox.close()
+    // Every change was durable before its ack, so a failed save loses nothing acknowledged: it is
+    // handed to the host as the value of `saved`, which never rejects (nobody may be waiting on it).
     queue = queue
       .then(() => connection.userId !== undefined && store.save(connection.userId, connection.workspaceId))
-      .catch(() => {})
+      .catch((err) => err)
     connection.saved = queue
   }
 
