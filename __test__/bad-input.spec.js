@@ -578,14 +578,19 @@ describe('onMerge', () => {
     const dataDir = path.join(box.tempDir(), 'sessions');
     const script = `
       const { NarrativeSessionStore } = require(${JSON.stringify(INDEX)});
-      process.on('uncaughtException', (e) => process.stdout.write('caught:' + e.message + ';'));
+      let reported;
+      const thrown = new Promise((resolve) => (reported = resolve));
+      process.on('uncaughtException', (e) => {
+        process.stdout.write('caught:' + e.message + ';');
+        reported();
+      });
       (async () => {
         const store = await NarrativeSessionStore.open({ dataDir: ${JSON.stringify(dataDir)}, autosaveIntervalMs: 0, cleanupIntervalMs: 0 });
         store.onMerge(() => { throw new Error('listener bug'); });
         const heard = new Promise((resolve) => store.onMerge(resolve));
         await store.merge('u', '/w', { memory: { a: 1 } });
         await heard;
-        await new Promise((r) => setTimeout(r, 50));
+        await thrown;
         const second = await store.merge('u', '/w', { memory: { b: 2 } }, { returnSession: true });
         await store.close();
         process.stdout.write('memory:' + JSON.stringify(second.session.memory));
@@ -726,23 +731,37 @@ describe('after close()', () => {
 });
 
 describe('misuse of the API surface', () => {
-  test('methods called on something that is not a store fail without crashing', async () => {
+  test('methods called on something that is not a store fail without crashing, each with the error that says so', async () => {
+    // These are refused by V8 and napi-rs before the addon's code runs, so they carry no `code` of
+    // ours: each is checked by what it is, so that a mistake in the test itself (a TypeError of
+    // its own) cannot pass for one of them.
     const proto = NarrativeSessionStore.prototype;
-    const fails = async (call) => {
-      let failed = false;
+    const failure = async (call) => {
       try {
         await call();
-      } catch {
-        failed = true;
+      } catch (err) {
+        return { name: err.name, code: err.code, message: err.message };
       }
-      expect(failed).toBe(true);
+      return 'no error';
     };
-    await fails(() => new NarrativeSessionStore());
-    await fails(() => NarrativeSessionStore());
+    const NOT_A_CONSTRUCTOR = { name: 'Error', code: undefined, message: 'Class contains no `constructor`, can not new it!' };
+    expect(await failure(() => new NarrativeSessionStore())).toEqual(NOT_A_CONSTRUCTOR);
+    expect(await failure(() => NarrativeSessionStore())).toEqual(NOT_A_CONSTRUCTOR);
     for (const name of ['load', 'merge', 'save', 'delete', 'list', 'cleanup', 'onMerge', 'close']) {
-      for (const self of [{}, null, undefined, 1, 'store']) await fails(() => proto[name].call(self, 'u', '/w', {}));
+      expect(typeof proto[name]).toBe('function');
+      for (const self of [{}, null, undefined, 1, 'store']) {
+        expect({ name, self: String(self), error: await failure(() => proto[name].call(self, 'u', '/w', {})) }).toEqual({
+          name,
+          self: String(self),
+          error: { name: 'TypeError', code: undefined, message: 'Illegal invocation' },
+        });
+      }
     }
-    await fails(() => Object.getOwnPropertyDescriptor(proto, 'dataDir').get.call({}));
+    expect(await failure(() => Object.getOwnPropertyDescriptor(proto, 'dataDir').get.call({}))).toEqual({
+      name: 'Error',
+      code: 'InvalidArg',
+      message: 'Failed to unwrap exclusive reference of `NarrativeSessionStore` type from napi value',
+    });
   });
 
   test('extra arguments are ignored by list(), close() and defaultDataDir()', async () => {

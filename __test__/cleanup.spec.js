@@ -233,10 +233,13 @@ describe('cleanup on its own', () => {
     const dataDir = await dirWithSessions([
       ['alice', '/proj'],
       ['bob', '/proj'],
+      ['carol', '/old'],
     ]);
+    age(dataDir, 'carol', '/old', 60);
     const store = await box.open(dataDir, { ttlDays: 30, cleanupIntervalMs: 100 });
-    await sleep(150); // let the sweep at open pass: both sessions are fresh
-    expect(await store.list()).toHaveLength(2);
+    // The sweep at open has run once carol's expired session is gone; alice and bob were fresh then.
+    await pollUntil(async () => (await store.list()).length === 2, { what: 'the sweep at open' });
+    expect(await usersOf(store)).toEqual(['alice /proj', 'bob /proj']);
     // The session expires while the store runs (it is not loaded there).
     age(dataDir, 'bob', '/proj', 60);
     await pollUntil(async () => (await store.list()).length === 1, { what: 'the periodic sweep' });
@@ -247,6 +250,7 @@ describe('cleanup on its own', () => {
     const dataDir = await dirWithSessions([['alice', '/old']]);
     age(dataDir, 'alice', '/old', 90);
     const store = await box.open(dataDir, { ttlDays: 30, cleanupIntervalMs: 0 });
+    // Nothing can announce that nothing happens: a stretch of time passes, and no sweep runs.
     await sleep(300);
     expect(await usersOf(store)).toEqual(['alice /old']);
     // An explicit cleanup still works.
@@ -254,11 +258,16 @@ describe('cleanup on its own', () => {
   });
 
   test('stops at close()', async () => {
-    const dataDir = await dirWithSessions([['alice', '/proj']]);
+    const dataDir = await dirWithSessions([
+      ['alice', '/proj'],
+      ['carol', '/old'],
+    ]);
+    age(dataDir, 'carol', '/old', 60);
     const store = await box.open(dataDir, { ttlDays: 30, cleanupIntervalMs: 50 });
-    await sleep(100);
+    await pollUntil(async () => (await store.list()).length === 1, { what: 'a sweep to remove carol' });
     await store.close();
     age(dataDir, 'alice', '/proj', 60);
+    // Nothing can announce that nothing happens: several intervals pass, and no sweep removes alice.
     await sleep(300);
     expect(sessionFiles(dataDir)).toHaveLength(1);
   });

@@ -21,6 +21,7 @@ const {
   runNode,
   pollUntil,
   sleep,
+  nextMillisecond,
 } = require('./helpers/env');
 
 const WORKER = path.join(__dirname, 'helpers', 'merge-worker.js');
@@ -93,7 +94,7 @@ describe('two server processes on one data dir', () => {
       activeCharts: [{ id: 'c1', title: 'Ship v1', desiredOutcome: 'shipped', actions: [{ id: 'a1', title: 'write docs' }] }],
     });
     await serverA.save('alice', '/proj');
-    await sleep(5);
+    await nextMillisecond();
     await serverB.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] });
     await serverB.save('alice', '/proj');
     await serverA.close();
@@ -387,12 +388,29 @@ describe('close()', () => {
     await serverB.close();
 
     for (const f of filesIn(dataDir)) fs.rmSync(path.join(dataDir, f));
+    // Nothing can announce that nothing happens: a stretch of time passes, and no file comes back.
     await sleep(300);
     expect(filesIn(dataDir)).toEqual([]);
   });
 });
 
 describe('autosave', () => {
+  /**
+   * Waits for `ticks` autosave ticks of `store`: before each, a session of `user`'s (in /ticks) is
+   * changed, and the tick is seen writing it. Returns a filter that leaves that session's files out
+   * of a listing, so that a test can check what the ticks did not write.
+   */
+  async function autosaveTicks(store, ticks, user) {
+    for (let tick = 0; tick < ticks; tick++) {
+      await store.merge(user, '/ticks', { memory: { tick } });
+      await pollUntil(async () => (await store.list()).some((s) => s.userId === user && !s.dirty), {
+        what: `autosave tick ${tick + 1} of ${ticks}`,
+      });
+    }
+    const stem = path.basename(storedSession(store.dataDir, user, '/ticks').file, '.json');
+    return (files) => files.filter((f) => !f.includes(stem));
+  }
+
   test('writes a merged change without save() within a few intervals', async () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir, { autosaveIntervalMs: 200 });
@@ -432,12 +450,12 @@ describe('autosave', () => {
     const journalBytes = fs.readFileSync(journalOf(file));
     const filesBefore = filesIn(dataDir);
 
-    await sleep(700); // seven autosave ticks
+    const others = await autosaveTicks(store, 5, 'ticker');
     expect(fileStamp(file)).toEqual(before);
     expect(fs.readFileSync(file)).toEqual(bytes);
     expect(fileStamp(journalOf(file))).toEqual(journalBefore);
     expect(fs.readFileSync(journalOf(file))).toEqual(journalBytes);
-    expect(filesIn(dataDir)).toEqual(filesBefore);
+    expect(others(filesIn(dataDir))).toEqual(filesBefore);
   });
 
   test('two stores with autosave on one dir converge, then stop rewriting the file', async () => {
@@ -470,17 +488,18 @@ describe('autosave', () => {
     for (const server of [serverA, serverB]) {
       expect((await server.load('alice', '/proj')).session.memory).toEqual({ fromA: 1, fromB: 2 });
     }
-    // Quiet now: several intervals pass without a write, to the snapshot, its backup or the journal.
-    await sleep(300);
+    // Quiet now: several ticks of each store pass without a write, to the snapshot, its backup or
+    // the journal.
+    const [othersOfA, othersOfB] = await Promise.all([autosaveTicks(serverA, 2, 'ticker-a'), autosaveTicks(serverB, 2, 'ticker-b')]);
     const { file } = storedSession(dataDir, 'alice', '/proj');
     const files = [file, `${file}.bak`, journalOf(file)];
     const settled = files.map(fileStamp);
     const contents = files.map((f) => (fs.existsSync(f) ? fs.readFileSync(f) : null));
-    const listing = filesIn(dataDir);
-    await sleep(600);
+    const listing = othersOfA(othersOfB(filesIn(dataDir)));
+    await Promise.all([autosaveTicks(serverA, 4, 'ticker-a'), autosaveTicks(serverB, 4, 'ticker-b')]);
     expect(files.map(fileStamp)).toEqual(settled);
     expect(files.map((f) => (fs.existsSync(f) ? fs.readFileSync(f) : null))).toEqual(contents);
-    expect(filesIn(dataDir)).toEqual(listing);
+    expect(othersOfA(othersOfB(filesIn(dataDir)))).toEqual(listing);
   });
 
   test('stops at close(): nothing is written after it', async () => {
@@ -493,6 +512,7 @@ describe('autosave', () => {
     const before = fileStamp(file);
     const listing = filesIn(dataDir);
     expect(listing.some((f) => f.endsWith('.journal'))).toBe(false);
+    // Nothing can announce that nothing happens: six intervals pass, and nothing is written.
     await sleep(300);
     expect(fileStamp(file)).toEqual(before);
     expect(filesIn(dataDir)).toEqual(listing);

@@ -309,6 +309,11 @@ describe('two tabs of one user on one workspace', () => {
       expect(mergedAt(b.client)).toHaveLength(expected);
       expect(new Set(mergedAt(a.client).map((m) => m.payload.origin))).toEqual(new Set([idB]));
       expect(new Set(mergedAt(b.client).map((m) => m.payload.origin))).toEqual(new Set([idA]));
+      // A tab that reads is sent the session with every ack and merged event.
+      for (const client of [a.client, b.client]) {
+        const without = client.messages.filter((m) => m.type === 'session-event' && !m.payload.session);
+        expect({ tab: client.label, without }).toEqual({ tab: client.label, without: [] });
+      }
       const truth = await freshLook('alice');
       afterRound({ round: r, a: a.client, b: b.client, truth });
     }
@@ -546,15 +551,21 @@ describe('changes made by another process', () => {
 });
 
 describe('malformed messages', () => {
+  const NOT_JSON = 'message is not JSON';
+  const NOT_AN_ENVELOPE = 'message must be an object with a string type';
+  const NOT_AN_UPDATE = 'session-update payload must be an object';
+  // [what, message, code, traceId, the handler's own error message (the store's are its own)]
   const BAD = [
-    ['text that is not JSON', () => 'hello, mia', 'EINVALID', undefined],
-    ['a JSON array', () => JSON.stringify([{ type: 'session-update', payload: {} }]), 'EINVALID', undefined],
-    ['an object without a type', () => JSON.stringify({ payload: { universeFocus: 'engineer' } }), 'EINVALID', undefined],
-    ['a JSON string', () => JSON.stringify('session-update'), 'EINVALID', undefined],
-    ['a payload that is a string', () => update('engineer', 'bad-1'), 'EINVALID', 'bad-1'],
-    ['a payload that is an array', () => update([{ universeFocus: 'engineer' }], 'bad-2'), 'EINVALID', 'bad-2'],
-    ['a payload that is null', () => update(null, 'bad-3'), 'EINVALID', 'bad-3'],
-    ['a missing payload', () => JSON.stringify({ type: 'session-update', traceId: 'bad-4' }), 'EINVALID', 'bad-4'],
+    ['text that is not JSON', () => 'hello, mia', 'EINVALID', undefined, NOT_JSON],
+    ['a JSON array', () => JSON.stringify([{ type: 'session-update', payload: {} }]), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['an object without a type', () => JSON.stringify({ payload: { universeFocus: 'engineer' } }), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a type that is not a string', () => JSON.stringify({ type: ['session-update'], payload: {} }), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a JSON string', () => JSON.stringify('session-update'), 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['JSON null', () => 'null', 'EINVALID', undefined, NOT_AN_ENVELOPE],
+    ['a payload that is a string', () => update('engineer', 'bad-1'), 'EINVALID', 'bad-1', NOT_AN_UPDATE],
+    ['a payload that is an array', () => update([{ universeFocus: 'engineer' }], 'bad-2'), 'EINVALID', 'bad-2', NOT_AN_UPDATE],
+    ['a payload that is null', () => update(null, 'bad-3'), 'EINVALID', 'bad-3', NOT_AN_UPDATE],
+    ['a missing payload', () => JSON.stringify({ type: 'session-update', traceId: 'bad-4' }), 'EINVALID', 'bad-4', NOT_AN_UPDATE],
     ['an unknown field', () => update({ galaxy: 'far away', memory: { x: 1 } }, 'bad-5'), 'EINVALID', 'bad-5'],
     ['an unknown universe', () => update({ universeFocus: 'galaxy' }, 'bad-6'), 'EINVALID', 'bad-6'],
     ['a chart without an id', () => update({ activeCharts: [{ title: 'no id' }] }, 'bad-7'), 'EINVALID', 'bad-7'],
@@ -577,12 +588,13 @@ describe('malformed messages', () => {
     // Another tab watches: a refused message must not be announced to it.
     const { client: watcher } = await open({ user: 'alice', workspace: WORKSPACE, label: 'watching tab' });
 
-    for (const [what, message, code, traceId] of BAD) {
+    for (const [what, message, code, traceId, text] of BAD) {
       client.sendRaw(message());
       const reply = await client.nextMessage({ what: `the reply to ${what}` });
       expect({ what, type: reply.type, code: reply.payload && reply.payload.code }).toEqual({ what, type: 'error', code });
       expect(reply.channel).toBe('session');
       expect(typeof reply.payload.message).toBe('string');
+      if (text !== undefined) expect({ what, message: reply.payload.message }).toEqual({ what, message: text });
       if (traceId !== undefined) expect({ what, traceId: reply.traceId }).toEqual({ what, traceId });
       expect({ what, open: client.isOpen }).toEqual({ what, open: true });
     }
@@ -754,5 +766,410 @@ describe('large sessions', () => {
     const restoredAt = client.messages.indexOf(restored);
     expect(restoredAt).toBeGreaterThan(0);
     expect(restoredAt).toBeLessThan(client.messages.length - 1);
+  });
+});
+
+describe('clients that do not read (docs/protocol.md)', () => {
+  const { FRAGMENT_BYTES } = require('../lib/fragments');
+  const { RawWsClient } = require('./helpers/raw-ws-client');
+  /** One message of the handler's, or one fragment of it, and its frame header. */
+  const SOCKET_BOUND = FRAGMENT_BYTES + 1024;
+  const rawClients = [];
+  afterEach(() => {
+    for (const client of rawClients.splice(0)) client.destroy();
+  });
+
+  /** A tab of alice's that stops reading the moment its socket opens. */
+  async function stuckTab(on = server) {
+    const client = new RawWsClient(on.port, { user: 'alice', query: { workspace: WORKSPACE }, neverRead: true });
+    rawClients.push(client);
+    await client.opened;
+    return client;
+  }
+
+  /** Gives alice a session of about `bytes` of JSON text. */
+  async function bulkySession(on, bytes) {
+    await on.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(bytes) } }, { durable: true });
+  }
+
+  const latestOf = async (on) => JSON.parse((await on.store.loadRaw('alice', WORKSPACE)).sessionJson.toString('utf8'));
+  const withSession = (client) => client.messages.filter((m) => m.payload && m.payload.session);
+
+  test('a tab that does not read is sent one message at a time, and once it reads, the latest state in one message', async () => {
+    await bulkySession(server, 200 * 1024);
+    const stuck = await stuckTab();
+    const { client: writer } = await open({ user: 'alice', workspace: WORKSPACE, label: 'writer' });
+    const updates = 60;
+    for (let i = 0; i < updates; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+    const socket = server.socketOf(stuck.tag);
+    expect({ open: socket.readyState, withinBound: socket.bufferedAmount <= SOCKET_BOUND }).toEqual({ open: 1, withinBound: true });
+
+    stuck.resume();
+    const latest = await latestOf(server);
+    await pollUntil(() => withSession(stuck).some((m) => m.payload.session.memory[`k${updates - 1}`] !== undefined), {
+      what: 'the tab to be given the latest state',
+    });
+    const given = withSession(stuck);
+    expect(given[0].payload).toMatchObject({ event: 'restored' });
+    expect(given.at(-1).payload).toMatchObject({ event: 'merged', origin: server.connectionOf(writer.tag).id, session: latest });
+    expect(given.length).toBeLessThan(updates / 2);
+    // The announcements it missed were folded into one, not sent one by one without the session.
+    expect(stuck.messages.filter((m) => m.payload.event === 'merged').length).toBeLessThan(updates / 2);
+    const announced = stuck.messages.filter((m) => m.payload && m.payload.event === 'merged').flatMap((m) => m.payload.changes);
+    expect(new Set(announced)).toEqual(new Set(Array.from({ length: updates }, (_, i) => `memory.k${i}`)));
+    // Nothing else was sent, and no message was cut: every one parsed.
+    expect(stuck.messages.every((m) => m.type === 'session-event')).toBe(true);
+  });
+
+  test("a tab that sends updates without reading the acks is not read until it catches up, and gets every ack in order; of those sent together, only the last carries the session", async () => {
+    await bulkySession(server, 500 * 1024);
+    const stuck = await stuckTab();
+    const socket = server.socketOf(stuck.tag);
+    // Sent in one write, so that the handler has them all before it stops reading: they are all
+    // applied while it waits, and only the client's reading can let it read again.
+    const count = 90;
+    stuck.updateAll(Array.from({ length: count }, (_, i) => [{ memory: { [`n${i}`]: i } }, `n-${i}`]));
+    await pollUntil(async () => socket.isPaused && (await latestOf(server)).memory[`n${count - 1}`] === count - 1, {
+      what: 'every update applied, and the socket no longer read',
+    });
+    expect(socket.bufferedAmount).toBeLessThanOrEqual(SOCKET_BOUND);
+
+    stuck.resume();
+    const acks = [];
+    for (let i = 0; i < count; i++) acks.push(await stuck.next((m) => m.traceId !== undefined, { timeoutMs: 10000, what: `ack ${i}` }));
+    expect(acks.map((m) => `${m.traceId} ${m.payload.event}`)).toEqual(Array.from({ length: count }, (_, i) => `n-${i} ack`));
+    const bare = acks.filter((m) => !m.payload.session);
+    expect(bare.length).toBeGreaterThan(0);
+    for (const ack of bare) {
+      // The session comes in a later message of the same batch.
+      expect(acks.slice(acks.indexOf(ack)).some((m) => m.payload.session)).toBe(true);
+      expect(Object.keys(ack.payload)).toEqual(['event', 'changes', 'lost']);
+    }
+    expect(acks.at(-1).payload.session).toEqual(await latestOf(server));
+    await pollUntil(() => !socket.isPaused, { what: 'the handler to read the socket again' });
+    stuck.update({ memory: { after: 'catching up' } }, 'after');
+    expect(await stuck.next((m) => m.traceId === 'after')).toMatchObject({ payload: { event: 'ack', session: { memory: { after: 'catching up' } } } });
+  });
+
+  test('a tab that sends large updates faster than they apply is not read meanwhile, and each is applied in order', async () => {
+    const calls = [];
+    const small = await startServer({
+      dataDir: box.tempDir('mia-ws-flood-'),
+      maxMessageBytes: 8 * 1024,
+      hostHandler(ws) {
+        for (const name of ['pause', 'resume']) {
+          const real = ws[name].bind(ws);
+          ws[name] = () => {
+            calls.push(name);
+            real();
+          };
+        }
+      },
+    });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    const count = 40;
+    for (let i = 0; i < count; i++) client.update({ memory: { [`big${i}`]: 'f'.repeat(6 * 1024) } }, `big-${i}`);
+    const acks = [];
+    for (let i = 0; i < count; i++) acks.push(await client.next((m) => m.traceId !== undefined, { what: `reply ${i}` }));
+    expect(acks.map((m) => `${m.traceId} ${m.payload.event}`)).toEqual(Array.from({ length: count }, (_, i) => `big-${i} ack`));
+    // Reading stopped when more than maxMessageBytes waited, and started again each time.
+    expect(calls[0]).toBe('pause');
+    expect(calls.filter((c) => c === 'pause').length).toBe(calls.filter((c) => c === 'resume').length);
+    expect(calls.every((c, i) => c === (i % 2 === 0 ? 'pause' : 'resume'))).toBe(true);
+    expect(small.socketOf(client.tag).isPaused).toBe(false);
+  });
+
+  test('a tab that takes nothing for slowReaderTimeoutMs is closed with 1013, and the other tabs go on', async () => {
+    const quick = await startServer({ dataDir: box.tempDir('mia-ws-slow-'), slowReaderTimeoutMs: 300, wsOptions: { closeTimeout: 5000 } });
+    await bulkySession(quick, 300 * 1024);
+    const stuck = await stuckTab(quick);
+    const connection = quick.connectionOf(stuck.tag);
+    const writer = pool.connect({ user: 'alice', workspace: WORKSPACE, server: quick, label: 'writer' });
+    await writer.restored();
+    for (let i = 0; i < 30; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+    const socket = quick.socketOf(stuck.tag);
+    await pollUntil(() => socket.readyState !== 1, { what: 'the handler to close the socket' });
+    stuck.resume();
+    expect(await stuck.closed).toEqual({ code: 1013, reason: 'client is not reading' });
+    // The close saved the session and left the room: the writer's changes reach no one, and go on.
+    await pollUntil(() => connection.saved !== undefined, { what: 'the close to be seen' });
+    await connection.saved;
+    expect((await writer.updateAndAck({ memory: { after: true } })).session.memory.after).toBe(true);
+  });
+});
+
+describe('who the user is, and which workspace', () => {
+  const { attachNarrativeSession } = require('../lib/handler');
+
+  test('attaching without a store is refused at once, with a TypeError that says what is missing', () => {
+    for (const options of [undefined, {}, { store: {} }, { store: { merge: 'not a function' } }]) {
+      expect(() => attachNarrativeSession({}, {}, options)).toThrow(
+        new TypeError('attachNarrativeSession needs { store }: a NarrativeSessionStore'),
+      );
+    }
+  });
+
+  test("the host's resolveUser decides, before any header, and may be async", async () => {
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-resolve-'),
+      handlerOptions: {
+        async resolveUser(req) {
+          await new Promise((resolve) => setImmediate(resolve));
+          return req.headers.cookie === 'session=carol-s3cret' ? 'carol' : '';
+        },
+      },
+    });
+    // The trusted header says alice; the host's own authentication says carol.
+    const carol = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host, headers: { cookie: 'session=carol-s3cret' } });
+    expect((await carol.restored()).session.userId).toBe('carol');
+    expect((await carol.updateAndAck({ memory: { who: 'carol' } })).session.userId).toBe('carol');
+
+    const stranger = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host, label: 'no cookie' });
+    await stranger.opened;
+    expect((await stranger.closed).code).toBe(4401);
+    expect(stranger.messages).toEqual([]);
+    expect((await host.store.list()).map((s) => s.userId)).toEqual(['carol']);
+  });
+
+  test('a resolveUser that gives something other than a name, or fails, refuses the connection (4401) with nothing sent', async () => {
+    const givens = [
+      () => 42,
+      () => ['alice'],
+      () => undefined,
+      () => {
+        throw new Error('authentication backend down');
+      },
+    ];
+    for (const given of givens) {
+      const host = await startServer({ dataDir: box.tempDir('mia-ws-resolve-'), handlerOptions: { resolveUser: given } });
+      const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+      await client.opened;
+      // It fails closed: a hook that throws refuses as one that says no.
+      expect({ given: String(given), close: (await client.closed).code, messages: client.messages }).toEqual({
+        given: String(given),
+        close: 4401,
+        messages: [],
+      });
+      await expect(host.connections[0].ready).rejects.toMatchObject({ code: 'EAUTH' });
+      expect(await host.store.list()).toEqual([]);
+    }
+  });
+
+  test("the host's resolveWorkspace names the workspace, normalised; nothing from it is the (none) workspace", async () => {
+    let workspace = '/from/the/host/./src/../';
+    const host = await startServer({ dataDir: box.tempDir('mia-ws-resolve-'), handlerOptions: { resolveWorkspace: () => workspace } });
+    const first = pool.connect({ user: 'alice', workspace: '/ignored', server: host });
+    expect((await first.restored()).session.workspaceId).toBe('/from/the/host');
+    workspace = undefined;
+    const second = pool.connect({ user: 'alice', workspace: '/ignored', server: host });
+    expect((await second.restored()).session.workspaceId).toBe('(none)');
+  });
+
+  test("the connection's ready promise gives the user, the workspace and the session's id", async () => {
+    const { client, session } = await open({ user: 'alice', workspace: '/home/me/proj/./' });
+    expect(await server.connectionOf(client.tag).ready).toEqual({ userId: 'alice', workspaceId: WORKSPACE, sessionId: session.id });
+  });
+
+  test('the trusted header may be named in any case', async () => {
+    const host = await startServer({ dataDir: box.tempDir('mia-ws-case-'), userHeader: 'X-Forwarded-User' });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    expect((await client.restored()).session.userId).toBe('alice');
+  });
+});
+
+describe('a session that cannot be loaded', () => {
+  test('at connect: an error with the store’s code, and close code 1011', async () => {
+    await server.store.close();
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE });
+    await client.opened;
+    expect((await client.nextError()).payload).toMatchObject({ code: 'ECLOSED' });
+    expect(await client.closed).toEqual({ code: 1011, reason: 'session unavailable' });
+  });
+
+  test('when a message that carries it goes out: an error with the store’s code instead', async () => {
+    const { RawWsClient } = require('./helpers/raw-ws-client');
+    await server.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(200 * 1024) } });
+    const stuck = new RawWsClient(server.port, { user: 'alice', query: { workspace: WORKSPACE }, neverRead: true });
+    await stuck.opened;
+    try {
+      const { client: writer } = await open({ user: 'alice', workspace: WORKSPACE, label: 'writer' });
+      for (let i = 0; i < 40; i++) await writer.updateAndAck({ memory: { [`k${i}`]: i } });
+      // The stuck tab's announcement waits; the session is gone by the time it could go out.
+      await server.store.close();
+      stuck.resume();
+      const error = await stuck.nextError({ timeoutMs: 10000 });
+      expect(error.payload).toMatchObject({ code: 'ECLOSED' });
+      expect(error).not.toHaveProperty('traceId');
+    } finally {
+      stuck.destroy();
+    }
+  });
+});
+
+describe('message edges', () => {
+  const envelope = (traceId, pad) => JSON.stringify({ type: 'session-update', traceId, payload: { memory: { pad } } });
+
+  test('a message of exactly maxMessageBytes is taken; one byte more is ETOOLARGE', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-edge-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    const exact = envelope('exact', 'p'.repeat(2048 - envelope('exact', '').length));
+    expect(Buffer.byteLength(exact)).toBe(2048);
+    client.sendRaw(exact);
+    expect(await client.nextMessage()).toMatchObject({ traceId: 'exact', payload: { event: 'ack' } });
+    const over = envelope('over', 'p'.repeat(2049 - envelope('over', '').length));
+    client.sendRaw(over);
+    expect(await client.nextMessage()).toMatchObject({
+      traceId: 'over',
+      type: 'error',
+      payload: { code: 'ETOOLARGE', message: 'message over 2048 bytes' },
+    });
+    // Without a traceId, the error comes without one.
+    client.sendRaw(JSON.stringify({ type: 'session-update', payload: { memory: { pad: 'p'.repeat(3000) } } }));
+    const untraced = await client.nextMessage();
+    expect(untraced).toMatchObject({ type: 'error', payload: { code: 'ETOOLARGE' } });
+    expect(untraced).not.toHaveProperty('traceId');
+  });
+
+  test('an oversized session-update written with spaces around its colons is still known, traceId and all', async () => {
+    const small = await startServer({ dataDir: box.tempDir('mia-ws-edge-'), maxMessageBytes: 2048 });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: small });
+    await client.restored();
+    client.sendRaw(`{ "type" : "session-update", "traceId"\t:\n"spaced", "payload" : { "memory" : { "blob" : "${'x'.repeat(3000)}" } } }`);
+    expect(await client.nextMessage()).toMatchObject({ type: 'error', traceId: 'spaced', payload: { code: 'ETOOLARGE' } });
+  });
+
+  test('a traceId of up to 256 characters comes back; a longer one or one that is not a string does not', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    const longest = 't'.repeat(256);
+    client.update({ memory: { a: 1 } }, longest);
+    expect((await client.nextMessage()).traceId).toBe(longest);
+    for (const traceId of ['t'.repeat(257), 17, { id: 'x' }]) {
+      client.update({ memory: { a: String(traceId).length } }, traceId);
+      const ack = await client.nextMessage();
+      expect({ traceId: String(traceId).slice(0, 20), event: ack.payload.event, has: 'traceId' in ack }).toEqual({
+        traceId: String(traceId).slice(0, 20),
+        event: 'ack',
+        has: false,
+      });
+    }
+  });
+
+  test('a session-update in a binary message is left to the host: not applied, not answered', async () => {
+    const { client } = await open({ user: 'alice', workspace: WORKSPACE });
+    client.ws.send(Buffer.from(envelope('binary', 'should not land')), { binary: true });
+    client.update({ memory: { text: true } }, 'text');
+    const next = await client.nextMessage();
+    expect(next).toMatchObject({ traceId: 'text', payload: { event: 'ack' } });
+    expect(next.payload.session.memory).toEqual({ text: true });
+  });
+});
+
+describe('how a message goes out on the wire', () => {
+  const { FRAGMENT_BYTES } = require('../lib/fragments');
+  const { RawWsClient, OPCODE } = require('./helpers/raw-ws-client');
+
+  async function rawTab(on = server) {
+    const client = new RawWsClient(on.port, { user: 'alice', query: { workspace: WORKSPACE } });
+    await client.opened;
+    return client;
+  }
+
+  test('a large session is one text message in fragments of at most 256 KiB; small messages are text, unfragmented or in three', async () => {
+    await server.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(FRAGMENT_BYTES * 3) } });
+    const client = await rawTab();
+    try {
+      const restored = await client.restored({ timeoutMs: 10000 });
+      expect(restored.session.memory.bulk).toHaveLength(FRAGMENT_BYTES * 3);
+      const frames = client.frames.map(({ opcode, fin, length }) => ({ opcode, fin, length }));
+      // The envelope's head, the session in fragments, the closing braces.
+      expect(frames[0]).toMatchObject({ opcode: OPCODE.text, fin: false });
+      expect(frames.at(-1)).toEqual({ opcode: OPCODE.continuation, fin: true, length: 2 });
+      const body = frames.slice(1, -1);
+      expect(body.length).toBeGreaterThanOrEqual(4);
+      for (const frame of body) expect(frame).toMatchObject({ opcode: OPCODE.continuation, fin: false });
+      expect(Math.max(...body.map((f) => f.length))).toBe(FRAGMENT_BYTES);
+
+      // An error is one text frame.
+      const seen = client.frames.length;
+      client.sendText('not json');
+      expect((await client.nextError()).payload.code).toBe('EINVALID');
+      expect(client.frames.slice(seen)).toEqual([{ opcode: OPCODE.text, fin: true, length: expect.any(Number) }]);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test('a small session goes in three frames of one text message', async () => {
+    const client = await rawTab();
+    try {
+      await client.restored();
+      expect(client.frames.map(({ opcode, fin }) => [opcode, fin])).toEqual([
+        [OPCODE.text, false],
+        [OPCODE.continuation, false],
+        [OPCODE.continuation, true],
+      ]);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test("a host's own wrapper around ws.send is still in place after a large message went out", async () => {
+    const wrapped = [];
+    const host = await startServer({
+      dataDir: box.tempDir('mia-ws-wrap-'),
+      hostHandler(ws) {
+        const send = ws.send;
+        ws.send = function hostSend(data, ...rest) {
+          wrapped.push(String(data).slice(0, 40));
+          return send.call(this, data, ...rest);
+        };
+        ws.hostSend = ws.send;
+        ws.send(JSON.stringify({ type: 'host-hello' }));
+      },
+    });
+    await host.store.merge('alice', WORKSPACE, { memory: { bulk: 'b'.repeat(FRAGMENT_BYTES * 2) } });
+    const client = pool.connect({ user: 'alice', workspace: WORKSPACE, server: host });
+    await client.nextEvent('restored', () => true, { timeoutMs: 10000 });
+    const ws = host.socketOf(client.tag);
+    expect(ws.send).toBe(ws.hostSend);
+    ws.send(JSON.stringify({ type: 'host-after' }));
+    await client.next((m) => m.type === 'host-after');
+    expect(wrapped.filter((d) => d.includes('host-'))).toEqual(['{"type":"host-hello"}', '{"type":"host-after"}']);
+  });
+});
+
+describe('the save when a tab closes', () => {
+  const closedConnection = async (client) => {
+    const connection = server.connectionOf(client.tag);
+    await client.close();
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
+    return connection.saved;
+  };
+
+  test("connection.saved says whether it wrote, never rejects, and gives the error when the save failed", async () => {
+    // The tab's own changes were durable before their acks: nothing is left to write.
+    const { client: changed } = await open({ user: 'alice', workspace: WORKSPACE });
+    await changed.updateAndAck({ memory: { k: 1 } });
+    expect(await closedConnection(changed)).toBe(false);
+
+    // A change the host merged without `durable` is written when the tab closes.
+    const { client: tab } = await open({ user: 'alice', workspace: WORKSPACE });
+    await server.store.merge('alice', WORKSPACE, { memory: { fromHost: true } });
+    expect(await closedConnection(tab)).toBe(true);
+    expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ k: 1, fromHost: true });
+
+    const refused = pool.connect({ workspace: WORKSPACE, label: 'no user' });
+    await refused.opened;
+    const connection = server.connectionOf(refused.tag);
+    await refused.closed;
+    await pollUntil(() => connection.saved !== undefined, { what: 'the server to see the close' });
+    expect(await connection.saved).toBe(false);
+
+    const { client: late } = await open({ user: 'bob', workspace: WORKSPACE });
+    await server.store.close();
+    const failed = await closedConnection(late);
+    expect({ code: failed.code, isError: typeof failed.message === 'string' }).toEqual({ code: 'ECLOSED', isError: true });
   });
 });

@@ -251,18 +251,23 @@ describe.each([
     const store = await openStore(where);
     const events = [];
     const off = store.onMerge((e) => events.push(e));
+    // A listener that stays, to know when an event has been delivered.
+    const witnessed = [];
+    store.onMerge((e) => witnessed.push(e));
     const { session } = await store.load('alice', '/proj');
     await store.merge('alice', '/proj', { memory: { a: 1 } }, { origin: 'socket-1' });
     await store.merge('alice', '/proj', { memory: { a: 1 } }, { origin: 'socket-2' }); // no change
     await store.merge('alice', '/proj', { universeFocus: 'engineer' });
-    await sleep(50);
+    // A listener hears events in the order of the merges: once the last is heard, any for the
+    // merge that changed nothing would have come before it.
+    await pollUntil(() => events.some((e) => e.changes.includes('universeFocus')), { what: 'the last merge event' });
     expect(events).toEqual([
       { userId: 'alice', workspaceId: '/proj', sessionId: session.id, origin: 'socket-1', changes: ['memory.a'] },
       { userId: 'alice', workspaceId: '/proj', sessionId: session.id, origin: 'local', changes: ['universeFocus'] },
     ]);
     off();
     await store.merge('alice', '/proj', { memory: { b: 2 } });
-    await sleep(50);
+    await pollUntil(() => witnessed.some((e) => e.changes.includes('memory.b')), { what: 'the event after unsubscribing' });
     expect(events).toHaveLength(2);
   });
 
@@ -515,15 +520,20 @@ describe('the Redis backend', () => {
 
     test('two key prefixes on one Redis are two separate stores: sessions, lists and events stay apart', async () => {
       const one = await openStore(redisAt(freshPrefix('iso')));
-      const two = await openStore(redisAt(freshPrefix('iso')));
+      const twoPrefix = freshPrefix('iso');
+      const two = await openStore(redisAt(twoPrefix));
       await one.load('alice', '/proj');
       await two.load('alice', '/proj');
       const heardByTwo = [];
       two.onMerge((e) => heardByTwo.push(e));
       await one.merge('alice', '/proj', { memory: { only: 'one' } }, { durable: true });
-      await sleep(300);
-      expect(heardByTwo).toEqual([]);
-      expect((await two.load('alice', '/proj')).session.memory).toEqual({});
+      // A durable merge resolves after its PUBLISH: a later write under two's prefix is announced
+      // after it, so once two hears that one, it would already have heard one's.
+      const twoPeer = await openStore(redisAt(twoPrefix));
+      await twoPeer.merge('alice', '/proj', { memory: { peer: 'two' } }, { durable: true });
+      await pollUntil(() => heardByTwo.length > 0, { timeoutMs: 5000, what: "two to hear its peer's write" });
+      expect(heardByTwo.map((e) => [e.origin, e.changes])).toEqual([['external', ['memory.peer']]]);
+      expect((await two.load('alice', '/proj')).session.memory).toEqual({ peer: 'two' });
       await one.load('bob', '/proj');
       expect((await two.list()).map((s) => s.userId)).toEqual(['alice']);
     });
@@ -792,16 +802,19 @@ describe('the Redis backend', () => {
     const timed = await openStore(redisAt(prefix), { ttlDays, cleanupIntervalMs: 500 });
     await timed.merge('timed', '/proj', { memory: { k: 3 } }, { durable: true });
     const timedKeys = keysOf(prefix, 'timed', '/proj');
+    // Until 'gone' expires (its TTL running out is the event), the holder renews 'kept' by calling
+    // cleanup(), and the timed store renews 'timed' by its own timer.
     const reports = [];
-    const start = Date.now();
-    while (Date.now() - start < 3500) {
-      reports.push(await holder.cleanup());
-      await sleep(400);
-    }
+    await pollUntil(
+      async () => {
+        reports.push(await holder.cleanup());
+        return (await redis.command('EXISTS', gone.snap, gone.log, gone.ver, gone.gen)) === 0;
+      },
+      { timeoutMs: 10000, intervalMs: 200, what: "'gone' to expire" },
+    );
     for (const report of reports) {
       expect(report).toMatchObject({ removed: 0, inUse: 1, errors: [] });
     }
-    expect(await redis.command('EXISTS', gone.snap, gone.log, gone.ver, gone.gen)).toBe(0);
     expect(await redis.command('EXISTS', kept.snap, kept.log, kept.ver, kept.gen)).toBe(4);
     expect(await redis.command('EXISTS', timedKeys.snap, timedKeys.log, timedKeys.ver, timedKeys.gen)).toBe(4);
     expect((await holder.list()).map((s) => s.userId)).toEqual(['kept', 'timed']);
@@ -1111,7 +1124,8 @@ describe('Redis killed and restarted mid-run', () => {
     } finally {
       await redis.restart();
     }
-    await store.save('alice', '/proj').catch(() => {});
+    // The store reconnects by itself: the unsaved change is written now.
+    expect(await store.save('alice', '/proj')).toBe(true);
     const reader = await openStore(where);
     expect((await reader.load('alice', '/proj')).session.memory).toEqual({ saved: 1, unsaved: 2 });
   });

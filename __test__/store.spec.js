@@ -17,7 +17,7 @@ const {
   loadInChild,
   pollUntil,
   runNode,
-  sleep,
+  nextMillisecond,
 } = require('./helpers/env');
 const { richUpdate, expectRestored } = require('./helpers/fixtures');
 
@@ -464,8 +464,8 @@ describe('onMerge listeners', () => {
     // A merge that changes nothing is not announced; a later one that does is.
     await store.merge('alice', '/proj', { memory: { goal: 'ship' } }, { origin: 'quiet' });
     await store.merge('alice', '/proj', { memory: { goal: 'done' } }, { origin: 'loud' });
-    await pollUntil(() => events.length >= 3, { what: 'the third event' });
-    await sleep(100);
+    // A listener hears events in the order of the merges: any for 'quiet' would come before 'loud'.
+    await pollUntil(() => events.some((e) => e.origin === 'loud'), { what: "the 'loud' event" });
     expect(events.map((e) => e.origin)).toEqual(['conn-42', 'local', 'loud']);
     unsubscribe();
   });
@@ -483,8 +483,8 @@ describe('onMerge listeners', () => {
     unsubscribe();
     unsubscribe(); // twice is harmless
     await store.merge('alice', '/proj', { memory: { n: 2 } });
+    // The merge's event has reached the listeners it was sent to; an unsubscribed one is not among them.
     await pollUntil(() => staying.length === 2, { what: 'the remaining listener' });
-    await sleep(200);
     expect(gone).toHaveLength(1);
     expect(staying[1].changes).toEqual(['memory.n']);
     unsubscribeStaying();
@@ -674,25 +674,34 @@ describe('save, delete and list', () => {
 
   test('a session no call uses leaves memory once written (unloadAfterMs), and loads again whole', async () => {
     const dataDir = newDataDir();
-    const store = await box.open(dataDir, { autosaveIntervalMs: 20, unloadAfterMs: 100 });
+    const unloadAfterMs = 300;
+    const store = await box.open(dataDir, { autosaveIntervalMs: 20, unloadAfterMs });
+    let lastUse = Date.now();
     await store.merge('alice', '/proj', richUpdate());
     await store.load('bob', '/proj');
     const loaded = async () => (await store.list()).filter((s) => s.loaded).map((s) => s.userId);
     expect(await loaded()).toEqual(['alice', 'bob']);
 
-    // Alice's session stays while it is used; Bob's goes.
-    const until = Date.now() + 500;
-    while (Date.now() < until) {
-      await store.load('alice', '/proj');
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+    // Alice's session stays while it is used; Bob's goes. Whenever less than unloadAfterMs has
+    // passed since alice's last use, she must still be loaded; a look that comes later than that
+    // (a late timer on a busy machine) proves nothing and is not counted.
+    let looks = 0;
+    await pollUntil(
+      async () => {
+        const now = await loaded();
+        if (Date.now() - lastUse < unloadAfterMs) {
+          expect(now).toContain('alice');
+          looks++;
+        }
+        lastUse = Date.now();
+        await store.load('alice', '/proj');
+        return !now.includes('bob');
+      },
+      { timeoutMs: 10000, intervalMs: 25, what: "bob's session to leave memory" },
+    );
+    expect(looks).toBeGreaterThan(0);
     expect(await loaded()).toEqual(['alice']);
-    let waited = 0;
-    while ((await loaded()).length && waited < 5000) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      waited += 20;
-    }
-    expect(await loaded()).toEqual([]);
+    await pollUntil(async () => (await loaded()).length === 0, { timeoutMs: 10000, intervalMs: 20, what: "alice's session to leave memory" });
     expectRestored((await store.load('alice', '/proj')).session, richUpdate());
     expect(await loaded()).toEqual(['alice']);
   });
@@ -715,7 +724,7 @@ describe('mergeSessions', () => {
       storyBeats: [{ id: 'ba', description: 'beat A', type: 'commit' }],
       activeCharts: [{ id: 'chart-a', title: 'A chart' }],
     }, { returnSession: true });
-    await sleep(5); // B's writes come later in time than A's
+    await nextMillisecond(); // B's writes come later in time than A's
     const right = await b.merge('alice', '/proj', {
       universeFocus: 'story',
       memory: { fromB: [1, 2], goal: 'B', shared: null },
@@ -896,7 +905,7 @@ describe('mergeSessions', () => {
         { returnSession: true },
       )
     ).session;
-    await sleep(5); // the partial update is the later write
+    await nextMillisecond(); // the partial update is the later write
     const completed = (
       await partial.merge('alice', '/proj', { activeCharts: [{ id: 'c1', actions: [{ id: 'a1', completed: true }] }] }, { returnSession: true })
     ).session;

@@ -1,12 +1,16 @@
 'use strict'
-// Sending one large text message without holding Node's main thread.
+// Writing one message to a socket without holding Node's main thread, and without piling data up
+// in front of a client that does not read.
 //
 // A 10 MB restore written to a socket in one call is one `writev` that copies the whole frame into
 // the kernel on Node's thread: 1.5–5 ms in which no other socket is served. Here the message goes
-// out as WebSocket fragments of FRAGMENT_BYTES, one per turn of the event loop, so that each write
-// copies a fragment and the loop runs in between. When the socket's buffer already holds unsent
-// bytes (a slow client), the next fragment waits for it to empty, polling once a millisecond, so a
-// slow client never makes the process buffer a whole session.
+// out as WebSocket fragments of FRAGMENT_BYTES, one per turn of the event loop, and each fragment
+// only once the kernel has taken the one before (its write callback), so a client that stops
+// reading leaves at most one fragment waiting in the process, never the whole session.
+//
+// Every write is awaited the same way: a piece the kernel has not taken within the time given is a
+// client that is not reading, and the send rejects with code ESLOWREADER (the caller closes the
+// socket).
 //
 // Fragments of one message must not have other data frames between them (RFC 6455 §5.4), so while
 // a message is going out, every other `send` on the socket, the host's included, is held and sent,
@@ -19,42 +23,60 @@ const MORE = Object.freeze({ binary: false, fin: false })
 const LAST = Object.freeze({ binary: false, fin: true })
 
 /**
- * Sends `head + body + tail` as one text message: `head` and `tail` are strings, `body` a Buffer
- * of UTF-8 (or a string). A body up to FRAGMENT_BYTES goes out at once, and the promise is
- * already settled; a larger one in fragments, and the promise settles after the last. If the
- * socket closes meanwhile, the rest is dropped.
+ * Sends `text` as one text message. Resolves once the kernel has taken it; rejects when it has not
+ * within `timeoutMs` (code ESLOWREADER) or the socket closed first.
  */
-function sendTextMessage(ws, head, body, tail) {
+function sendText(ws, text, timeoutMs) {
+  return written((done) => ws.send(text, LAST, done), timeoutMs)
+}
+
+/**
+ * Sends `head + body + tail` as one text message: `head` and `tail` are strings, `body` a Buffer
+ * of UTF-8. A body up to FRAGMENT_BYTES goes out at once, a larger one in fragments. Settles as
+ * `sendText` does, after the last piece. If the socket closes meanwhile, the rest is dropped.
+ */
+function sendTextMessage(ws, head, body, tail, timeoutMs) {
   if (body.length <= FRAGMENT_BYTES) {
     ws.send(head, MORE)
     ws.send(body, MORE)
-    ws.send(tail, LAST)
-    return Promise.resolve()
+    return written((done) => ws.send(tail, LAST, done), timeoutMs)
   }
-  return sendInFragments(ws, head, typeof body === 'string' ? Buffer.from(body) : body, tail)
+  return sendInFragments(ws, head, body, tail, timeoutMs)
 }
 
-async function sendInFragments(ws, head, body, tail) {
+async function sendInFragments(ws, head, body, tail, timeoutMs) {
   const hold = holdOtherSends(ws)
   try {
     hold.send(head, MORE)
     for (let at = 0; at < body.length; at += FRAGMENT_BYTES) {
-      await nextTurn(ws)
+      await new Promise((resolve) => setImmediate(resolve))
       if (ws.readyState !== WS_OPEN) return
-      hold.send(body.subarray(at, at + FRAGMENT_BYTES), MORE)
+      await written((done) => hold.send(body.subarray(at, at + FRAGMENT_BYTES), MORE, done), timeoutMs)
     }
-    hold.send(tail, LAST)
+    await written((done) => hold.send(tail, LAST, done), timeoutMs)
   } finally {
     hold.release()
   }
 }
 
-/** Waits for the loop's next turn, and for the socket's buffer to empty if it holds unsent bytes. */
-async function nextTurn(ws) {
-  await new Promise((resolve) => setImmediate(resolve))
-  while (ws.readyState === WS_OPEN && ws.bufferedAmount > 0) {
-    await new Promise((resolve) => setTimeout(resolve, 1))
-  }
+/**
+ * Calls `write(done)` and settles when the socket calls `done`: once the kernel has taken the data
+ * (with an error if the socket closed first). Rejects with code ESLOWREADER after `timeoutMs`.
+ */
+function written(write, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const err = new Error(`the client took none of a message for ${timeoutMs} ms`)
+      err.code = 'ESLOWREADER'
+      reject(err)
+    }, timeoutMs)
+    timer.unref()
+    write((err) => {
+      clearTimeout(timer)
+      if (err) reject(err)
+      else resolve()
+    })
+  })
 }
 
 /**
@@ -69,7 +91,7 @@ function holdOtherSends(ws) {
     held.push(args)
   }
   return {
-    send: (data, options) => previous.call(ws, data, options),
+    send: (data, options, done) => previous.call(ws, data, options, done),
     release() {
       if (own) ws.send = previous
       else delete ws.send
@@ -78,4 +100,4 @@ function holdOtherSends(ws) {
   }
 }
 
-module.exports = { sendTextMessage, FRAGMENT_BYTES }
+module.exports = { sendText, sendTextMessage, FRAGMENT_BYTES }

@@ -12,7 +12,11 @@ export interface NarrativeSocket {
   readonly readyState: number
   /** Bytes queued by `send` and not yet handed to the network; large restores wait for it to be 0. */
   readonly bufferedAmount: number
-  send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }): void
+  /** Stops and restarts reading (the `ws` package has both): a client that does not read is not read from. */
+  pause?(): void
+  resume?(): void
+  /** `done` is called once the kernel has taken the data, or with an error if the socket closed first. */
+  send(data: string | Buffer, options?: { binary?: boolean; fin?: boolean }, done?: (err?: Error) => void): void
   close(code?: number, reason?: string): void
   on(event: 'message', listener: (data: NarrativeSocketData, isBinary: boolean) => void): unknown
   on(event: 'close', listener: (code: number, reason: Buffer) => void): unknown
@@ -52,6 +56,11 @@ export interface AttachOptions {
   resolveWorkspace?: (req: IncomingMessage) => string
   /** Larger messages get an `ETOOLARGE` error. Default 1 MiB. */
   maxMessageBytes?: number
+  /**
+   * A message the client takes none of for this long closes the socket with code 1013 (a client
+   * that does not read; see docs/protocol.md). Default 30 000 ms.
+   */
+  slowReaderTimeoutMs?: number
 }
 
 export interface NarrativeConnection {
@@ -67,8 +76,12 @@ export interface NarrativeConnection {
    * close code 1011).
    */
   readonly ready: Promise<{ userId: string; workspaceId: string; sessionId: string }>
-  /** After the socket closed: settles when the session has been saved. */
-  saved?: Promise<unknown>
+  /**
+   * After the socket closed: resolves once the session has been saved, with whether the save wrote
+   * anything (`false` when there was nothing left to write, or the connection never had a session),
+   * or with the error the save failed with. It never rejects.
+   */
+  saved?: Promise<boolean | Error>
 }
 
 /**

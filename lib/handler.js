@@ -5,7 +5,7 @@
 
 const os = require('node:os')
 const { normalizeWorkspaceId } = require('../index')
-const { sendTextMessage } = require('./fragments')
+const { Outbox } = require('./outbox')
 
 /** Message types this handler takes; a host's own handler can skip them. */
 const SESSION_MESSAGE_TYPES = Object.freeze(['session-update'])
@@ -13,7 +13,6 @@ const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 const MAX_TRACE_ID_LENGTH = 256
 const SESSION_UPDATE_TYPE = /"type"\s*:\s*"session-update"/
 const TRACE_ID = new RegExp(`"traceId"\\s*:\\s*"([^"\\\\]{1,${MAX_TRACE_ID_LENGTH}})"`)
-const WS_OPEN = 1
 const CLOSE_INTERNAL_ERROR = 1011
 // A refused connection's close codes, as HTTP's 401 and 403, in the range RFC 6455 leaves to
 // applications (graphql-ws uses the same two).
@@ -23,6 +22,12 @@ const REFUSALS = new Map([
   ['EAUTH', { code: CLOSE_UNAUTHENTICATED, reason: 'not authenticated' }],
   ['EORIGIN', { code: CLOSE_FORBIDDEN_ORIGIN, reason: 'origin not allowed' }],
 ])
+/** A message the client takes none of for this long ends the connection (docs/protocol.md). */
+const DEFAULT_SLOW_READER_TIMEOUT_MS = 30000
+/** Replies waiting for a client that does not read, past which its socket is no longer read. */
+const MAX_WAITING_MESSAGES = 64
+/** RFC 6455's registry: "Try Again Later". The client was too slow to read; it may reconnect. */
+const CLOSE_TRY_AGAIN_LATER = 1013
 
 let nextConnection = 0
 
@@ -53,43 +58,36 @@ function attachNarrativeSession(ws, req, options) {
   })
   // Every incoming message waits for the restore, then for the message before it: updates apply in order.
   let queue
-  // Every outgoing message waits for the admission, then for the one before it. A message that
-  // carries the session loads it when its turn comes, so each snapshot a client receives is at
-  // least as new as the one before.
-  let outbox = admission.then(noop, noop)
   let closed = false
+  // Bytes of messages taken off the socket and not yet applied; see `readOnlyWhileCaughtUp`.
+  let unapplied = 0
+  let pausedHere = false
+  // Every outgoing message waits for the admission, then for the client to take the one before it
+  // (lib/outbox.js). A message that carries the session loads it when it goes out, so each snapshot
+  // a client receives is at least as new as the one before, and a client that does not read is sent
+  // the latest state once.
+  const outbox = new Outbox(ws, {
+    after: admission,
+    loadSession: () => store.loadRaw(connection.userId, connection.workspaceId),
+    timeoutMs: options.slowReaderTimeoutMs ?? DEFAULT_SLOW_READER_TIMEOUT_MS,
+    onSlowReader: () => ws.close(CLOSE_TRY_AGAIN_LATER, 'client is not reading'),
+    onBacklog: () => readOnlyWhileCaughtUp(),
+  })
+  const send = (type, payload, traceId) => outbox.post(type, payload, traceId)
+  connection.postMerged = (origin, changes) => outbox.postMerged(origin, changes)
 
-  const send = (type, payload, traceId) => {
-    if (ws.readyState !== WS_OPEN) return
-    const envelope = { type, channel: 'session', payload, timestamp: new Date().toISOString() }
-    if (traceId !== undefined) envelope.traceId = traceId
-    ws.send(JSON.stringify(envelope))
+  // A client that sends faster than its updates are applied, or does not read the replies, is not
+  // read from until it catches up: its messages wait in its own TCP buffers, not in this process.
+  const readOnlyWhileCaughtUp = () => {
+    const behind = unapplied > maxMessageBytes || outbox.backlog > MAX_WAITING_MESSAGES
+    if (behind && !pausedHere && typeof ws.pause === 'function') {
+      pausedHere = true
+      ws.pause()
+    } else if (!behind && pausedHere) {
+      pausedHere = false
+      ws.resume()
+    }
   }
-  // A session-event whose payload ends with the session as the JSON text Rust produced: the text is
-  // never parsed here, and goes out uncopied as the middle of one text message, in fragments when it
-  // is large (lib/fragments.js). Settles when the message is out.
-  const sendWithSession = (payload, sessionJson, traceId) => {
-    if (ws.readyState !== WS_OPEN) return
-    const envelope = { type: 'session-event', channel: 'session', timestamp: new Date().toISOString() }
-    if (traceId !== undefined) envelope.traceId = traceId
-    const head = `${JSON.stringify(envelope).slice(0, -1)},"payload":${JSON.stringify(payload).slice(0, -1)},"session":`
-    return sendTextMessage(ws, head, sessionJson, '}}')
-  }
-  const post = (type, payload, traceId) => {
-    outbox = outbox.then(() => send(type, payload, traceId))
-  }
-  const postWithSession = (payload, traceId) => {
-    outbox = outbox.then(async () => {
-      if (ws.readyState !== WS_OPEN) return
-      try {
-        const { sessionJson } = await store.loadRaw(connection.userId, connection.workspaceId)
-        await sendWithSession(payload, sessionJson, traceId)
-      } catch (err) {
-        send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
-      }
-    })
-  }
-  connection.postWithSession = postWithSession
 
   connection.ready = (async () => {
     const userId = await admission
@@ -98,7 +96,7 @@ function attachNarrativeSession(ws, req, options) {
     connection.userId = userId
     connection.workspaceId = workspaceId
     if (!closed) room.join(connection)
-    outbox = outbox.then(() => sendWithSession({ event: 'restored', created, recovered }, sessionJson))
+    outbox.postWithLoadedSession({ event: 'restored', created, recovered }, sessionJson)
     return { userId, workspaceId, sessionId }
   })()
   queue = connection.ready.catch((err) => {
@@ -110,11 +108,12 @@ function attachNarrativeSession(ws, req, options) {
   const onMessage = (data, isBinary) => {
     if (isBinary) return
     const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString()
-    if (Buffer.byteLength(text) > maxMessageBytes) {
+    const bytes = Buffer.byteLength(text)
+    if (bytes > maxMessageBytes) {
       // Too big to parse: a linear scan says whether it is ours (and its traceId), without parsing.
       if (SESSION_UPDATE_TYPE.test(text)) {
         const traceId = TRACE_ID.exec(text)?.[1]
-        post('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` }, traceId)
+        send('error', { code: 'ETOOLARGE', message: `message over ${maxMessageBytes} bytes` }, traceId)
       }
       return
     }
@@ -122,11 +121,11 @@ function attachNarrativeSession(ws, req, options) {
     try {
       message = JSON.parse(text)
     } catch {
-      post('error', { code: 'EINVALID', message: 'message is not JSON' })
+      send('error', { code: 'EINVALID', message: 'message is not JSON' })
       return
     }
     if (!isObject(message) || typeof message.type !== 'string') {
-      post('error', { code: 'EINVALID', message: 'message must be an object with a string type' })
+      send('error', { code: 'EINVALID', message: 'message must be an object with a string type' })
       return
     }
     if (!SESSION_MESSAGE_TYPES.includes(message.type)) return
@@ -134,25 +133,32 @@ function attachNarrativeSession(ws, req, options) {
       typeof message.traceId === 'string' && message.traceId.length <= MAX_TRACE_ID_LENGTH
         ? message.traceId
         : undefined
-    queue = queue.then(() => applyUpdate(message.payload, traceId))
+    unapplied += bytes
+    readOnlyWhileCaughtUp()
+    queue = queue
+      .then(() => applyUpdate(message.payload, traceId))
+      .finally(() => {
+        unapplied -= bytes
+        readOnlyWhileCaughtUp()
+      })
   }
 
   const applyUpdate = async (payload, traceId) => {
     if (connection.userId === undefined) return
     if (!isObject(payload)) {
-      post('error', { code: 'EINVALID', message: 'session-update payload must be an object' }, traceId)
+      send('error', { code: 'EINVALID', message: 'session-update payload must be an object' }, traceId)
       return
     }
     try {
-      const { changes } = await store.merge(connection.userId, connection.workspaceId, payload, {
+      const { changes, lost } = await store.merge(connection.userId, connection.workspaceId, payload, {
         origin: connection.id,
         returnSession: false,
         // The ack tells the client its change is safe: it is on disk before the ack is sent.
         durable: true,
       })
-      postWithSession({ event: 'ack', changes }, traceId)
+      outbox.postWithSession({ event: 'ack', changes, lost }, traceId)
     } catch (err) {
-      post('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
+      send('error', { code: err.code || 'EINTERNAL', message: err.message }, traceId)
     }
   }
 
@@ -162,9 +168,12 @@ function attachNarrativeSession(ws, req, options) {
     closed = true
     ws.off('message', onMessage)
     room.leave(connection)
+    outbox.close()
+    // Every change was durable before its ack, so a failed save loses nothing acknowledged: it is
+    // handed to the host as the value of `saved`, which never rejects (nobody may be waiting on it).
     queue = queue
       .then(() => connection.userId !== undefined && store.save(connection.userId, connection.workspaceId))
-      .catch(() => {})
+      .catch((err) => err)
     connection.saved = queue
   }
 
@@ -275,7 +284,6 @@ function codedError(code, message, cause, Type = Error) {
   return err
 }
 
-function noop() {}
 
 async function resolveUserId(req, options) {
   let user
@@ -341,7 +349,7 @@ class Rooms {
     const members = this.members.get(roomKey(event.userId, event.workspaceId))
     for (const connection of members || []) {
       if (connection.id === event.origin) continue
-      connection.postWithSession({ event: 'merged', origin: event.origin, changes: event.changes })
+      connection.postMerged(event.origin, event.changes)
     }
   }
 }

@@ -171,6 +171,15 @@ async function loadInChild(dataDir, userId, workspaceId) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Resolves once the wall clock has moved past the millisecond it was called in, so that a write
+ * made after it has a later clock than every write made before it (clocks are in milliseconds).
+ */
+async function nextMillisecond() {
+  const now = Date.now();
+  while (Date.now() <= now) await new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Calls `check` until it returns something truthy, or throws after `timeoutMs`. */
 async function pollUntil(check, { timeoutMs = 5000, intervalMs = 25, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -233,6 +242,7 @@ module.exports = {
   fileStamp,
   loadInChild,
   sleep,
+  nextMillisecond,
   pollUntil,
   runNode,
   ageSessionFile,

@@ -18,20 +18,34 @@ const CLIENT_TAG_HEADER = 'x-test-client';
 /**
  * Starts a host on `dataDir` with a real store (autosave and cleanup off, so only the handler's
  * close-save writes a changed session). Options:
- * - `maxMessageBytes`: passed to the handler.
+ * - `maxMessageBytes`, `slowReaderTimeoutMs`: passed to the handler.
+ * - `userHeader`: the handler's `trustedUserHeader` (default `x-forwarded-user`); `null` for none,
+ *   so that the user is the OS account the server runs as.
+ * - `wsOptions`: more options for the `WebSocketServer` (`maxPayload`, `closeTimeout`).
+ * - `handlerOptions`: more options for the handler (`resolveUser`, `resolveWorkspace`).
  * - `hostHandler(ws, req)`: the host's own handler on the same socket (mia-code-server's
  *   `auth`/`subscribe`/`replay` handling), called after the narrative handler is attached.
  */
-async function startNarrativeServer({ dataDir, maxMessageBytes, hostHandler } = {}) {
+async function startNarrativeServer({
+  dataDir,
+  maxMessageBytes,
+  slowReaderTimeoutMs,
+  userHeader = USER_HEADER,
+  wsOptions = {},
+  handlerOptions = {},
+  hostHandler,
+} = {}) {
   if (!dataDir) throw new Error('startNarrativeServer needs a dataDir');
   const store = await NarrativeSessionStore.open({ dataDir, autosaveIntervalMs: 0, cleanupIntervalMs: 0 });
   const server = http.createServer((req, res) => {
     res.writeHead(404).end();
   });
-  const wss = new WebSocketServer({ noServer: true });
+  const wss = new WebSocketServer({ ...wsOptions, noServer: true });
   /** The handler's connection objects, in the order the sockets were upgraded. */
   const connections = [];
   const byTag = new Map();
+  /** The server side of each tagged client's socket. */
+  const socketByTag = new Map();
 
   server.on('upgrade', (req, socket, head) => {
     const { pathname } = new URL(req.url || '/', 'http://localhost');
@@ -40,12 +54,17 @@ async function startNarrativeServer({ dataDir, maxMessageBytes, hostHandler } = 
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const options = { store, trustedUserHeader: USER_HEADER };
+      const options = { store, ...handlerOptions };
+      if (userHeader !== null) options.trustedUserHeader = userHeader;
       if (maxMessageBytes !== undefined) options.maxMessageBytes = maxMessageBytes;
+      if (slowReaderTimeoutMs !== undefined) options.slowReaderTimeoutMs = slowReaderTimeoutMs;
       const connection = attachNarrativeSession(ws, req, options);
       connections.push(connection);
       const tag = req.headers[CLIENT_TAG_HEADER];
-      if (tag) byTag.set(tag, connection);
+      if (tag) {
+        byTag.set(tag, connection);
+        socketByTag.set(tag, ws);
+      }
       if (hostHandler) hostHandler(ws, req);
     });
   });
@@ -67,6 +86,16 @@ async function startNarrativeServer({ dataDir, maxMessageBytes, hostHandler } = 
       if (!connection) throw new Error(`no server connection for client ${tag}`);
       return connection;
     },
+    /** The server side (a `ws` WebSocket) of the client opened with `tag`. */
+    socketOf(tag) {
+      const ws = socketByTag.get(tag);
+      if (!ws) throw new Error(`no server socket for client ${tag}`);
+      return ws;
+    },
+    /** Every tagged client's server-side socket, as `[tag, ws]`. */
+    sockets() {
+      return [...socketByTag];
+    },
     /** `ws://127.0.0.1:<port>/api/ws/narrative?<query>`. */
     url(query = {}) {
       const search = new URLSearchParams(query).toString();
@@ -87,53 +116,40 @@ async function startNarrativeServer({ dataDir, maxMessageBytes, hostHandler } = 
 
 let nextTag = 0;
 
+/** A tag for a new client, unique in this test run. */
+function newClientTag() {
+  return `t${process.pid}-${++nextTag}`;
+}
+
 /**
- * A real `ws` client. Every message is parsed and kept in `messages`; `next(predicate)` resolves
- * with the first message after the last one `next` returned that matches, or fails after
- * `timeoutMs` with a message that lists what did arrive.
+ * What a client has received: every message is parsed and kept in `messages`; `next(predicate)`
+ * resolves with the first message after the last one `next` returned that matches, or fails after
+ * `timeoutMs` with a message that lists what did arrive. A subclass calls `received(text, isBinary)`
+ * for each message and `ended({ code, reason })` once its socket is closed.
  */
-class NarrativeClient {
-  constructor(url, { user, headers = {}, label } = {}) {
-    this.tag = `t${process.pid}-${++nextTag}`;
-    this.label = label || user || '(no user)';
+class MessageInbox {
+  constructor(label) {
+    this.label = label;
     this.messages = [];
     this.cursor = 0;
     this.waiters = new Set();
     this.closeInfo = undefined;
-    const allHeaders = { [CLIENT_TAG_HEADER]: this.tag, ...headers };
-    if (user !== undefined) allHeaders[USER_HEADER] = user;
-    this.ws = new WebSocket(url, { headers: allHeaders });
-    this.opened = new Promise((resolve, reject) => {
-      this.ws.once('open', resolve);
-      this.ws.once('error', reject);
-      this.ws.once('unexpected-response', (req, res) =>
-        reject(new Error(`${this.label}: upgrade refused with HTTP ${res.statusCode}`)),
-      );
-    });
-    this.opened.catch(() => {}); // reported by whoever awaits it
-    this.closed = new Promise((resolve) => {
-      this.ws.once('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        resolve(this.closeInfo);
-        this.wakeWaiters();
-      });
-    });
-    this.ws.on('error', () => {}); // a refused socket must not crash the test run
-    this.ws.on('message', (data, isBinary) => {
-      const text = data.toString();
-      let message;
-      try {
-        message = JSON.parse(text);
-      } catch {
-        message = { unparsable: text, isBinary };
-      }
-      this.messages.push(message);
-      this.wakeWaiters();
-    });
   }
 
-  get isOpen() {
-    return this.ws.readyState === WebSocket.OPEN;
+  received(text, isBinary) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      message = { unparsable: text, isBinary };
+    }
+    this.messages.push(message);
+    this.wakeWaiters();
+  }
+
+  ended(closeInfo) {
+    this.closeInfo = closeInfo;
+    this.wakeWaiters();
   }
 
   /** Resolves with the first not-yet-consumed message matching `predicate` (and consumes it). */
@@ -193,7 +209,7 @@ class NarrativeClient {
     return this.next((m) => m.type === 'error', { what: 'an error message', ...options });
   }
 
-  /** Connects and resolves with the `restored` payload, which must be the first message. */
+  /** Resolves with the `restored` payload, which must be the first message. */
   async restored(options) {
     await this.opened;
     const message = await this.nextMessage({ what: 'the restored session-event', ...options });
@@ -220,6 +236,49 @@ class NarrativeClient {
     if (unexpected.length > 0) {
       throw new Error(`${this.label}: expected no ${what}, got ${JSON.stringify(unexpected)}`);
     }
+  }
+
+  wakeWaiters() {
+    for (const waiter of [...this.waiters]) waiter.check();
+  }
+
+  describeReceived() {
+    const all = this.messages.map((m) =>
+      m.type === 'session-event' ? `session-event/${m.payload && m.payload.event}` : JSON.stringify(m).slice(0, 160),
+    );
+    return all.length ? `[${all.join(', ')}]` : 'nothing';
+  }
+}
+
+/** A real `ws` client (see MessageInbox for what it received). */
+class NarrativeClient extends MessageInbox {
+  constructor(url, { user, headers = {}, label } = {}) {
+    super(label || user || '(no user)');
+    this.tag = newClientTag();
+    const allHeaders = { [CLIENT_TAG_HEADER]: this.tag, ...headers };
+    if (user !== undefined) allHeaders[USER_HEADER] = user;
+    this.ws = new WebSocket(url, { headers: allHeaders });
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve);
+      this.ws.once('error', reject);
+      this.ws.once('unexpected-response', (req, res) =>
+        reject(new Error(`${this.label}: upgrade refused with HTTP ${res.statusCode}`)),
+      );
+    });
+    this.opened.catch(() => {}); // reported by whoever awaits it
+    this.closed = new Promise((resolve) => {
+      this.ws.once('close', (code, reason) => {
+        const closeInfo = { code, reason: reason.toString() };
+        resolve(closeInfo);
+        this.ended(closeInfo);
+      });
+    });
+    this.ws.on('error', () => {}); // a refused socket must not crash the test run
+    this.ws.on('message', (data, isBinary) => this.received(data.toString(), isBinary));
+  }
+
+  get isOpen() {
+    return this.ws.readyState === WebSocket.OPEN;
   }
 
   send(envelope) {
@@ -254,16 +313,6 @@ class NarrativeClient {
     return this.closed;
   }
 
-  wakeWaiters() {
-    for (const waiter of [...this.waiters]) waiter.check();
-  }
-
-  describeReceived() {
-    const all = this.messages.map((m) =>
-      m.type === 'session-event' ? `session-event/${m.payload && m.payload.event}` : JSON.stringify(m).slice(0, 160),
-    );
-    return all.length ? `[${all.join(', ')}]` : 'nothing';
-  }
 }
 
 /**
@@ -301,7 +350,10 @@ function clientPool(getServer) {
 module.exports = {
   NARRATIVE_PATH,
   USER_HEADER,
+  CLIENT_TAG_HEADER,
   startNarrativeServer,
+  newClientTag,
+  MessageInbox,
   NarrativeClient,
   clientPool,
 };
