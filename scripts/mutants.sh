@@ -41,8 +41,8 @@ export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 # built and run for each mutant (cargo-mutants builds every target otherwise).
 targets_for() {
   case "$1" in
-    src/journal.rs) echo lib file_backend damaged_files ;;
-    src/store/file.rs) echo lib file_backend special_files damaged_files cleanup ;;
+    src/journal.rs) echo lib journal_format file_backend file_guards damaged_files ;;
+    src/store/file.rs) echo lib file_backend file_guards special_files damaged_files cleanup ;;
     src/clock.rs) echo lib clock clock_skew ;;
     src/merge.rs) echo lib merge_laws ;;
     src/store/disk.rs) echo lib file_backend faults power_loss special_files ;;

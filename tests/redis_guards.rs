@@ -15,16 +15,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mia_narrative_session::clock::HybridClock;
-use mia_narrative_session::journal;
-use mia_narrative_session::merge::{apply_patch, normalize, settle_update};
+use mia_narrative_session::merge::{apply_patch, normalize};
 use mia_narrative_session::model::NarrativeSession;
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::redis::{RedisBackend, RedisView};
 use mia_narrative_session::store::{BackendChoice, MergeMode, SessionStore, StoreOptions};
-use mia_narrative_session::update::parse_update;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
+use support::records::{entry_ids, entry_record, new_session};
 use support::redis_proxy::{Gate, HoldingProxy, RedisServer, HOLD_WITHIN};
 
 const PREFIX: &str = "guards:";
@@ -53,30 +51,6 @@ async fn raw_connection(redis: &RedisServer) -> MultiplexedConnection {
         .unwrap()
 }
 
-fn new_session(key: &SessionKey) -> NarrativeSession {
-    normalize(&NarrativeSession::new(
-        key.session_id(),
-        key.user_id.clone(),
-        key.workspace_id.clone(),
-        "2026-01-01T00:00:00.000Z".into(),
-    ))
-    .unwrap()
-}
-
-/// The journal frame of an update that adds conversation entry `id`, as a store would append it,
-/// and the session with it applied.
-fn entry_record(session: &NarrativeSession, id: &str) -> (NarrativeSession, Vec<u8>) {
-    let text = json!({"conversationHistory": [{"id": id, "role": "user", "content": id}]});
-    let patch = parse_update(&text.to_string())
-        .unwrap()
-        .into_patch(&mut HybridClock::new(id.replace('-', "_")))
-        .unwrap();
-    let settled = settle_update(session, patch).unwrap();
-    let mut after = session.clone();
-    apply_patch(&mut after, &settled).unwrap();
-    (after, journal::encode(&settled).unwrap())
-}
-
 /// The ids of the conversation entries in what Redis holds for the session: snapshot and log.
 async fn stored_entries(redis: &RedisServer) -> Vec<String> {
     let checker = backend(&redis.url(), "checker").await;
@@ -90,11 +64,7 @@ async fn stored_entries(redis: &RedisServer) -> Vec<String> {
     for patch in &loaded.patches {
         apply_patch(&mut session, patch).unwrap();
     }
-    let mut ids: Vec<String> = session
-        .conversation_history
-        .iter()
-        .map(|e| e.id.clone())
-        .collect();
+    let mut ids = entry_ids(&session);
     ids.sort();
     ids
 }
@@ -320,12 +290,7 @@ async fn a_store_keeps_bad_values_aside_and_loads_the_rest() {
     let loaded = store.load(USER, WORKSPACE).await.unwrap();
     assert!(loaded.recovered);
     let session: NarrativeSession = serde_json::from_str(&loaded.session_json).unwrap();
-    let ids: Vec<&str> = session
-        .conversation_history
-        .iter()
-        .map(|e| e.id.as_str())
-        .collect();
-    assert_eq!(ids, ["kept"], "the valid record is loaded");
+    assert_eq!(entry_ids(&session), ["kept"], "the valid record is loaded");
     let update = json!({"memory": {"after": true}}).to_string();
     store
         .merge(USER, WORKSPACE, &update, None, DURABLE)
