@@ -8,6 +8,9 @@
 #
 #   npm run mutants:rust                      every core file, most important first
 #   scripts/mutants.sh src/journal.rs ...     only these files
+#   SUITE=all MUTANTS_ARGS=--iterate TIMEOUT=600 scripts/mutants.sh src/journal.rs
+#                                             the mutants a first run did not catch, again, against
+#                                             every test suite (cargo test without a selection)
 #
 # Each file runs with the test suites that cover it (below), not the whole `cargo test`: the whole
 # suite takes minutes a mutant. Results go to target/mutants.out/<file>/mutants.out/ (outcomes.json,
@@ -19,6 +22,8 @@
 #   TIMEOUT            seconds a mutant's tests may run before it counts as a timeout (default 180)
 #   CARGO_TARGET_DIR   where the mutated copies build (default target/mutants)
 #   MUTANTS_OUT        where the results go (default target/mutants.out)
+#   SUITE              test targets to use instead of the file's selection below (`lib store ...`),
+#                      or `all` for every one
 #   MUTANTS_ARGS       more options for cargo mutants (for instance `--iterate`, `--re clock`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +48,7 @@ targets_for() {
   case "$1" in
     src/journal.rs) echo lib journal_format file_backend file_guards damaged_files ;;
     src/store/file.rs) echo lib file_backend file_guards special_files damaged_files cleanup ;;
-    src/clock.rs) echo lib clock clock_skew ;;
+    src/clock.rs) echo lib clock clock_text clock_skew ;;
     src/merge.rs) echo lib merge_laws ;;
     src/store/disk.rs) echo lib file_backend faults power_loss special_files ;;
     src/paths.rs) echo lib file_backend cleanup ;;
@@ -62,7 +67,8 @@ fi
 status=0
 for file in "${files[@]}"; do
   selection=()
-  for target in $(targets_for "$file"); do
+  targets="${SUITE:-$(targets_for "$file")}"
+  [ "$targets" = all ] || for target in $targets; do
     if [ "$target" = lib ]; then selection+=(--cargo-arg=--lib); else selection+=("--cargo-arg=--test=$target"); fi
   done
   out="${MUTANTS_OUT:-target/mutants.out}/$(basename "$file" .rs)"
