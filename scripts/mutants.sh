@@ -48,7 +48,7 @@ targets_for() {
   case "$1" in
     src/journal.rs) echo lib journal_format file_backend file_guards damaged_files ;;
     src/store/file.rs) echo lib file_backend file_guards special_files damaged_files cleanup ;;
-    src/clock.rs) echo lib clock clock_text clock_skew ;;
+    src/clock.rs) echo lib clock clock_values clock_skew ;;
     src/merge.rs) echo lib merge_laws ;;
     src/store/disk.rs) echo lib file_backend faults power_loss special_files ;;
     src/paths.rs) echo lib file_backend cleanup ;;

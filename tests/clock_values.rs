@@ -1,5 +1,6 @@
-//! Reading clock values and times (src/clock.rs). A clock value (`<millis>-<counter>-<node>`)
-//! is digits, then digits, then a node name, and nothing else.
+//! Clock values (src/clock.rs): their text, the times they are read from, whose they are, and a
+//! clock's next value after one whose counter is at its end. A clock value
+//! (`<millis>-<counter>-<node>`) is digits, then digits, then a node name, and nothing else.
 //!
 //! Times (`parse_rfc3339_millis`): merges order entries by time, so the
 //! usual form (`2026-05-01T12:00:00.000Z`, JavaScript's `toISOString`) is read by a fast path of
@@ -7,8 +8,12 @@
 //! time it accepts, chrono reads as the same instant, and what it refuses falls to chrono. Here
 //! chrono is the reference, over times near the usual form and one character off it.
 
-use mia_narrative_session::clock::{parse_rfc3339_millis, Hlc};
+use std::time::Duration;
+
+use mia_narrative_session::clock::{parse_rfc3339_millis, Hlc, HybridClock};
 use mia_narrative_session::error::ErrorCode;
+use mia_narrative_session::model::NarrativeSession;
+use mia_narrative_session::store::{MergeMode, SessionStore, StoreOptions};
 use proptest::prelude::*;
 
 fn chrono_millis(text: &str) -> Option<i64> {
@@ -133,4 +138,42 @@ fn a_clock_value_takes_plain_digits_only() {
         let error = Hlc::parse(bad).expect_err(bad);
         assert_eq!(error.code, ErrorCode::Invalid, "{bad}");
     }
+}
+
+/// A clock that took in a value whose counter is at its largest (a client may send one) still
+/// stamps its next write later than that value: the next millisecond, counter 0. Otherwise the
+/// write would lose to the value it was made after.
+#[test]
+fn after_a_value_at_the_counters_end_the_next_stamp_is_the_next_millisecond() {
+    let mut clock = HybridClock::with_wall_clock("here", || 1_777_636_800_000);
+    let seen = Hlc::parse("1777636800000-4294967295-there").unwrap();
+    assert!(clock.observe(&seen));
+    let next = clock.now();
+    assert_eq!((next.millis, next.counter), (1_777_636_800_001, 0));
+    assert!(next > seen);
+    let after = clock.now();
+    assert_eq!((after.millis, after.counter), (1_777_636_800_001, 1));
+}
+
+/// The node a store reports is the one its writes are stamped with.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stores_node_id_is_the_node_of_the_versions_it_stamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.autosave_interval = Duration::ZERO;
+    options.cleanup_interval = Duration::ZERO;
+    let store = SessionStore::open(options).await.unwrap();
+    let node = store.node_id();
+    assert!(!node.is_empty());
+    let mode = MergeMode {
+        with_session: true,
+        durable: false,
+    };
+    let outcome = store
+        .merge("alice", "/w", r#"{"memory":{"goal":"ship"}}"#, None, mode)
+        .await
+        .unwrap();
+    let session: NarrativeSession = serde_json::from_str(&outcome.session_json.unwrap()).unwrap();
+    assert_eq!(session.versions["memory.goal"].node, node);
+    store.close().await.unwrap();
 }
