@@ -18,7 +18,7 @@ use std::time::Duration;
 use mia_narrative_session::merge::{apply_patch, normalize};
 use mia_narrative_session::model::NarrativeSession;
 use mia_narrative_session::paths::SessionKey;
-use mia_narrative_session::store::redis::{RedisBackend, RedisView};
+use mia_narrative_session::store::redis::{RedisBackend, RedisConfig, RedisView};
 use mia_narrative_session::store::{BackendChoice, MergeMode, SessionStore, StoreOptions};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
@@ -175,10 +175,7 @@ async fn a_snapshot_does_not_commit_over_a_record_appended_between_its_read_and_
 
 async fn open_store(url: &str) -> SessionStore {
     let mut options = StoreOptions::new("/nonexistent");
-    options.backend = BackendChoice::Redis {
-        url: url.to_string(),
-        key_prefix: PREFIX.into(),
-    };
+    options.backend = BackendChoice::Redis(RedisConfig::new(url.to_string(), PREFIX));
     options.autosave_interval = Duration::ZERO;
     options.cleanup_interval = Duration::ZERO;
     SessionStore::open(options).await.unwrap()
