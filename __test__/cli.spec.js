@@ -118,8 +118,26 @@ test('--help lists every command, and every command has its own --help', async (
   }
 });
 
+test('no command prints the help on stderr, exit code 2', async () => {
+  const run = await cli([]);
+  expect(run).toMatchObject({ code: 2, stdout: '' });
+  expect(run.stderr).toMatch(/^Usage: mia-sessions /);
+});
+
 test('bad usage is one line on stderr and exit code 2', async () => {
-  for (const args of [['frobnicate'], ['list', '--older-than', 'soon'], ['list', '--sort', 'colour'], ['list', '--data-dir', '/x', '--redis', 'redis://127.0.0.1:1']]) {
+  const bad = [
+    ['frobnicate'],
+    ['list', '--older-than', 'soon'],
+    ['list', '--sort', 'colour'],
+    ['list', '--limit'],
+    ['list', '--json=yes'],
+    ['list', '--frobnicate'],
+    ['show', 'alice'],
+    ['export', 'alice', '/w', 'extra'],
+    ['migrate', '--from', '/x'],
+    ['list', '--data-dir', '/x', '--redis', 'redis://127.0.0.1:1'],
+  ];
+  for (const args of bad) {
     const run = await cli(args);
     expect(run.code).toBe(2);
     expect(run.stderr.split('\n')[0]).toMatch(/^mia-sessions: /);

@@ -2,9 +2,10 @@
 // A host that installs the package from npm on a machine with no Rust: the main package and this
 // platform's prebuilt package, packed as the release workflow packs them (scripts/pack-platform.js,
 // from the addon `npm install` built), installed into a fresh folder by npm with nothing but `node` on
-// PATH and an empty npm cache, offline. One process saves a session through the package's name,
-// another restores it. Without the platform's package, requiring it fails with an error that says
-// what is missing and what to do.
+// PATH and an empty npm cache, offline (so the package may have no runtime dependency to fetch). One
+// process saves a session through the package's name, another restores it, and the operator's
+// command lists it. Without the platform's package, requiring it fails with an error that says what
+// is missing and what to do.
 
 const fs = require('fs');
 const os = require('os');
@@ -67,6 +68,10 @@ test('the tarballs hold what a host needs: the main package no addon, the platfo
   expect(list(packed.platformPackage)).toEqual(
     ['package/README.md', `package/mia-narrative-session.${packed.platform}.node`, 'package/package.json'].sort(),
   );
+  // Nothing but the platform's addon is fetched at install: no runtime dependency to download.
+  const manifest = JSON.parse(execFileSync('tar', ['-xzOf', packed.main, 'package/package.json'], { encoding: 'utf8' }));
+  expect(manifest.dependencies ?? {}).toEqual({});
+  expect(Object.keys(manifest.optionalDependencies)).toContain(`mia-narrative-session-${packed.platform}`);
 });
 
 test('installed with no Rust on PATH, it loads the platform package and restores a session another process saved', async () => {
@@ -119,6 +124,11 @@ const [dataDir, step] = process.argv.slice(2);
     app,
   );
   expect(esm).toMatchObject({ code: 0, stdout: 'function function /a/c\n' });
+
+  // The operator's command, as npm linked it, lists the session the host saved.
+  const listed = await run(path.join(app, 'node_modules', '.bin', 'mia-sessions'), ['list', '--data-dir', dataDir, '--json'], app);
+  expect(listed).toMatchObject({ code: 0, stderr: '' });
+  expect(JSON.parse(listed.stdout)).toMatchObject([{ userId: 'alice', workspaceId: '/home/alice/proj', beats: 1 }]);
 }, 60000);
 
 test('without the platform package, require fails with ENOBINDING naming the platform, the package and how to build from source', async () => {
