@@ -12,7 +12,14 @@
 //! Calls on one session are serialised by that session's mutex; calls on different sessions run in
 //! parallel. Blocking file work runs on tokio's blocking pool; a save's short first step (lock, look,
 //! append) runs in place on its tokio worker instead (`blocking_here`).
+//!
+//! This file holds the calls (load, merge, save, delete, list, close) and the slots of loaded
+//! sessions. Beside it: `types.rs` (options and outcomes), `background.rs` (autosave, the sweep,
+//! unloading, watching), `live.rs` (a session in memory), `file_sessions.rs` and
+//! `redis_sessions.rs` (each backend's side of a load and a save), `inspect.rs` and `repair.rs`
+//! (what the operator tools read and write).
 
+mod background;
 mod canonical;
 pub mod disk;
 pub mod file;
@@ -23,11 +30,11 @@ pub mod lock;
 pub mod redis;
 mod redis_sessions;
 mod repair;
+mod types;
 pub mod watcher;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +43,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::cleanup::{self, CleanupReport};
-use crate::clock::{parse_rfc3339_millis, HybridClock, WallClock};
+use crate::clock::{parse_rfc3339_millis, HybridClock};
 use crate::error::{ErrorCode, Result, StoreError};
 use crate::journal;
 use crate::lock;
@@ -48,174 +55,17 @@ use file::{FileBackend, ReadLimits};
 use file_sessions::{idle, load_from_files, read_changes_from_files, DiskView};
 use live::Live;
 
-pub const DEFAULT_TTL_DAYS: f64 = 30.0;
-pub const DEFAULT_AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
-pub const DEFAULT_UNLOAD_AFTER: Duration = Duration::from_secs(10 * 60);
-/// The default limit on a session's size, and so on one update's.
-pub const DEFAULT_MAX_SESSION_BYTES: usize = 32 * 1024 * 1024;
 /// The origin of merge events for changes found on disk (another process, or an operator).
 pub const EXTERNAL_ORIGIN: &str = "external";
 /// How many times its own size a merged update may add to a session, at most in practice.
 const MERGE_GROWTH: usize = 64;
-/// How long the watcher gathers file events before acting on them.
-const WATCH_DEBOUNCE: Duration = Duration::from_millis(50);
 /// The origin of merge events when the caller names none.
 pub const DEFAULT_ORIGIN: &str = "local";
 
 /// A stored session as `list` finds it: its stem, summary and size.
 type StoredRow = (String, file::StoredSummary, u64);
 
-/// Where a store keeps its sessions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// Files in `data_dir`: one machine, one or several processes. The default.
-    File,
-    /// Redis (one node, or a Redis Cluster), shared by several instances. Sessions expire
-    /// through Redis's own TTL.
-    Redis(redis::RedisConfig),
-}
-
-/// The default prefix of the Redis backend's keys.
-pub const DEFAULT_KEY_PREFIX: &str = "mia:ns:";
-
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    pub backend: BackendChoice,
-    /// The file system the file backend writes through: the real one, or in tests one that fails
-    /// or loses writes on purpose (see [`disk`]).
-    pub disk: Arc<dyn disk::Disk>,
-    pub data_dir: PathBuf,
-    pub ttl_days: f64,
-    /// How often dirty sessions are written. Zero turns autosave off.
-    pub autosave_interval: Duration,
-    /// How often the TTL sweep runs (it also runs at open). Zero turns it off.
-    pub cleanup_interval: Duration,
-    /// How long a session no call uses stays in memory once everything is written (checked at each
-    /// autosave tick). Zero keeps sessions until close.
-    pub unload_after: Duration,
-    pub max_session_bytes: usize,
-    /// The wall clock the store's hybrid clock reads: the system's, or one a test sets.
-    pub wall_clock: WallClock,
-}
-
-impl StoreOptions {
-    pub fn new(data_dir: impl Into<PathBuf>) -> StoreOptions {
-        StoreOptions {
-            backend: BackendChoice::File,
-            disk: Arc::new(disk::RealDisk),
-            data_dir: data_dir.into(),
-            ttl_days: DEFAULT_TTL_DAYS,
-            autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
-            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
-            unload_after: DEFAULT_UNLOAD_AFTER,
-            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
-            wall_clock: WallClock::system(),
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        check_ttl(self.ttl_days)?;
-        if self.max_session_bytes == 0 {
-            return Err(StoreError::invalid("maxSessionBytes must be positive"));
-        }
-        Ok(())
-    }
-}
-
-fn check_ttl(ttl_days: f64) -> Result<()> {
-    if ttl_days.is_finite() && ttl_days > 0.0 {
-        Ok(())
-    } else {
-        Err(StoreError::invalid(format!(
-            "ttlDays must be a positive number, not {ttl_days}"
-        )))
-    }
-}
-
-/// A loaded session, as JSON text: what a host sends to a socket without parsing it.
-#[derive(Clone, Debug)]
-pub struct LoadOutcome {
-    /// Shared with the copy the store keeps until the session changes: a caller that hands the
-    /// text on to code that may write into it (a JavaScript Buffer) gives a copy.
-    pub session_json: Arc<String>,
-    /// The session's id, so that a caller forwarding the text need not parse it.
-    pub session_id: String,
-    /// The session did not exist and was created.
-    pub created: bool,
-    /// The stored file was unusable: the session came from the backup (or, with `created`, was lost).
-    pub recovered: bool,
-}
-
-/// How `merge` reports and persists.
-#[derive(Clone, Copy, Debug)]
-pub struct MergeMode {
-    /// Return the merged session as JSON. Serialising a large session costs far more than the merge.
-    pub with_session: bool,
-    /// Save before returning (one journal append): the merge is durable once acknowledged.
-    pub durable: bool,
-}
-
-impl Default for MergeMode {
-    fn default() -> Self {
-        MergeMode {
-            with_session: true,
-            durable: false,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct MergeOutcome {
-    pub session_json: Option<String>,
-    /// The path of every value that changed (`"memory.goal"`, `"conversationHistory.e1"`).
-    pub changes: Vec<String>,
-    /// The path of every value of the update that the session does not hold after the merge (and,
-    /// when durable, after the save): it lost to a later write. Never also in `changes`.
-    pub lost: Vec<String>,
-}
-
-/// What `close()` wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CloseReport {
-    /// Sessions written.
-    pub written: usize,
-    /// Sessions whose changes are durable in their journal, but which could not be folded into a
-    /// snapshot (session id, why): a later open reads the journal as usual.
-    pub not_compacted: Vec<(String, String)>,
-}
-
-/// Sent to listeners for every merge that changed something.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MergeEvent {
-    pub user_id: String,
-    pub workspace_id: String,
-    pub session_id: String,
-    /// Who made the change: the caller's origin, or `"external"` for a change found on disk.
-    pub origin: String,
-    pub changes: Vec<String>,
-}
-
-pub type MergeListener = Arc<dyn Fn(&MergeEvent) + Send + Sync>;
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionSummary {
-    pub id: String,
-    pub user_id: String,
-    pub workspace_id: String,
-    pub created_at: String,
-    pub updated_at: String,
-    /// Size of the stored file.
-    pub bytes: u64,
-    pub charts: usize,
-    pub beats: usize,
-    pub entries: usize,
-    /// Loaded in this store.
-    pub loaded: bool,
-    /// Loaded, with changes not yet written.
-    pub dirty: bool,
-}
+pub use types::*;
 
 /// A store handle; clones share one store.
 #[derive(Clone)]
@@ -929,42 +779,6 @@ impl SessionStore {
             .ok_or_else(|| StoreError::internal("session vanished while loading"))
     }
 
-    fn start_watching(&self) {
-        if let Some(redis) = self.redis() {
-            self.start_redis_subscription(redis);
-            return;
-        }
-        let (changed, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        // Without a watcher (no inotify slots left, say) the store still works; it just learns of
-        // other processes' changes at its next save instead.
-        let Ok(watcher) = watcher::watch_sessions(self.data_dir(), changed) else {
-            return;
-        };
-        *lock(&self.inner.watcher) = Some(watcher);
-        let store = self.clone();
-        let mut stop = self.inner.stop.subscribe();
-        self.spawn_task(async move {
-            loop {
-                let first = tokio::select! {
-                    stem = reports.recv() => match stem { Some(stem) => stem, None => break },
-                    _ = stop.changed() => break,
-                };
-                // A write is several events (create, modify, rename): take them as one.
-                tokio::time::sleep(WATCH_DEBOUNCE).await;
-                if *stop.borrow() {
-                    break;
-                }
-                let mut stems = std::collections::BTreeSet::from([first]);
-                while let Ok(stem) = reports.try_recv() {
-                    stems.insert(stem);
-                }
-                for stem in stems {
-                    let _ = store.refresh(&stem).await;
-                }
-            }
-        });
-    }
-
     fn emit(&self, key: &SessionKey, origin: &str, changes: &[String]) {
         if changes.is_empty() {
             return;
@@ -986,75 +800,6 @@ impl SessionStore {
         for listener in listeners {
             // A listener's panic is its own problem; it must not poison the store.
             let _ = catch_unwind(AssertUnwindSafe(|| listener(&event)));
-        }
-    }
-
-    fn start_timers(&self) {
-        let autosave = self.inner.options.autosave_interval;
-        if !autosave.is_zero() {
-            let store = self.clone();
-            self.spawn_task(async move {
-                while store.sleep_unless_stopped(autosave).await {
-                    // Failed sessions stay dirty and are retried on the next tick.
-                    let _ = store.flush_dirty().await;
-                    store.unload_idle().await;
-                }
-            });
-        }
-        let sweep = self.inner.options.cleanup_interval;
-        if !sweep.is_zero() {
-            let store = self.clone();
-            self.spawn_task(async move {
-                loop {
-                    let _ = store.sweep(None, None).await;
-                    if !store.sleep_unless_stopped(sweep).await {
-                        break;
-                    }
-                }
-            });
-        }
-    }
-
-    /// Drops from memory the sessions that no call has used for `unload_after` and that have
-    /// nothing left to write. A session a call holds (or waits for) stays: a slot leaves the map
-    /// only while the map is its one holder, and no call can take it from the map meanwhile.
-    async fn unload_idle(&self) {
-        let after = self.inner.options.unload_after;
-        if after.is_zero() {
-            return;
-        }
-        let mut unloaded = Vec::new();
-        lock(&self.inner.live).retain(|_, slot| {
-            if Arc::strong_count(slot) > 1 {
-                return true;
-            }
-            let Ok(mut state) = slot.state.try_lock() else {
-                return true;
-            };
-            match state.as_ref() {
-                Some(live) if live.is_dirty() || live.last_used.elapsed() < after => true,
-                _ => {
-                    unloaded.extend(state.take());
-                    false
-                }
-            }
-        });
-        free_off_thread(unloaded).await;
-    }
-
-    fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        lock(&self.inner.tasks).push(tokio::spawn(task));
-    }
-
-    /// Sleeps for `period`; false when the store closed meanwhile.
-    async fn sleep_unless_stopped(&self, period: Duration) -> bool {
-        let mut stop = self.inner.stop.subscribe();
-        if *stop.borrow() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => !*stop.borrow(),
-            _ = stop.changed() => false,
         }
     }
 }
