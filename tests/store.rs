@@ -759,7 +759,10 @@ async fn a_journal_that_outgrows_its_snapshot_is_compacted_in_the_background() {
             serde_json::from_slice(&fs::read(session_file(dir.path())).unwrap()).unwrap();
         let journal_len = fs::metadata(&journal).map_or(0, |m| m.len());
         let snapshot_len = fs::metadata(session_file(dir.path())).unwrap().len();
-        snapshot.memory.len() >= 30 && journal_len <= snapshot_len
+        // How many keys the last compaction folded in depends on how fast it ran: a snapshot of
+        // k keys is outgrown by the journal of the remaining 40 - k merges while k < 20, and then
+        // folded again. So once it settles, the snapshot holds at least 20 keys.
+        snapshot.memory.len() >= 20 && journal_len <= snapshot_len
     };
     assert!(
         eventually(Duration::from_secs(10), async || snapshot_holds_all()).await,

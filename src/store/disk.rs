@@ -37,6 +37,9 @@ pub struct Entry {
     pub modified: Option<SystemTime>,
     /// Device and inode: the same pair means the same file.
     pub identity: (u64, u64),
+    /// When the file's content or metadata last changed (its ctime, in nanoseconds since the
+    /// epoch): unlike the modification time, no one can set it back. None where it is not known.
+    pub changed: Option<i64>,
 }
 
 /// The operations the file backend makes on the data dir.
@@ -333,11 +336,21 @@ fn entry_of(meta: &std::fs::Metadata) -> Entry {
     };
     #[cfg(not(unix))]
     let identity = (0, 0);
+    #[cfg(unix)]
+    let changed = {
+        use std::os::unix::fs::MetadataExt;
+        meta.ctime()
+            .checked_mul(1_000_000_000)
+            .and_then(|ns| ns.checked_add(meta.ctime_nsec()))
+    };
+    #[cfg(not(unix))]
+    let changed = None;
     Entry {
         kind,
         len: meta.len(),
         modified: meta.modified().ok(),
         identity,
+        changed,
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `S.lock` | the same, as one lock file a session, where byte-range locks are not to be had |
 //! | `S.json.corrupt-<ms>` | a file that did not parse, moved aside and kept for the operator |
 //! | `.S.<pid>.<n>.tmp` | a write in progress; stale ones are removed by cleanup |
+//! | `sessions.index` | `list()`'s summaries of the sessions, a cache (see [`super::list_index`]) |
 //!
 //! Every function here blocks: the store calls them on tokio's blocking pool (or, for a save's short
 //! first step, on a tokio worker that has handed its other tasks on), never on Node's thread.
@@ -137,7 +138,7 @@ pub struct ReadOutcome {
 }
 
 /// The few fields `list` and cleanup need.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct StoredSummary {
     pub id: String,
     pub user_id: String,
@@ -213,6 +214,15 @@ impl FileStamp {
     pub fn modified(&self) -> Option<SystemTime> {
         self.modified
     }
+}
+
+/// A session file as `list`'s index saw it: which file (device and inode), how long, and when it
+/// last changed (its ctime, which no one can set back). A write, an append or a rename changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ChangeStamp {
+    pub len: u64,
+    pub identity: (u64, u64),
+    pub changed: Option<i64>,
 }
 
 /// A journal as a store last saw it: which file, and how long. Another file under the same name
@@ -819,6 +829,40 @@ impl FileBackend {
             modified: entry.modified,
             identity: entry.identity,
         })
+    }
+
+    /// The state of the session's snapshot (or, with `journal`, its journal) on disk, or None
+    /// when there is none (see [`ChangeStamp`]).
+    pub fn change_stamp(&self, stem: &str, journal: bool) -> Option<ChangeStamp> {
+        let ext = if journal { JOURNAL_EXT } else { SESSION_EXT };
+        let entry = self.disk.entry(&self.path(stem, ext)).ok()?;
+        (entry.kind == EntryKind::File).then_some(ChangeStamp {
+            len: entry.len,
+            identity: entry.identity,
+            changed: entry.changed,
+        })
+    }
+
+    /// Reads `name`, a file of the store's own beside the sessions (not a session's), when it is
+    /// a regular file of at most `max` bytes.
+    pub fn read_own_file(&self, name: &str, max: u64) -> Option<Vec<u8>> {
+        self.disk.read(&self.dir.join(name), max).ok()
+    }
+
+    /// Replaces `name`, a file of the store's own that can be rebuilt from the sessions (a cache):
+    /// written whole to a temp file and renamed into place, never through a link, not synced.
+    pub fn replace_own_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let temp = self.temp_path(name);
+        let written = self
+            .disk
+            .create_new(&temp)
+            .and_then(|mut file| file.write_all(bytes))
+            .and_then(|()| self.disk.rename(&temp, &self.dir.join(name)));
+        if let Err(e) = written {
+            let _ = self.disk.remove(&temp);
+            return Err(StoreError::io("cannot write", &temp, e));
+        }
+        Ok(())
     }
 
     /// When the session's journal was last written, or None when it has none.

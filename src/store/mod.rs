@@ -16,8 +16,8 @@
 //! This file holds the calls (load, merge, save, delete, list, close) and the slots of loaded
 //! sessions. Beside it: `types.rs` (options and outcomes), `background.rs` (autosave, the sweep,
 //! unloading, watching), `live.rs` (a session in memory), `file_sessions.rs` and
-//! `redis_sessions.rs` (each backend's side of a load and a save), `inspect.rs` and `repair.rs`
-//! (what the operator tools read and write).
+//! `redis_sessions.rs` (each backend's side of a load and a save), `list_index.rs` (what makes
+//! `list()` cheap on files), `inspect.rs` and `repair.rs` (what the operator tools read and write).
 
 mod background;
 mod canonical;
@@ -25,6 +25,7 @@ pub mod disk;
 pub mod file;
 mod file_sessions;
 mod inspect;
+pub mod list_index;
 mod live;
 pub mod lock;
 pub mod redis;
@@ -63,7 +64,7 @@ const MERGE_GROWTH: usize = 64;
 pub const DEFAULT_ORIGIN: &str = "local";
 
 /// A stored session as `list` finds it: its stem, summary and size.
-type StoredRow = (String, file::StoredSummary, u64);
+pub type StoredRow = (String, file::StoredSummary, u64);
 
 pub use types::*;
 
@@ -388,18 +389,8 @@ impl SessionStore {
         let _call = self.enter()?;
         let stored = match self.files() {
             Some(backend) => {
-                blocking(move || {
-                    let mut found = Vec::new();
-                    let (stems, journals) = backend.stems_with_journals()?;
-                    for stem in stems {
-                        let has_journal = journals.contains(&stem);
-                        if let Some((summary, bytes)) = backend.summary(&stem, has_journal) {
-                            found.push((stem, summary, bytes));
-                        }
-                    }
-                    Ok(found)
-                })
-                .await?
+                blocking(move || list_index::stored_summaries(&backend).map(|(found, _)| found))
+                    .await?
             }
             None => self.stored_in_redis().await?,
         };

@@ -208,6 +208,7 @@ impl Sim {
             len: node.data.len() as u64,
             modified: node.modified,
             identity: (1, inode),
+            changed: None,
         }
     }
 }
@@ -292,6 +293,7 @@ impl Disk for SimDisk {
                 len: 0,
                 modified: None,
                 identity: (1, 0),
+                changed: None,
             });
         }
         let inode = sim.inode_at(path)?;
