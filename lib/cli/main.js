@@ -84,7 +84,7 @@ const PROGRAM = {
       name: 'migrate',
       description:
         'copy every session from one store to another (files to Redis and back), resumable after Ctrl-C,' +
-        ' verified by counts and checksums at the end; the source is only read',
+        ' verified by counts and checksums at the end; the source\'s sessions are only read',
       args: [],
       options: [
         option('--from <store>', 'a data dir (or file:DIR) or a redis:// URL', { required: true }),
