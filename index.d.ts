@@ -176,6 +176,12 @@ export interface OpenOptions {
   unloadAfterMs?: number
   /** The largest a session (and so an update) may grow, in bytes. Default 32 MiB. */
   maxSessionBytes?: number
+  /**
+   * Files only: keep `list()`'s index in the data dir (`sessions.index`, a cache checked against
+   * the files). Default true. false: `list()` reads every session and writes nothing, for a data
+   * dir that must only be read.
+   */
+  listIndex?: boolean
 }
 
 export interface MergeOptions {

@@ -2,7 +2,7 @@
 // A host that installs the package from npm on a machine with no Rust: the main package and this
 // platform's prebuilt package, packed as the release workflow packs them (scripts/pack-platform.js,
 // from the addon `npm install` built), installed into a fresh folder by npm with nothing but `node` on
-// PATH and an empty npm cache, offline (so the package may have no runtime dependency to fetch). One
+// PATH and an empty npm cache, offline (so the libraries the package needs travel inside it). One
 // process saves a session through the package's name, another restores it, and the operator's
 // command lists it. Without the platform's package, requiring it fails with an error that says what
 // is missing and what to do.
@@ -68,9 +68,11 @@ test('the tarballs hold what a host needs: the main package no addon, the platfo
   expect(list(packed.platformPackage)).toEqual(
     ['package/README.md', `package/mia-narrative-session.${packed.platform}.node`, 'package/package.json'].sort(),
   );
-  // Nothing but the platform's addon is fetched at install: no runtime dependency to download.
+  // Nothing but the platform's addon is fetched at install: the operator command's libraries travel
+  // inside the main package (bundled), so an offline install or a registry mirror lacking them works.
   const manifest = JSON.parse(execFileSync('tar', ['-xzOf', packed.main, 'package/package.json'], { encoding: 'utf8' }));
-  expect(manifest.dependencies ?? {}).toEqual({});
+  expect([...manifest.bundleDependencies].sort()).toEqual(Object.keys(manifest.dependencies).sort());
+  for (const name of manifest.bundleDependencies) expect(main).toContain(`package/node_modules/${name}/package.json`);
   expect(Object.keys(manifest.optionalDependencies)).toContain(`mia-narrative-session-${packed.platform}`);
 });
 

@@ -955,6 +955,7 @@ struct OpenOptionsJson {
     cleanup_interval_ms: Option<f64>,
     unload_after_ms: Option<f64>,
     max_session_bytes: Option<f64>,
+    list_index: Option<bool>,
 }
 
 fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
@@ -1005,6 +1006,7 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
     )?;
     options.unload_after =
         duration_ms("unloadAfterMs", input.unload_after_ms, DEFAULT_UNLOAD_AFTER)?;
+    options.list_index = input.list_index.unwrap_or(true);
     if let Some(max) = input.max_session_bytes {
         if !(max.is_finite() && max >= 1.0 && max <= (1u64 << 40) as f64) {
             return Err(StoreError::invalid(

@@ -60,7 +60,7 @@ async fn listed(dir: &Path) -> Vec<SessionSummary> {
 
 /// Lists through the index and says how many summaries came from it.
 fn stats(dir: &Path) -> ListStats {
-    stored_summaries(&FileBackend::open(dir).unwrap())
+    stored_summaries(&FileBackend::open(dir).unwrap(), true)
         .unwrap()
         .1
 }
@@ -244,4 +244,30 @@ async fn a_data_dir_that_cannot_take_the_index_lists_as_before() {
         .filter(|name| name.ends_with(".tmp"))
         .collect();
     assert_eq!(leftovers, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn with_the_index_off_a_list_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path(), 3).await;
+    settle().await;
+    let names = || {
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names();
+    let mut options = quiet_options(dir.path());
+    options.list_index = false;
+    let store = SessionStore::open(options).await.unwrap();
+    let list = store.list().await.unwrap();
+    store.close().await.unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(names(), before);
+    assert!(!dir.path().join(INDEX_NAME).exists());
+    assert_eq!(listed(dir.path()).await, list);
+    assert!(dir.path().join(INDEX_NAME).exists());
 }

@@ -1,17 +1,25 @@
 'use strict'
 // Tables, sizes, times and durations as the commands print and read them.
 
-/** How many columns `text` takes on a terminal (one per code point; the tables hold no escapes). */
-function width(text) {
-  return Array.from(text).length
-}
+const Table = require('cli-table3')
 
 /** A borderless table with a two-space gap between columns, for a terminal or a log. */
 function table(head, rows) {
-  const lines = [head, ...rows].map((row) => row.map((cell) => String(cell ?? '')))
-  const widths = head.map((_, column) => Math.max(...lines.map((row) => width(row[column] ?? ''))))
-  return lines
-    .map((row) => row.map((cell, column) => cell + ' '.repeat(widths[column] - width(cell))).join('  ').trimEnd())
+  const out = new Table({
+    head,
+    chars: {
+      top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
+      bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
+      left: '', 'left-mid': '', mid: '', 'mid-mid': '',
+      right: '', 'right-mid': '', middle: '  ',
+    },
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+  })
+  out.push(...rows)
+  return out
+    .toString()
+    .split('\n')
+    .map((line) => line.trimEnd())
     .join('\n')
 }
 

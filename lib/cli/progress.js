@@ -1,60 +1,48 @@
 'use strict'
-// Progress of a long command on stderr: a bar with counts, rate and time left on a terminal (redrawn
-// at most ten times a second); a plain line when it starts, every second and when it ends otherwise
-// (a log, a pipe, CI); nothing with --no-progress.
+// Progress of a long command on stderr: a bar with counts, rate and time left on a terminal; a
+// plain line every second otherwise (a log, a pipe, CI), and nothing with --no-progress.
 
-const BAR_WIDTH = 30
+const cliProgress = require('cli-progress')
 
 /**
  * Starts showing progress of `label` towards `total`. Returns `{ increment(n), update(done),
- * stop() }`. `enabled: false` shows nothing.
+ * stop() }`.
+ * `enabled: false` shows nothing.
  */
 function startProgress(label, total, { enabled = true, stream = process.stderr } = {}) {
   if (!enabled) return { increment() {}, update() {}, stop() {} }
   const tty = Boolean(stream.isTTY)
   const started = Date.now()
+  const bar = new cliProgress.SingleBar({
+    stream,
+    format: tty
+      ? `${label} [{bar}] {value}/{total} {rate}/s, {eta_formatted} left`
+      : `${label}: {value}/{total} ({rate}/s)`,
+    noTTYOutput: true,
+    notTTYSchedule: 1000,
+    clearOnComplete: true,
+    hideCursor: tty,
+    gracefulExit: false,
+    barsize: 30,
+  })
   let done = 0
-  let drawnAt = 0
-  let stopped = false
-
   const rate = () => {
     const seconds = (Date.now() - started) / 1000
     return seconds > 0 ? Math.round(done / seconds) : 0
   }
-  const line = () => {
-    if (!tty) return `${label}: ${done}/${total} (${rate()}/s)\n`
-    const filled = total > 0 ? Math.min(BAR_WIDTH, Math.round((done / total) * BAR_WIDTH)) : BAR_WIDTH
-    const perSecond = rate()
-    const left = perSecond > 0 ? `${Math.ceil((total - done) / perSecond)}s` : '?'
-    return `\r${label} [${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}] ${done}/${total} ${perSecond}/s, ${left} left\x1b[K`
-  }
-  const draw = (force) => {
-    const now = Date.now()
-    if (!force && now - drawnAt < (tty ? 100 : 1000)) return
-    drawnAt = now
-    stream.write(line())
-  }
-  // A plain line every second even while nothing moves (a slow Redis); the timer never keeps the
-  // process alive.
-  const timer = tty ? null : setInterval(() => draw(true), 1000)
-  timer?.unref()
-  draw(true)
-
+  bar.start(total, 0, { rate: 0 })
   return {
     increment(n = 1) {
       done += n
-      draw(false)
+      bar.update(done, { rate: rate() })
     },
     update(value) {
       done = value
-      draw(false)
+      bar.update(done, { rate: rate() })
     },
     stop() {
-      if (stopped) return
-      stopped = true
-      if (timer) clearInterval(timer)
-      if (tty) stream.write('\r\x1b[K')
-      else draw(true)
+      bar.update(done, { rate: rate() })
+      bar.stop()
     },
   }
 }

@@ -39,7 +39,7 @@ function describe(where) {
  * Opens the store at `where`. `mustExist` (every command but those that write into it) refuses a
  * data dir that is not there instead of creating it: a mistyped path is not a new, empty store.
  */
-async function openStore(where, { mustExist = true, ttlDays } = {}) {
+async function openStore(where, { mustExist = true, ttlDays, onlyRead = false } = {}) {
   const ttl = ttlDays === undefined ? {} : { ttlDays }
   if (where.kind === 'redis') {
     const prefix = where.keyPrefix === undefined ? {} : { keyPrefix: where.keyPrefix }
@@ -50,7 +50,9 @@ async function openStore(where, { mustExist = true, ttlDays } = {}) {
     error.code = 'ENOENT'
     throw error
   }
-  return NarrativeSessionStore.open({ dataDir: where.dataDir, ...ttl, ...TOOL_OPTIONS })
+  // onlyRead: list() writes no index either, so the data dir is left exactly as it was.
+  const index = onlyRead ? { listIndex: false } : {}
+  return NarrativeSessionStore.open({ dataDir: where.dataDir, ...ttl, ...index, ...TOOL_OPTIONS })
 }
 
 function isDirectory(dir) {

@@ -248,7 +248,7 @@ async function migrate(context, options) {
   const stateFile =
     options.state ||
     `mia-sessions-migrate-${crypto.createHash('sha256').update(`${header.from}\0${header.to}`).digest('hex').slice(0, 12)}.state`
-  const source = await openStore(from)
+  const source = await openStore(from, { onlyRead: true })
   let target
   const interrupt = watchInterrupt(io.err)
   try {

@@ -63,11 +63,19 @@ pub struct ListStats {
 }
 
 /// Every stored session's stem, summary and size, through the index; the index is brought up to
-/// date when anything in it changed. Sessions that cannot be read are left out, as before.
-pub fn stored_summaries(backend: &FileBackend) -> Result<(Vec<StoredRow>, ListStats)> {
+/// date when anything in it changed. Sessions that cannot be read are left out. With `use_index`
+/// false, every session is read from its files and nothing is written.
+pub fn stored_summaries(
+    backend: &FileBackend,
+    use_index: bool,
+) -> Result<(Vec<StoredRow>, ListStats)> {
     let (stems, journals) = backend.stems_with_journals()?;
     let max = BYTES_MARGIN.saturating_add(BYTES_PER_SESSION.saturating_mul(stems.len() as u64));
-    let old = read_index(backend, max);
+    let old = if use_index {
+        read_index(backend, max)
+    } else {
+        HashMap::new()
+    };
     let settled_before =
         nanos_since_epoch(SystemTime::now()).map(|now| now - SETTLE.as_nanos() as i64);
 
@@ -108,7 +116,7 @@ pub fn stored_summaries(backend: &FileBackend) -> Result<(Vec<StoredRow>, ListSt
         }
         found.push((stem, summary, bytes));
     }
-    if changed || kept.len() != old.len() {
+    if use_index && (changed || kept.len() != old.len()) {
         // A cache: a data dir that cannot take it (full, read-only) lists as before.
         let _ = write_index(backend, kept);
     }

@@ -389,8 +389,11 @@ impl SessionStore {
         let _call = self.enter()?;
         let stored = match self.files() {
             Some(backend) => {
-                blocking(move || list_index::stored_summaries(&backend).map(|(found, _)| found))
-                    .await?
+                let use_index = self.inner.options.list_index;
+                blocking(move || {
+                    list_index::stored_summaries(&backend, use_index).map(|(found, _)| found)
+                })
+                .await?
             }
             None => self.stored_in_redis().await?,
         };

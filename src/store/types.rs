@@ -46,6 +46,9 @@ pub struct StoreOptions {
     pub max_session_bytes: usize,
     /// The wall clock the store's hybrid clock reads: the system's, or one a test sets.
     pub wall_clock: WallClock,
+    /// Whether `list()` keeps its index in the data dir (see [`super::list_index`]). Off, a list
+    /// reads every session and writes nothing.
+    pub list_index: bool,
 }
 
 impl StoreOptions {
@@ -60,6 +63,7 @@ impl StoreOptions {
             unload_after: DEFAULT_UNLOAD_AFTER,
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
             wall_clock: WallClock::system(),
+            list_index: true,
         }
     }
 
