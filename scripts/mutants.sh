@@ -3,8 +3,8 @@
 #
 # cargo-mutants changes one thing at a time in the code (a `<` into `<=`, a function body into
 # `Ok(())`, a `&&` into `||`) and runs the tests against each change: a change no test notices (a
-# "missed" mutant) is code whose behaviour nothing checks. docs/mutation/rust.md has the last
-# report and a line on every missed mutant.
+# "missed" mutant) is code whose behaviour nothing checks. docs/mutation/README.md says how to
+# read the results (each missed mutant needs a test that notices it, or a line saying why not).
 #
 #   npm run mutants:rust                      every core file, most important first
 #   scripts/mutants.sh src/journal.rs ...     only these files
