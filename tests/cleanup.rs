@@ -1,6 +1,8 @@
 //! The TTL sweep (design.md, section 4): compare, then delete. Expired sessions go; fresh ones, ones
 //! in use, ones touched during the sweep and corrupt files stay; leftovers of crashed writes go.
 
+mod support;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,8 @@ use mia_narrative_session::clock::millis_to_rfc3339;
 use mia_narrative_session::model::NarrativeSession;
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::file::FileBackend;
-use mia_narrative_session::store::{SessionStore, StoreOptions};
+use mia_narrative_session::store::SessionStore;
+use support::quiet_options;
 
 const WORKSPACE: &str = "/home/shared/proj";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -254,13 +257,6 @@ fn corrupt_files_are_never_deleted() {
     assert_eq!(fs::read(&garbage).unwrap(), b"half a write");
     assert_eq!(fs::read(&aside).unwrap(), b"half a write");
     assert!(odd_path.exists());
-}
-
-fn quiet_options(dir: &Path) -> StoreOptions {
-    let mut options = StoreOptions::new(dir);
-    options.autosave_interval = Duration::ZERO;
-    options.cleanup_interval = Duration::ZERO;
-    options
 }
 
 #[tokio::test(flavor = "multi_thread")]

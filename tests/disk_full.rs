@@ -4,14 +4,16 @@
 //! change that was applied is written.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use mia_narrative_session::error::ErrorCode;
 use mia_narrative_session::model::NarrativeSession;
-use mia_narrative_session::store::{MergeMode, SessionStore, StoreOptions};
+use mia_narrative_session::store::{MergeMode, SessionStore};
+use support::{quiet_options, DURABLE};
 
 const USER: &str = "alice";
 const WORKSPACE: &str = "/w";
@@ -90,18 +92,6 @@ fn free_bytes(path: &Path) -> u64 {
     stat.f_bavail * stat.f_frsize
 }
 
-fn options(dir: &Path) -> StoreOptions {
-    let mut options = StoreOptions::new(dir);
-    options.autosave_interval = Duration::ZERO;
-    options.cleanup_interval = Duration::ZERO;
-    options
-}
-
-const DURABLE: MergeMode = MergeMode {
-    with_session: false,
-    durable: true,
-};
-
 fn entry(n: usize, size: usize) -> String {
     serde_json::json!({
         "conversationHistory": [{ "id": format!("e{n}"), "role": "user", "content": "z".repeat(size) }],
@@ -111,7 +101,7 @@ fn entry(n: usize, size: usize) -> String {
 }
 
 async fn stored(dir: &Path) -> (NarrativeSession, bool) {
-    let store = SessionStore::open(options(dir)).await.unwrap();
+    let store = SessionStore::open(quiet_options(dir)).await.unwrap();
     let loaded = store.load(USER, WORKSPACE).await.unwrap();
     let session = serde_json::from_str(&loaded.session_json).unwrap();
     let _ = store.close().await;
@@ -133,7 +123,7 @@ async fn durable_merges_on_a_filling_disk_lose_nothing_acknowledged() {
         return;
     };
     let dir = disk.dir();
-    let store = SessionStore::open(options(&dir)).await.unwrap();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
     // A session of about 600 KB: a compaction needs room for a second copy.
     for n in 0..12 {
         store
@@ -142,7 +132,7 @@ async fn durable_merges_on_a_filling_disk_lose_nothing_acknowledged() {
             .unwrap();
     }
     store.close().await.unwrap();
-    let store = SessionStore::open(options(&dir)).await.unwrap();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
     disk.fill_leaving(400_000);
     let (mut acked, mut applied) = (Vec::new(), Vec::new());
     for n in 12..60 {
@@ -191,7 +181,7 @@ async fn close_on_a_nearly_full_disk_writes_what_fits_and_says_what_it_could_not
         return;
     };
     let dir = disk.dir();
-    let store = SessionStore::open(options(&dir)).await.unwrap();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
     for n in 0..20 {
         store
             .merge(USER, WORKSPACE, &entry(n, 50_000), None, DURABLE)
@@ -199,7 +189,7 @@ async fn close_on_a_nearly_full_disk_writes_what_fits_and_says_what_it_could_not
             .unwrap();
     }
     store.close().await.unwrap();
-    let store = SessionStore::open(options(&dir)).await.unwrap();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
     store
         .merge(
             USER,

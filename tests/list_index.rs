@@ -6,6 +6,8 @@
 //! A file's change time cannot be set back, and a file changed in the last two seconds is never
 //! cached, so these tests wait for that to pass where they need the index to hold a session.
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -13,20 +15,9 @@ use std::time::Duration;
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::file::FileBackend;
 use mia_narrative_session::store::list_index::{stored_summaries, ListStats, INDEX_NAME, SETTLE};
-use mia_narrative_session::store::{MergeMode, SessionStore, SessionSummary, StoreOptions};
+use mia_narrative_session::store::{SessionStore, SessionSummary};
 use serde_json::json;
-
-fn quiet_options(dir: &Path) -> StoreOptions {
-    let mut options = StoreOptions::new(dir);
-    options.autosave_interval = Duration::ZERO;
-    options.cleanup_interval = Duration::ZERO;
-    options
-}
-
-const DURABLE: MergeMode = MergeMode {
-    with_session: false,
-    durable: true,
-};
+use support::{quiet_options, DURABLE};
 
 fn user(i: usize) -> String {
     format!("user-{i}")
@@ -75,6 +66,16 @@ fn snapshot_path(dir: &Path, user: &str) -> std::path::PathBuf {
         "{}.json",
         SessionKey::new(user, WORKSPACE).unwrap().file_stem()
     ))
+}
+
+/// The names in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
 }
 
 fn beats_of(list: &[SessionSummary], user: &str) -> Option<usize> {
@@ -238,9 +239,8 @@ async fn a_data_dir_that_cannot_take_the_index_lists_as_before() {
             read: 4
         }
     );
-    let leftovers: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+    let leftovers: Vec<_> = file_names(dir.path())
+        .into_iter()
         .filter(|name| name.ends_with(".tmp"))
         .collect();
     assert_eq!(leftovers, Vec::<String>::new());
@@ -251,14 +251,7 @@ async fn with_the_index_off_a_list_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     seed(dir.path(), 3).await;
     settle().await;
-    let names = || {
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
+    let names = || file_names(dir.path());
     let before = names();
     let mut options = quiet_options(dir.path());
     options.list_index = false;

@@ -12,20 +12,13 @@ use mia_narrative_session::error::ErrorCode;
 use mia_narrative_session::model::{NarrativeSession, UniverseFocus};
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::file::FileBackend;
-use mia_narrative_session::store::{MergeEvent, MergeMode, SessionStore, StoreOptions};
+use mia_narrative_session::store::{MergeEvent, MergeMode, SessionStore};
 use serde_json::{json, Value};
 use support::fault_disk::{FaultDisk, Faults, Op};
+use support::quiet_options;
 
 const USER: &str = "alice";
 const WORKSPACE: &str = "/home/alice/proj";
-
-/// Options with autosave and cleanup off, so that only what a test does touches the files.
-fn quiet_options(dir: &Path) -> StoreOptions {
-    let mut options = StoreOptions::new(dir);
-    options.autosave_interval = Duration::ZERO;
-    options.cleanup_interval = Duration::ZERO;
-    options
-}
 
 async fn open(dir: &Path) -> SessionStore {
     SessionStore::open(quiet_options(dir)).await.unwrap()

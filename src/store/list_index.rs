@@ -14,7 +14,7 @@
 //!
 //! Being a cache, it is written without a sync: after a crash it may be old or gone, and is rebuilt.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,9 +32,6 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// The most the index may take per stored session (ids are at most a few KiB), plus a margin.
 const BYTES_PER_SESSION: u64 = 16 * 1024;
 const BYTES_MARGIN: u64 = 1024 * 1024;
-/// From how many sessions the files are looked at on several threads, and on how many at most.
-const PARALLEL_FROM: usize = 512;
-const MAX_THREADS: usize = 4;
 
 #[derive(Serialize, Deserialize)]
 struct IndexFile {
@@ -70,31 +67,44 @@ pub fn stored_summaries(
     use_index: bool,
 ) -> Result<(Vec<StoredRow>, ListStats)> {
     let (stems, journals) = backend.stems_with_journals()?;
+    let mut stats = ListStats::default();
+    if !use_index {
+        let found: Vec<StoredRow> = stems
+            .into_iter()
+            .filter_map(|stem| {
+                let (summary, bytes) = backend.summary(&stem, journals.contains(&stem))?;
+                Some((stem, summary, bytes))
+            })
+            .collect();
+        stats.read = found.len();
+        return Ok((found, stats));
+    }
     let max = BYTES_MARGIN.saturating_add(BYTES_PER_SESSION.saturating_mul(stems.len() as u64));
-    let old = if use_index {
-        read_index(backend, max)
-    } else {
-        HashMap::new()
-    };
+    let mut old = read_index(backend, max);
+    let old_len = old.len();
     let settled_before =
         nanos_since_epoch(SystemTime::now()).map(|now| now - SETTLE.as_nanos() as i64);
+    let settled = |stamp: &ChangeStamp| matches!((stamp.changed, settled_before), (Some(at), Some(before)) if at < before);
 
-    let stamps = stamps_of(backend, &stems, &journals);
-    let mut stats = ListStats::default();
     let mut found = Vec::with_capacity(stems.len());
     let mut kept = HashMap::with_capacity(stems.len());
-    let mut changed = false;
-    for (stem, (snapshot, journal)) in stems.into_iter().zip(stamps) {
-        let Some(snapshot) = snapshot else {
+    let mut added = false;
+    for stem in stems {
+        let Some(snapshot) = backend.change_stamp(&stem, false) else {
             continue;
         };
+        let journal = if journals.contains(&stem) {
+            backend.change_stamp(&stem, true)
+        } else {
+            None
+        };
         if let Some(entry) = old
-            .get(&stem)
+            .remove(&stem)
             .filter(|e| e.snapshot == snapshot && e.journal == journal)
         {
             stats.from_index += 1;
             found.push((stem.clone(), entry.summary.clone(), entry.bytes()));
-            kept.insert(stem, entry.clone());
+            kept.insert(stem, entry);
             continue;
         }
         // Stamped before the read: if the files change meanwhile, the next list sees other stamps.
@@ -102,64 +112,22 @@ pub fn stored_summaries(
             continue;
         };
         stats.read += 1;
-        let settled = |stamp: &ChangeStamp| matches!((stamp.changed, settled_before), (Some(at), Some(before)) if at < before);
         if settled(&snapshot) && journal.as_ref().is_none_or(settled) {
-            kept.insert(
-                stem.clone(),
-                Entry {
-                    snapshot,
-                    journal,
-                    summary: summary.clone(),
-                },
-            );
-            changed = true;
+            let entry = Entry {
+                snapshot,
+                journal,
+                summary: summary.clone(),
+            };
+            kept.insert(stem.clone(), entry);
+            added = true;
         }
         found.push((stem, summary, bytes));
     }
-    if use_index && (changed || kept.len() != old.len()) {
+    if added || kept.len() != old_len {
         // A cache: a data dir that cannot take it (full, read-only) lists as before.
         let _ = write_index(backend, kept);
     }
     Ok((found, stats))
-}
-
-/// The snapshot's and journal's stamps of every stem, looked up on a few threads at once: a
-/// `stat` is a system call each, and a large store has many.
-fn stamps_of(
-    backend: &FileBackend,
-    stems: &[String],
-    journals: &HashSet<String>,
-) -> Vec<(Option<ChangeStamp>, Option<ChangeStamp>)> {
-    let stamp = |stem: &String| {
-        let journal = journals
-            .contains(stem)
-            .then(|| backend.change_stamp(stem, true))
-            .flatten();
-        (backend.change_stamp(stem, false), journal)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
-    if threads < 2 || stems.len() < PARALLEL_FROM {
-        return stems.iter().map(stamp).collect();
-    }
-    let chunk = stems.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = stems
-            .chunks(chunk)
-            .map(|part| {
-                let thread = scope.spawn(move || part.iter().map(stamp).collect::<Vec<_>>());
-                (part, thread)
-            })
-            .collect();
-        // Each part's stamps in its stems' order (a part whose thread failed, looked up here).
-        parts
-            .into_iter()
-            .flat_map(|(part, thread)| {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| part.iter().map(stamp).collect())
-            })
-            .collect()
-    })
 }
 
 fn read_index(backend: &FileBackend, max: u64) -> HashMap<String, Entry> {

@@ -5,8 +5,28 @@
 //! ([`records`]). Each test file uses part of them.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::time::Duration;
+
+use mia_narrative_session::store::{MergeMode, StoreOptions};
+
 pub mod fault_disk;
 pub mod power_loss;
 pub mod records;
 pub mod redis_proxy;
 pub mod workload;
+
+/// Options with autosave and cleanup off, so that only what a test does touches the files.
+pub fn quiet_options(dir: &Path) -> StoreOptions {
+    let mut options = StoreOptions::new(dir);
+    options.autosave_interval = Duration::ZERO;
+    options.cleanup_interval = Duration::ZERO;
+    options
+}
+
+/// A merge that is written (one journal append and its sync) before it resolves, without the
+/// session in its result.
+pub const DURABLE: MergeMode = MergeMode {
+    with_session: false,
+    durable: true,
+};
