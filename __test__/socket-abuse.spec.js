@@ -185,10 +185,14 @@ describe('a client that floods', () => {
     const flooder = raw({ user: 'alice' });
     await flooder.restored();
     flooder.pause();
-    // 60 refused updates of 900 KiB each (an unknown universe): 54 MiB sent as fast as TCP takes it.
+    // 60 refused updates of 900 KiB each (an unknown universe): 54 MiB sent as fast as TCP takes it,
+    // the first of them while the host is busy for half a second, so that they arrive faster than
+    // they are applied whatever else this machine is doing.
     const count = 60;
     const bulk = 'y'.repeat(900 * 1024);
+    const stalled = host.request('stall', { ms: 500 });
     for (let i = 0; i < count; i++) flooder.update({ universeFocus: 'galaxy', memory: { bulk } }, `f-${i}`);
+    await stalled;
 
     // While they are applied, the host holds a few of them at most (weighed a few times meanwhile),
     // and stops reading the rest.

@@ -2,7 +2,7 @@
 // A narrative host in a process of its own (the test host of ws-server.js, started by
 // `startHostProcess`), so that a test can weigh the server's memory without Jest's in the scale.
 // It runs with --expose-gc and answers requests over IPC: `start`, `stats` (memory after a full
-// collection, and each server-side socket's state), `merge`, `load`, `list` and `close`.
+// collection, and each server-side socket's state), `merge`, `load`, `list`, `stall` and `close`.
 
 const { fork } = require('node:child_process');
 
@@ -52,6 +52,13 @@ function serve() {
     },
     async list() {
       return server.store.list();
+    },
+    // Holds the host's main thread for `ms`, as a host busy with other work would: what clients
+    // send meanwhile waits in the socket buffers and arrives at once.
+    async stall({ ms }) {
+      const end = Date.now() + ms;
+      while (Date.now() < end);
+      return true;
     },
     async close() {
       await server.close();
