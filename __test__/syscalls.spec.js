@@ -31,19 +31,20 @@ function completedCalls(log) {
   const open = new Map();
   const calls = [];
   for (const line of log.split('\n')) {
-    let m = line.match(/^(\d+) (\w+)\((.*) <unfinished \.\.\.>$/);
+    // strace pads the pid column ("2823  write(...)" but "31440 write(...)").
+    let m = line.match(/^(\d+) +(\w+)\((.*) <unfinished \.\.\.>$/);
     if (m) {
       open.set(m[1], { name: m[2], args: m[3] });
       continue;
     }
-    m = line.match(/^(\d+) <\.\.\. (\w+) resumed>(.*)\) += (.*)$/);
+    m = line.match(/^(\d+) +<\.\.\. (\w+) resumed>(.*)\) += (.*)$/);
     if (m) {
       const start = open.get(m[1]) || { name: m[2], args: '' };
       open.delete(m[1]);
       calls.push({ name: start.name, args: start.args + m[3], result: m[4] });
       continue;
     }
-    m = line.match(/^(\d+) (\w+)\((.*)\) += (.*)$/);
+    m = line.match(/^(\d+) +(\w+)\((.*)\) += (.*)$/);
     if (m) calls.push({ name: m[2], args: m[3], result: m[4] });
   }
   return calls;
