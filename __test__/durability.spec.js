@@ -316,6 +316,8 @@ describe('files on disk', () => {
     const dataDir = path.join(parent, 'deep', 'er', 'sessions');
     const first = await box.open(dataDir);
     for (const user of ['alice', 'bob']) {
+      await first.load(user, '/proj');
+      await first.save(user, '/proj'); // a new session's first snapshot
       await first.merge(user, '/proj', { memory: { v: 1 } });
       await first.save(user, '/proj');
     }
@@ -415,6 +417,7 @@ describe('autosave', () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir, { autosaveIntervalMs: 200 });
     await store.load('alice', '/proj');
+    await store.save('alice', '/proj'); // the new session's first snapshot
     const { file } = storedSession(dataDir, 'alice', '/proj');
     const snapshot = fileStamp(file);
     await store.merge('alice', '/proj', { memory: { unsaved: 'but autosaved' } });
@@ -440,6 +443,8 @@ describe('autosave', () => {
   test('does not rewrite a clean session', async () => {
     const dataDir = newDataDir();
     const store = await box.open(dataDir, { autosaveIntervalMs: 100 });
+    await store.load('alice', '/proj');
+    await store.save('alice', '/proj'); // the new session's first snapshot
     await store.merge('alice', '/proj', { memory: { k: 1 } });
     await store.save('alice', '/proj');
     const { file } = storedSession(dataDir, 'alice', '/proj');

@@ -108,8 +108,8 @@ describe('connecting', () => {
       config: {},
     });
     expect(session.id).toMatch(/^[0-9a-f]+$/);
-    // The first access persists the session.
-    expect(storedSession(dataDir, 'alice', '/home/me/proj')).toBeDefined();
+    // The first access creates the session without writing it: it is stored by its first save.
+    expect(storedSession(dataDir, 'alice', '/home/me/proj')).toBeUndefined();
   });
 
   test('?folder= names the workspace too, and . / .. / trailing slashes are normalised away', async () => {
@@ -457,11 +457,15 @@ describe('users are isolated', () => {
 describe('durability', () => {
   test('an acked update is already on disk, and a disconnect leaves it there for a new store in another process', async () => {
     const { client } = await open({ user: 'alice', workspace: WORKSPACE });
-    const ack = await client.updateAndAck({ memory: { durable: { yes: true } }, universeFocus: 'story' });
-    expect(ack.changes).toContain('memory.durable');
-    // Autosave is off, yet the ack means durable: the change was appended to the journal beside the
-    // snapshot before the ack was sent, and another process already sees it.
+    // Autosave is off, yet an ack means durable. A new session's first durable write is its first
+    // snapshot; later ones are appended to the journal beside it before the ack is sent.
+    expect(storedSession(dataDir, 'alice', WORKSPACE)).toBeUndefined();
+    await client.updateAndAck({ universeFocus: 'story' });
     const { file } = storedSession(dataDir, 'alice', WORKSPACE);
+    expect(storedSession(dataDir, 'alice', WORKSPACE).session.universeFocus).toBe('story');
+    expect(fs.existsSync(journalOf(file))).toBe(false);
+    const ack = await client.updateAndAck({ memory: { durable: { yes: true } } });
+    expect(ack.changes).toContain('memory.durable');
     expect(storedSession(dataDir, 'alice', WORKSPACE).session.memory).toEqual({});
     expect(fs.existsSync(journalOf(file))).toBe(true);
     expect((await loadInChild(dataDir, 'alice', WORKSPACE)).session.memory).toEqual({ durable: { yes: true } });

@@ -11,6 +11,7 @@ const path = require('path');
 const { spawn } = require('child_process');
 
 const {
+  INDEX,
   sandbox,
   filesIn,
   storedSession,
@@ -164,6 +165,7 @@ describe('compaction', () => {
     }
     await second.merge('bob', WORKSPACE, { memory: { unsaved: true } });
     await second.load('carol', WORKSPACE);
+    await second.save('carol', WORKSPACE);
     const files = {};
     const before = {};
     for (const user of [...users, 'carol']) {
@@ -364,6 +366,59 @@ describe('kill -9', () => {
     const journal = readJournal(journalOf(storedSession(dataDir, USER, WORKSPACE).file));
     expect(journal.end).toBe(journal.size);
   });
+
+  test('every new session whose first durable write was acknowledged before a SIGKILL is there', async () => {
+    const dataDir = newDataDir();
+    // 64 writers at once, each creating sessions by a durable merge into a session never seen (its
+    // first snapshot, directory fsyncs shared) and loading one it never saves; killed mid-stream.
+    const creator = (round) => `
+      const { NarrativeSessionStore } = require(${JSON.stringify(INDEX)});
+      (async () => {
+        const store = await NarrativeSessionStore.open({ dataDir: ${JSON.stringify(dataDir)}, autosaveIntervalMs: 0, cleanupIntervalMs: 0 });
+        let next = 0;
+        const writer = async () => {
+          for (;;) {
+            const n = next++;
+            await store.load('idle-${round}-' + n, '/w');
+            await store.merge('new-${round}-' + n, '/w', { memory: { n } }, { durable: true, returnSession: false });
+            process.stdout.write(n + '\\n');
+          }
+        };
+        await Promise.all(Array.from({ length: 64 }, writer));
+      })();
+    `;
+    const acked = [];
+    for (const [round, killAfter] of [40, 300].entries()) {
+      const child = spawn(process.execPath, ['-e', creator(round)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      const guard = setTimeout(() => child.kill('SIGKILL'), 30000);
+      child.stderr.on('data', (d) => (stderr += d));
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (stdout.split('\n').length - 1 >= killAfter) child.kill('SIGKILL');
+      });
+      const signal = await new Promise((resolve) => child.on('close', (code, sig) => resolve(sig)));
+      clearTimeout(guard);
+      expect(stderr).toBe('');
+      expect(signal).toBe('SIGKILL');
+      const lines = stdout.split('\n');
+      lines.pop(); // an unfinished line
+      expect(lines.length).toBeGreaterThanOrEqual(killAfter);
+      acked.push(...lines.map((n) => ({ user: `new-${round}-${n}`, n: Number(n) })));
+    }
+
+    const store = await box.open(dataDir);
+    for (const { user, n } of acked) {
+      const { session, created, recovered } = await store.load(user, '/w');
+      expect({ user, created, recovered, n: session.memory.n }).toEqual({ user, created: false, recovered: false, n });
+    }
+    const listed = new Set((await store.list()).map((s) => s.userId));
+    expect(acked.filter(({ user }) => !listed.has(user))).toEqual([]);
+    // Sessions only loaded were never written; nothing was kept aside as damaged.
+    expect([...listed].filter((user) => user.startsWith('idle-'))).toEqual([]);
+    expect(filesIn(dataDir).filter((f) => f.includes('.corrupt-'))).toEqual([]);
+  });
 });
 
 describe('loadRaw', () => {
@@ -405,6 +460,8 @@ describe('loadRaw', () => {
   test('reports a recovery as load() does, and rejects like load()', async () => {
     const dataDir = newDataDir();
     const first = await box.open(dataDir);
+    await first.load(USER, WORKSPACE);
+    await first.save(USER, WORKSPACE); // the first snapshot: the session as first created
     await first.merge(USER, WORKSPACE, { memory: { v: 1 } });
     await first.close();
     const { file } = storedSession(dataDir, USER, WORKSPACE);

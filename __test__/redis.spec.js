@@ -159,7 +159,8 @@ describe.each([
     expect(again).toMatchObject({ created: false, recovered: false });
     expect(again.session).toEqual(first.session);
 
-    // Persisted without any save: another instance finds it.
+    // Created in memory; its first save stores it, and another instance finds it.
+    expect(await store.save('alice', '/home/alice/proj')).toBe(true);
     const other = await openStore(where);
     const seen = await other.load('alice', '/home/alice/proj');
     expect(seen).toMatchObject({ created: false, recovered: false });
@@ -275,7 +276,8 @@ describe.each([
     const here = await openStore(where);
     const there = await openStore(where);
     await here.load('alice', '/proj');
-    await there.load('alice', '/proj');
+    await here.save('alice', '/proj');
+    expect((await there.load('alice', '/proj')).created).toBe(false);
     const events = [];
     here.onMerge((e) => events.push(e));
     await there.merge('alice', '/proj', { memory: { fromThere: 1 }, conversationHistory: [{ id: 'x1', role: 'user', content: 'x' }] });
@@ -291,6 +293,7 @@ describe.each([
     const store = await openStore(where);
     expect(await store.save('nobody', '/never-loaded')).toBe(false);
     await store.load('alice', '/proj');
+    expect(await store.save('alice', '/proj')).toBe(true); // created: its first snapshot
     expect(await store.save('alice', '/proj')).toBe(false);
     await store.merge('alice', '/proj', { memory: { k: 1 } });
     expect((await store.list())[0]).toMatchObject({ loaded: true, dirty: true });
@@ -342,7 +345,8 @@ describe.each([
     expect(list[0]).toMatchObject({ loaded: true, dirty: true });
     for (const s of list) {
       expect(s.id).toBe(stemOf(s.userId, s.workspaceId).slice(0, 32));
-      expect(s.bytes).toBeGreaterThan(0);
+      // Created by a load and not saved yet: nothing stored.
+      expect(s.bytes > 0).toBe(s.userId === 'bob');
       expect(Number.isNaN(Date.parse(s.updatedAt))).toBe(false);
     }
     await store.close();
@@ -445,6 +449,8 @@ describe('the Redis backend', () => {
       const prefix = freshPrefix('keys');
       const store = await openStore(redisAt(prefix), { ttlDays: 3 });
       await store.load('alice', '/proj');
+      expect(await scanKeys(redis.port, `${prefix}*`)).toEqual([]); // created, not saved yet
+      expect(await store.save('alice', '/proj')).toBe(true);
       const keys = keysOf(prefix, 'alice', '/proj');
       expect(await scanKeys(redis.port, `${prefix}*`)).toEqual([keys.gen, keys.mark, keys.snap, keys.ver].sort());
       const snapBytes = await redis.command('GET', keys.snap);
@@ -472,6 +478,7 @@ describe('the Redis backend', () => {
       const db = 3;
       const store = await openStore({ backend: 'redis', redisUrl: redis.url(db) });
       await store.load('alice', '/default-prefix');
+      await store.save('alice', '/default-prefix');
       const keys = keysOf('mia:ns:', 'alice', '/default-prefix');
       expect(await redis.command('EXISTS', keys.snap)).toBe(0); // not in db 0
       expect(await scanKeysInDb(redis.port, db, 'mia:ns:*')).toEqual([keys.gen, keys.mark, keys.snap, keys.ver].sort());
@@ -722,11 +729,10 @@ describe('the Redis backend', () => {
         const [restoredA, restoredB] = await Promise.all([onA.restored(), onB.restored()]);
         expect(restoredB.session.id).toBe(restoredA.session.id);
 
+        await onA.updateAndAck({ conversationHistory: [{ id: 'from-a', role: 'user', content: 'hello from A' }] });
         // Both servers keep the session in Redis (db 5, default prefix), not in the data dir.
         expect((await scanKeysInDb(redis.port, db, 'mia:ns:{*}:snap')).length).toBe(1);
         expect(fs.readdirSync(dataDir)).toEqual([]);
-
-        await onA.updateAndAck({ conversationHistory: [{ id: 'from-a', role: 'user', content: 'hello from A' }] });
         const seenOnB = await onB.nextEvent('merged', (m) => m.payload.changes.includes('conversationHistory.from-a'), { timeoutMs: 5000 });
         expect(seenOnB.payload.origin).toBe('external');
         expect(seenOnB.payload.session.conversationHistory.map((e) => e.id)).toContain('from-a');
@@ -797,9 +803,14 @@ describe('the Redis backend', () => {
     }
 
     const holder = await openStore(redisAt(prefix), { ttlDays });
+    // Each session is stored by its first save; the durable merge then appends to its log.
+    await holder.load('kept', '/proj');
+    await holder.save('kept', '/proj');
     await holder.merge('kept', '/proj', { memory: { k: 2 } }, { durable: true });
     // Another instance renews its own loaded session by its cleanup timer alone.
     const timed = await openStore(redisAt(prefix), { ttlDays, cleanupIntervalMs: 500 });
+    await timed.load('timed', '/proj');
+    await timed.save('timed', '/proj');
     await timed.merge('timed', '/proj', { memory: { k: 3 } }, { durable: true });
     const timedKeys = keysOf(prefix, 'timed', '/proj');
     // Until 'gone' expires (its TTL running out is the event), the holder renews 'kept' by calling

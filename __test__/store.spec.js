@@ -74,7 +74,7 @@ describe('defaultDataDir', () => {
 });
 
 describe('a first connection', () => {
-  test('creates the data dir (0700) and the session, persisted at once (0600)', async () => {
+  test('creates the data dir (0700) and the session, stored by its first save (0600)', async () => {
     const dataDir = newDataDir();
     expect(fs.existsSync(dataDir)).toBe(false);
     const store = await box.open(dataDir);
@@ -98,7 +98,9 @@ describe('a first connection', () => {
     expect(first.session.id.length).toBeGreaterThan(0);
     expect(Number.isNaN(Date.parse(first.session.createdAt))).toBe(false);
 
-    // Persisted without any save: the file is there, private, and holds the session.
+    // Created in memory only: nothing in it to lose yet. Its first save stores it, private.
+    expect(storedSession(dataDir, 'alice', '/home/alice/proj')).toBeUndefined();
+    expect(await store.save('alice', '/home/alice/proj')).toBe(true);
     const stored = storedSession(dataDir, 'alice', '/home/alice/proj');
     expect(stored).toBeDefined();
     expect(fs.statSync(stored.file).mode & 0o777).toBe(0o600);
@@ -559,7 +561,8 @@ describe('save, delete and list', () => {
     const store = await box.open(dataDir);
     expect(await store.save('nobody', '/never-loaded')).toBe(false);
     await store.load('alice', '/proj');
-    expect(await store.save('alice', '/proj')).toBe(false); // created and persisted already
+    expect(await store.save('alice', '/proj')).toBe(true); // created: its first snapshot
+    expect(await store.save('alice', '/proj')).toBe(false);
 
     const { file } = storedSession(dataDir, 'alice', '/proj');
     await store.merge('alice', '/proj', { memory: { k: 1 } });
@@ -584,7 +587,8 @@ describe('save, delete and list', () => {
     const store = await box.open(dataDir);
     const users = ['alice', 'bob', 'carol'];
     for (const user of users) await store.load(user, '/proj');
-    expect(await store.flush()).toBe(0); // created and persisted already
+    expect(await store.flush()).toBe(3); // created: their first snapshots
+    expect(await store.flush()).toBe(0);
     await store.merge('alice', '/proj', { memory: { k: 'a' } });
     await store.merge('carol', '/proj', { conversationHistory: [{ id: 'c1', role: 'user', content: 'hi' }] });
     expect((await store.list()).filter((s) => s.dirty).map((s) => s.userId)).toEqual(['alice', 'carol']);
@@ -600,6 +604,8 @@ describe('save, delete and list', () => {
   test('delete() removes the session and its files; the next load creates it anew', async () => {
     const dataDir = newDataDir();
     const first = await box.open(dataDir);
+    await first.load('alice', '/proj');
+    await first.save('alice', '/proj'); // the new session's first snapshot
     await first.merge('alice', '/proj', { memory: { secret: 'x' } });
     await first.save('alice', '/proj');
     await first.close(); // a second snapshot: the first is now the backup
@@ -622,9 +628,11 @@ describe('save, delete and list', () => {
     const again = await store.load('alice', '/proj');
     expect(again.created).toBe(true);
     expect(again.session.memory).toEqual({});
+    // One created here and never saved is deleted from memory.
+    expect(await store.delete('alice', '/proj')).toBe(true);
+    expect((await store.list()).map((s) => s.userId)).toEqual(['bob']);
 
     // And the deletion holds for a new store too (nothing resurrected from a backup).
-    await store.delete('alice', '/proj');
     await store.close();
     const other = await box.open(dataDir);
     expect((await other.load('alice', '/proj')).created).toBe(true);
@@ -653,8 +661,9 @@ describe('save, delete and list', () => {
     const bob = list[2];
     expect(bob).toMatchObject({ charts: 2, beats: 1, entries: 3, loaded: true, dirty: false });
     expect(bob.bytes).toBe(fs.statSync(storedSession(dataDir, 'bob', '/b').file).size);
-    expect(list[0]).toMatchObject({ loaded: true, dirty: true });
-    expect(list[1]).toMatchObject({ loaded: true, dirty: false, charts: 0, beats: 0, entries: 0 });
+    expect(list[0]).toMatchObject({ loaded: true, dirty: true, bytes: 0 });
+    // Created by a load and not saved: listed from memory, with no file yet.
+    expect(list[1]).toMatchObject({ loaded: true, dirty: true, bytes: 0, charts: 0, beats: 0, entries: 0 });
     for (const s of list) {
       expect(s.id).toBe((await store.load(s.userId, s.workspaceId)).session.id);
       expect(Number.isNaN(Date.parse(s.createdAt))).toBe(false);

@@ -25,7 +25,10 @@ function diskUsage(dir) {
   const seen = new Set()
   let bytes = 0
   const walk = (p) => {
-    const st = fs.lstatSync(p, { bigint: true })
+    // A file may go between the directory's read and its stat (a background compaction's temp
+    // file, a store's renames): it takes no space then.
+    const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false })
+    if (!st) return
     if (!seen.has(st.ino)) {
       seen.add(st.ino)
       bytes += Number(st.blocks) * 512

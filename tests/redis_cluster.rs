@@ -191,7 +191,8 @@ async fn sessions_live_in_one_slot_each_spread_over_every_primary_and_list_scans
             .collect();
         assert!(slots.iter().all(|s| *s == slots[0]), "{stem}: {slots:?}");
         let owner = cluster.primary_of(slots[0] as u16);
-        let name = format!("{PREFIX}{{{stem}}}:log");
+        // A new session's first durable write is its snapshot, on the primary of its slot.
+        let name = format!("{PREFIX}{{{stem}}}:snap");
         assert_eq!(cluster.query::<i64>(owner, &["EXISTS", &name]), 1);
     }
     for node in &cluster.nodes {
@@ -481,7 +482,8 @@ async fn the_store_follows_a_promoted_replica_by_itself() {
         .unwrap();
     let primary = cluster.primary_of(probe.slot_of(&stem));
     let replica = cluster.replica_of(primary);
-    let log = probe.key_name(&stem, "log");
+    // The first durable write of a new session is its snapshot.
+    let snap = probe.key_name(&stem, "snap");
     wait_until(
         "the replica has the first write",
         Duration::from_secs(10),
@@ -489,7 +491,7 @@ async fn the_store_follows_a_promoted_replica_by_itself() {
             let mut conn = cluster.connection(replica);
             redis::cmd("READONLY").query::<()>(&mut conn).unwrap();
             redis::cmd("EXISTS")
-                .arg(&log)
+                .arg(&snap)
                 .query::<i64>(&mut conn)
                 .unwrap()
                 == 1

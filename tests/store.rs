@@ -103,7 +103,7 @@ fn recorder(store: &SessionStore) -> (Arc<Mutex<Vec<MergeEvent>>>, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_first_load_creates_the_session_and_persists_it_at_once() {
+async fn the_first_load_creates_the_session_and_its_first_save_stores_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let first = store.load(USER, WORKSPACE).await.unwrap();
@@ -117,11 +117,48 @@ async fn the_first_load_creates_the_session_and_persists_it_at_once() {
         SessionKey::new(USER, WORKSPACE).unwrap().session_id()
     );
     assert_eq!(session.universe_focus, UniverseFocus::All);
-    assert_eq!(on_disk(dir.path()), session, "persisted before any save");
+    // Nothing is written by the load: the session holds nothing yet that could be lost.
+    assert!(!session_file(dir.path()).exists(), "written by the load");
 
     let again = store.load(USER, WORKSPACE).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.session_json, first.session_json);
+    assert!(
+        store.save(USER, WORKSPACE).await.unwrap(),
+        "a new session is dirty"
+    );
+    assert_eq!(on_disk(dir.path()), session, "stored by its first save");
+    assert!(!store.save(USER, WORKSPACE).await.unwrap());
+    store.close().await.unwrap();
+}
+
+/// A new session's first durable merge writes one snapshot holding the whole session (no
+/// journal), and the session created by the load keeps its creation time through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_sessions_first_durable_merge_writes_its_snapshot_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let created = parse(&store.load(USER, WORKSPACE).await.unwrap().session_json);
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    let update = json!({"memory": {"goal": "first"}}).to_string();
+    let outcome = store
+        .merge(USER, WORKSPACE, &update, None, durable)
+        .await
+        .unwrap();
+    assert_eq!(outcome.changes, vec!["memory.goal".to_string()]);
+    assert!(!session_file(dir.path()).with_extension("journal").exists());
+    let stored = on_disk(dir.path());
+    assert_eq!(stored.memory["goal"], "first");
+    assert_eq!(stored.created_at, created.created_at);
+    // Read back by another store, as a crash right after the acknowledgement would leave it.
+    let other = open(dir.path()).await;
+    let loaded = other.load(USER, WORKSPACE).await.unwrap();
+    assert!(!loaded.created);
+    assert_eq!(parse(&loaded.session_json).memory["goal"], "first");
+    other.close().await.unwrap();
     store.close().await.unwrap();
 }
 
@@ -171,8 +208,12 @@ async fn save_writes_only_when_there_is_something_to_write() {
     let store = open(dir.path()).await;
     store.load(USER, WORKSPACE).await.unwrap();
     assert!(
+        store.save(USER, WORKSPACE).await.unwrap(),
+        "a new session is written by its first save"
+    );
+    assert!(
         !store.save(USER, WORKSPACE).await.unwrap(),
-        "a fresh session is already on disk"
+        "a saved session is on disk"
     );
     merge(&store, json!({"memory": {"goal": "ship"}})).await;
     assert!(store.save(USER, WORKSPACE).await.unwrap());
@@ -339,6 +380,8 @@ async fn autosave_writes_dirty_sessions_and_never_rewrites_a_clean_one() {
     let store = SessionStore::open(options).await.unwrap();
     store.load(USER, WORKSPACE).await.unwrap();
     let file = session_file(dir.path());
+    // The new session is written by the first tick, then never again while it is clean.
+    assert!(eventually(Duration::from_secs(5), async || file.exists()).await);
 
     let clean = fingerprint(&file);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -516,7 +559,8 @@ async fn close_frees_the_sessions_and_a_failed_close_keeps_them_for_the_next() {
 
     faults.heal();
     let report = store.close().await.unwrap();
-    assert_eq!(report.written, 1);
+    // The merged session, and bob's, new and so never written yet.
+    assert_eq!(report.written, 2);
     assert!(report.not_compacted.is_empty());
     assert_eq!(store.loaded_sessions(), 0);
     assert_eq!(
@@ -533,6 +577,10 @@ async fn a_compaction_that_fails_leaves_the_journal_in_use_and_close_says_so() {
     let faults = Faults::default();
     let store = open_failing(dir.path(), &faults).await;
     store.load(USER, WORKSPACE).await.unwrap();
+    assert!(
+        store.save(USER, WORKSPACE).await.unwrap(),
+        "the new session is stored"
+    );
     // New files cannot be made: every snapshot write needs one (its temp file).
     faults.fail_every(&[Op::Create], libc::ENOSPC);
     let durable = MergeMode {

@@ -34,6 +34,7 @@ use crate::paths::{is_file_stem, SessionKey};
 
 use super::canonical;
 use super::disk::{is_not_regular, is_too_big, Disk, DiskFile, EntryKind, RealDisk};
+use super::group_sync::GroupSync;
 pub use super::lock::SessionLock;
 use super::lock::SessionLocks;
 
@@ -73,6 +74,8 @@ pub struct FileBackend {
     limits: ReadLimits,
     locks: SessionLocks,
     journals: OpenJournals,
+    /// Directory fsyncs shared by writers that ask for one at once (new sessions, new journals).
+    dir_syncs: GroupSync,
 }
 
 /// Journals kept open between appends, so that a save is a `stat`, a write and an `fdatasync`,
@@ -288,6 +291,7 @@ impl FileBackend {
             disk,
             limits,
             journals: OpenJournals::default(),
+            dir_syncs: GroupSync::default(),
         })
     }
 
@@ -751,8 +755,8 @@ impl FileBackend {
     }
 
     fn sync_dir(&self) -> Result<()> {
-        self.disk
-            .sync_dir(&self.dir)
+        self.dir_syncs
+            .sync(|| self.disk.sync_dir(&self.dir))
             .map_err(|e| StoreError::io("cannot sync directory", &self.dir, e))
     }
 

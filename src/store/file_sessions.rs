@@ -129,11 +129,16 @@ pub(super) fn load_from_files(
     let id = session.id.clone();
     let own = id == key.session_id();
     let mut live = Live::new(session);
-    // A new session is persisted at once; a recovered one is written back over the bad files.
-    if created || recovered {
+    // A recovered session is written back over the bad files at once, and so is one rebuilt from a
+    // journal alone. A new session is written by its first save (the first durable merge's
+    // commit, autosave, or close): until then there is nothing in it to lose, and its first
+    // durable write costs one snapshot, not a snapshot and then a journal.
+    if recovered || (created && journal.end() > 0) {
         let text = live.text()?;
         live.disk = write_snapshot(backend, key, &id, text.as_bytes(), &lock)?;
         live.approx_bytes = text.len();
+    } else if created {
+        live.needs_snapshot = true;
     } else {
         live.disk.snapshot = backend.stamp(&stem);
         live.disk.set_journal(journal.stamp);
@@ -406,8 +411,10 @@ impl SessionStore {
         let journal_after = live.disk.journal_len + live.pending.len() as u64;
         // A journal that outgrew its snapshot is compacted in the background (see below).
         let appendable = !live.needs_snapshot && journal_after <= backend.journal_limit();
-        let outcome = if appendable {
-            match self.append_released(backend, slot, state).await {
+        // A session with no files yet (a new one) is written whole, as its first snapshot.
+        let first = live.needs_snapshot && live.disk == DiskView::default();
+        let outcome = if appendable || first {
+            match self.write_released(backend, slot, state).await {
                 Ok(back) => return back,
                 Err(back) => {
                     state = back;
@@ -429,9 +436,10 @@ impl SessionStore {
     }
 
     /// The fast commit: under the session's lock, when the files are as this store left them,
-    /// appends the pending records with the session's mutex released. Err(guard) when the files
-    /// changed (or could not be looked at): the caller writes the usual way, with the mutex held.
-    async fn append_released<'a>(
+    /// appends the pending records (or, for a session with no files yet, writes its first
+    /// snapshot) with the session's mutex released. Err(guard) when the files changed (or could
+    /// not be looked at): the caller writes the usual way, with the mutex held.
+    async fn write_released<'a>(
         &self,
         backend: &Arc<FileBackend>,
         slot: &'a Slot,
@@ -440,7 +448,7 @@ impl SessionStore {
         let Some(live) = state.as_mut() else {
             return Err(state);
         };
-        // Never closed, so always Ok; held until the append is done.
+        // Never closed, so always Ok; held until the write is done.
         let _sync = self.inner.syncs.acquire().await;
         let (files, stem, key, known) = (
             backend.clone(),
@@ -458,25 +466,44 @@ impl SessionStore {
             return Err(state);
         };
         let upto = live.commits.added;
-        let records = live.pending.clone();
+        let write = if live.needs_snapshot {
+            let (Ok(text), Ok(session)) = (live.text(), live.session()) else {
+                return Err(state);
+            };
+            let id = session.id.clone();
+            Released::Snapshot(text, id, live.pending.len())
+        } else {
+            Released::Append(live.pending.clone())
+        };
         live.commits.in_flight = true;
         drop(state);
-        let (files, stem) = (backend.clone(), slot.key.file_stem());
-        let appended = blocking(move || {
-            files
-                .append_journal(&stem, &records, &lock)
-                .map(|j| (j, records.len()))
+        let (files, key) = (backend.clone(), slot.key.clone());
+        let written = blocking(move || match write {
+            Released::Append(records) => files
+                .append_journal(&key.file_stem(), &records, &lock)
+                .map(|journal| Wrote::Journal(journal, records.len())),
+            Released::Snapshot(text, id, records) => {
+                write_snapshot(&files, &key, &id, text.as_bytes(), &lock)
+                    .map(|view| Wrote::Snapshot(view, records, text.len()))
+            }
         })
         .await;
         let mut state = slot.state.lock().await;
         if let Some(live) = state.as_mut() {
             live.commits.in_flight = false;
-            match appended {
-                Ok((journal, written)) => {
-                    live.pending.drain(..written);
+            match written {
+                Ok(Wrote::Journal(journal, records)) => {
+                    live.pending.drain(..records);
                     live.disk.set_journal(Some(journal));
                     live.commits.durable = upto;
                     self.compact_if_due(&slot.key, live);
+                }
+                Ok(Wrote::Snapshot(view, records, size)) => {
+                    live.pending.drain(..records);
+                    live.disk = view;
+                    live.needs_snapshot = false;
+                    live.approx_bytes = size;
+                    live.commits.durable = upto;
                 }
                 Err(error) => {
                     live.commits.failures += 1;
@@ -487,6 +514,19 @@ impl SessionStore {
         slot.committed.notify_waiters();
         Ok(state)
     }
+}
+
+/// What a released commit writes: the pending records, or a first snapshot (its text, the
+/// session's id, and how many pending bytes of records it holds).
+enum Released {
+    Append(Vec<u8>),
+    Snapshot(Arc<String>, String, usize),
+}
+
+/// What it wrote, and how many pending bytes that made durable.
+enum Wrote {
+    Journal(JournalStamp, usize),
+    Snapshot(DiskView, usize, usize),
 }
 
 /// Releases the session's mutex until the commit in flight ends, and takes it again.

@@ -1,6 +1,7 @@
 //! The session store: live sessions in memory, persisted by the file backend.
 //!
-//! - **Load** brings a session into memory (creating and persisting it on first access).
+//! - **Load** brings a session into memory (creating it on first access; a new session is written
+//!   by its first save, as one snapshot).
 //! - **Merge** applies a client's update in memory and marks the session dirty.
 //! - **Save**, autosave and close write dirty sessions: under the session's cross-process lock, the
 //!   store reads the file, merges what another process wrote into its own copy, and writes the
@@ -24,6 +25,7 @@ mod canonical;
 pub mod disk;
 pub mod file;
 mod file_sessions;
+mod group_sync;
 mod inspect;
 pub mod list_index;
 mod live;
@@ -218,7 +220,8 @@ impl SessionStore {
         lock(&self.inner.clock).node().to_string()
     }
 
-    /// The session of `user_id` in `workspace_id`, created (and persisted) on first access.
+    /// The session of `user_id` in `workspace_id`, created on first access (and written by its
+    /// first save).
     pub async fn load(&self, user_id: &str, workspace_id: &str) -> Result<LoadOutcome> {
         let _call = self.enter()?;
         let slot = self.slot(SessionKey::new(user_id, workspace_id)?);
@@ -378,13 +381,16 @@ impl SessionStore {
             None => self.redis_backend()?.delete(&stem).await?,
         };
         lock(&self.inner.live).remove(&stem);
+        // A session created here and never saved has no files: dropping it is its delete.
+        let mut dropped = false;
         if let Some(state) = guard.as_mut() {
+            dropped = state.as_ref().is_some_and(Live::is_dirty);
             **state = None;
         }
-        Ok(deleted)
+        Ok(deleted || dropped)
     }
 
-    /// A summary of every stored session.
+    /// A summary of every stored session, and of every session created here and not saved yet.
     pub async fn list(&self) -> Result<Vec<SessionSummary>> {
         let _call = self.enter()?;
         let stored = match self.files() {
@@ -397,7 +403,7 @@ impl SessionStore {
             }
             None => self.stored_in_redis().await?,
         };
-        let live = lock(&self.inner.live).clone();
+        let mut live = lock(&self.inner.live).clone();
         let mut out = Vec::with_capacity(stored.len());
         for (stem, s, bytes) in stored {
             let mut summary = SessionSummary {
@@ -414,7 +420,7 @@ impl SessionStore {
                 dirty: false,
             };
             // A loaded session's memory copy is newer than its file.
-            if let Some(slot) = live.get(&stem) {
+            if let Some(slot) = live.remove(&stem) {
                 summary.loaded = true;
                 if let Ok(state) = slot.state.try_lock() {
                     // (A session held only as its stored text is what the file holds.)
@@ -430,6 +436,32 @@ impl SessionStore {
                 }
             }
             out.push(summary);
+        }
+        // A session created by a load here and not saved yet has no file: it is listed from memory.
+        // (One busy in a call right now is left out; its next save stores it.)
+        for slot in live.values() {
+            let Ok(state) = slot.state.try_lock() else {
+                continue;
+            };
+            if let Some(session) = state
+                .as_ref()
+                .filter(|l| l.is_dirty())
+                .and_then(Live::parsed)
+            {
+                out.push(SessionSummary {
+                    id: session.id.clone(),
+                    user_id: session.user_id.clone(),
+                    workspace_id: session.workspace_id.clone(),
+                    created_at: session.created_at.clone(),
+                    updated_at: session.updated_at.clone(),
+                    bytes: 0,
+                    charts: session.active_charts.len(),
+                    beats: session.story_beats.len(),
+                    entries: session.conversation_history.len(),
+                    loaded: true,
+                    dirty: true,
+                });
+            }
         }
         out.sort_by(|a, b| (&a.user_id, &a.workspace_id).cmp(&(&b.user_id, &b.workspace_id)));
         Ok(out)

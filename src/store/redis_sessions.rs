@@ -56,8 +56,11 @@ impl SessionStore {
             }
             live.redis = loaded.view;
             live.approx_bytes = (loaded.view.snapshot_bytes + loaded.view.log_bytes) as usize;
-            // A new session is persisted at once, and a recovered one rewritten whole.
-            if !had_snapshot {
+            // A new session is written by its first save, as its first snapshot (nothing in it to
+            // lose until then). A recovered one, or a log with no snapshot, is rewritten whole now.
+            if created {
+                live.needs_snapshot = true;
+            } else if !had_snapshot {
                 let text = live.text()?;
                 match write_snapshot(&redis, key, &live, text.as_bytes()).await? {
                     Some(view) => {

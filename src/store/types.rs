@@ -159,7 +159,7 @@ pub struct SessionSummary {
     pub workspace_id: String,
     pub created_at: String,
     pub updated_at: String,
-    /// Size of the stored file.
+    /// Size of the stored file (0 for a session created here and not saved yet).
     pub bytes: u64,
     pub charts: usize,
     pub beats: usize,
