@@ -172,9 +172,25 @@ mod tests {
             ("/", "/"),
             ("", NO_WORKSPACE),
             ("c:\\Users\\me\\..\\you\\", "C:/Users/you"),
+            // Only a letter makes a drive: `1:` is an ordinary first component.
+            ("1:\\a", "/1:/a"),
         ] {
             assert_eq!(normalize_workspace(raw), id, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn only_64_lowercase_hex_digits_are_a_file_stem() {
+        let stem = SessionKey::new("u", "w").unwrap().file_stem();
+        assert!(is_file_stem(&stem));
+        assert!(!is_file_stem(&stem[..63]), "too short, all hex");
+        assert!(!is_file_stem(&format!("{stem}0")), "too long, all hex");
+        assert!(!is_file_stem(&stem.to_uppercase()), "upper case");
+        assert!(!is_file_stem(&"g".repeat(64)), "64 long, not hex");
+        assert!(
+            !is_file_stem(&format!("{}.json", &stem[..59])),
+            "64 long with a dot"
+        );
     }
 
     #[test]
