@@ -333,6 +333,65 @@ mod tests {
         assert_eq!(decoded.end, journal.len());
     }
 
+    /// A header at the end that declares the largest allowed length, with too few bytes after it,
+    /// is a torn append (left out, not damage); one length more is over the limit, so damage.
+    #[test]
+    fn the_largest_allowed_length_at_the_end_is_a_torn_append_and_one_more_is_damage() {
+        let first = four_frames().swap_remove(0);
+        for (len, torn) in [(MAX_RECORD_BYTES, true), (MAX_RECORD_BYTES + 1, false)] {
+            let tail = b"{\"memory\"";
+            let mut journal = first.clone();
+            journal.extend_from_slice(&(len as u32).to_le_bytes());
+            journal.extend_from_slice(&(!crc32fast::hash(tail)).to_le_bytes());
+            journal.extend_from_slice(tail);
+            let decoded = decode(&journal);
+            assert_eq!(decoded.patches.len(), 1, "length {len}");
+            if torn {
+                assert!(decoded.damaged.is_empty(), "length {len}: torn, not damage");
+                assert_eq!(
+                    decoded.end,
+                    first.len(),
+                    "the next append overwrites the tear"
+                );
+            } else {
+                assert_eq!(decoded.damaged, vec![first.len()..journal.len()]);
+                assert_eq!(
+                    decoded.end,
+                    journal.len(),
+                    "damage is kept, never overwritten"
+                );
+            }
+        }
+    }
+
+    /// A record that fails its checksum is skipped to where its own length says it ends, even
+    /// when its payload holds bytes that frame a record: those are not read as one.
+    #[test]
+    fn a_damaged_record_is_skipped_whole_even_when_its_payload_holds_a_frame() {
+        let frames = four_frames();
+        let inner = &frames[2];
+        let mut journal = frames[0].clone();
+        let bad = journal.len();
+        journal.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        journal.extend_from_slice(&(!crc32fast::hash(inner)).to_le_bytes());
+        journal.extend_from_slice(inner);
+        let after = journal.len();
+        journal.extend_from_slice(&frames[3]);
+        let decoded = decode(&journal);
+        assert_eq!(decoded.damaged, vec![bad..after]);
+        let ids: Vec<String> = decoded
+            .patches
+            .iter()
+            .flat_map(|p| p.entries.iter().map(|e| e.id.clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            ["e0", "e3"],
+            "the frame inside the damaged one is not a record"
+        );
+        assert_eq!(decoded.end, journal.len());
+    }
+
     /// Every single-byte change anywhere in a journal costs at most the record it falls in.
     #[test]
     fn any_flipped_byte_costs_at_most_its_own_record() {
