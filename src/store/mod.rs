@@ -54,7 +54,7 @@ use crate::merge::{apply_patch, lost_writes, normalize_owned, settle_update, Ses
 use crate::model::{check_id, peek_updated_at, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
-use file::{FileBackend, ReadLimits};
+use file::{FileBackend, ReadLimits, StoredSummary};
 use file_sessions::{idle, load_from_files, read_changes_from_files, DiskView};
 use live::Live;
 
@@ -406,32 +406,17 @@ impl SessionStore {
         let mut live = lock(&self.inner.live).clone();
         let mut out = Vec::with_capacity(stored.len());
         for (stem, s, bytes) in stored {
-            let mut summary = SessionSummary {
-                id: s.id,
-                user_id: s.user_id,
-                workspace_id: s.workspace_id,
-                created_at: s.created_at,
-                updated_at: s.updated_at,
-                bytes,
-                charts: s.charts,
-                beats: s.beats,
-                entries: s.entries,
-                loaded: false,
-                dirty: false,
-            };
+            let mut summary = SessionSummary::stored(s, bytes);
             // A loaded session's memory copy is newer than its file.
             if let Some(slot) = live.remove(&stem) {
-                summary.loaded = true;
+                summary = summary.loaded(false);
                 if let Ok(state) = slot.state.try_lock() {
                     // (A session held only as its stored text is what the file holds.)
                     if let Some(l) = state.as_ref() {
                         if let Some(session) = l.parsed() {
-                            summary.updated_at = session.updated_at.clone();
-                            summary.charts = session.active_charts.len();
-                            summary.beats = session.story_beats.len();
-                            summary.entries = session.conversation_history.len();
+                            summary = SessionSummary::stored(StoredSummary::of(session), bytes);
                         }
-                        summary.dirty = l.is_dirty();
+                        summary = summary.loaded(l.is_dirty());
                     }
                 }
             }
@@ -448,19 +433,7 @@ impl SessionStore {
                 .filter(|l| l.is_dirty())
                 .and_then(Live::parsed)
             {
-                out.push(SessionSummary {
-                    id: session.id.clone(),
-                    user_id: session.user_id.clone(),
-                    workspace_id: session.workspace_id.clone(),
-                    created_at: session.created_at.clone(),
-                    updated_at: session.updated_at.clone(),
-                    bytes: 0,
-                    charts: session.active_charts.len(),
-                    beats: session.story_beats.len(),
-                    entries: session.conversation_history.len(),
-                    loaded: true,
-                    dirty: true,
-                });
+                out.push(SessionSummary::stored(StoredSummary::of(session), 0).loaded(true));
             }
         }
         out.sort_by(|a, b| (&a.user_id, &a.workspace_id).cmp(&(&b.user_id, &b.workspace_id)));

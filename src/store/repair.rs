@@ -121,19 +121,7 @@ impl SessionStore {
         };
         Ok(rows
             .into_iter()
-            .map(|(_, s, bytes)| SessionSummary {
-                id: s.id,
-                user_id: s.user_id,
-                workspace_id: s.workspace_id,
-                created_at: s.created_at,
-                updated_at: s.updated_at,
-                bytes,
-                charts: s.charts,
-                beats: s.beats,
-                entries: s.entries,
-                loaded: false,
-                dirty: false,
-            })
+            .map(|(_, s, bytes)| SessionSummary::stored(s, bytes))
             .collect())
     }
 

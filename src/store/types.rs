@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{disk, redis};
+use super::{disk, file::StoredSummary, redis};
 use crate::clock::WallClock;
 use crate::error::{Result, StoreError};
 
@@ -168,4 +168,32 @@ pub struct SessionSummary {
     pub loaded: bool,
     /// Loaded, with changes not yet written.
     pub dirty: bool,
+}
+
+impl SessionSummary {
+    /// A session as stored, `bytes` long, and not loaded here.
+    pub fn stored(s: StoredSummary, bytes: u64) -> SessionSummary {
+        SessionSummary {
+            id: s.id,
+            user_id: s.user_id,
+            workspace_id: s.workspace_id,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            bytes,
+            charts: s.charts,
+            beats: s.beats,
+            entries: s.entries,
+            loaded: false,
+            dirty: false,
+        }
+    }
+
+    /// The same summary, for a session loaded here (`dirty`: with changes not written yet).
+    pub fn loaded(self, dirty: bool) -> SessionSummary {
+        SessionSummary {
+            loaded: true,
+            dirty,
+            ..self
+        }
+    }
 }
