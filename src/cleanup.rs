@@ -294,7 +294,32 @@ pub fn now_millis() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::sweep_threads;
+    use super::{sweep_threads, CleanupReport};
+
+    #[test]
+    fn the_reports_of_a_sweeps_threads_add_up() {
+        let report = |n: usize, error: &str| CleanupReport {
+            scanned: n,
+            removed: n + 1,
+            kept: n + 2,
+            in_use: n + 3,
+            temp_files_removed: n + 4,
+            errors: vec![error.to_string()],
+        };
+        let mut total = report(10, "a");
+        total.add(report(100, "b"));
+        assert_eq!(
+            total,
+            CleanupReport {
+                scanned: 110,
+                removed: 112,
+                kept: 114,
+                in_use: 116,
+                temp_files_removed: 118,
+                errors: vec!["a".into(), "b".into()],
+            }
+        );
+    }
 
     #[test]
     fn a_sweep_has_a_thread_per_core_up_to_four_and_small_directories_get_one() {

@@ -523,7 +523,17 @@ mod tests {
             Some("1970-01-01T00:00:01.000Z")
         );
         assert_eq!(clock.cap_time("1970-01-01T00:00:00.500Z"), None);
+        assert_eq!(
+            clock.cap_time("1970-01-01T00:00:01.000Z"),
+            None,
+            "a time at the wall clock is not ahead of it"
+        );
         assert_eq!(clock.cap_time("not a time"), None);
+    }
+
+    #[test]
+    fn a_wall_clock_shows_its_reading_when_debugged() {
+        assert_eq!(format!("{:?}", WallClock::new(|| 42)), "WallClock(42)");
     }
 
     #[test]

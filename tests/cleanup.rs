@@ -6,14 +6,19 @@ mod support;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mia_narrative_session::cleanup::{cutoff, now_millis, sweep};
+use mia_narrative_session::cleanup::{cutoff, expired, now_millis, remove_if_expired, sweep};
 use mia_narrative_session::clock::millis_to_rfc3339;
+use mia_narrative_session::journal;
+use mia_narrative_session::merge::SessionPatch;
 use mia_narrative_session::model::NarrativeSession;
 use mia_narrative_session::paths::SessionKey;
-use mia_narrative_session::store::file::FileBackend;
+use mia_narrative_session::store::disk::Disk;
+use mia_narrative_session::store::file::{FileBackend, ReadLimits};
 use mia_narrative_session::store::SessionStore;
+use support::power_loss::SimDisk;
 use support::quiet_options;
 
 const WORKSPACE: &str = "/home/shared/proj";
@@ -175,6 +180,131 @@ fn a_session_saved_during_the_sweep_survives() {
 }
 
 #[test]
+fn a_session_appended_to_during_the_sweep_survives() {
+    // The snapshot stays as it was; only a journal record says the session is alive again.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let user = "typed-one-line";
+    let stem = plant(&backend, user, days_ago(60));
+    let appended = AtomicBool::new(false);
+    let writer = |s: &str| {
+        let now: NarrativeSession =
+            serde_json::from_slice(&session_bytes(user, SystemTime::now())).unwrap();
+        let record = journal::encode(&SessionPatch::from_session(&now)).unwrap();
+        let lock = backend.lock(s).unwrap();
+        backend.append_journal(s, &record, &lock).unwrap();
+        appended.store(true, Ordering::SeqCst);
+    };
+    let report = sweep(&backend, the_cutoff(), &nothing_in_use, &writer).unwrap();
+    assert!(
+        appended.load(Ordering::SeqCst),
+        "it looked expired at first"
+    );
+    assert_eq!((report.removed, report.kept), (0, 1), "{report:?}");
+    assert!(exists(&backend, &stem) && backend.journal_size(&stem).is_some());
+}
+
+#[test]
+fn a_session_saved_at_exactly_the_cutoff_during_the_sweep_is_kept() {
+    // "Before the cutoff" is strict, at the first look and at the locked re-check.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let user = "on-the-line";
+    let cutoff = the_cutoff();
+    let at_cutoff = UNIX_EPOCH + Duration::from_millis(cutoff as u64);
+    plant(&backend, user, at_cutoff - DAY);
+    let writer = |s: &str| {
+        let lock = backend.lock(s).unwrap();
+        backend
+            .write(s, &session_bytes(user, at_cutoff), &lock)
+            .unwrap();
+    };
+    let report = sweep(&backend, cutoff, &nothing_in_use, &writer).unwrap();
+    assert_eq!((report.removed, report.kept), (0, 1), "{report:?}");
+
+    let other = plant(&backend, "exactly-at-the-cutoff", at_cutoff);
+    assert!(!expired(&backend, cutoff, &nothing_in_use)
+        .unwrap()
+        .contains(&other));
+}
+
+/// The sessions of `gc --dry-run` and of `removeIfExpired`: expired, fresh, in use, and from a
+/// clock that ran ahead (an `updatedAt` in 2100 in files last written 60 days ago).
+struct Planted {
+    old: String,
+    fresh: String,
+    in_use: String,
+    future: String,
+}
+
+fn plant_each_kind(backend: &FileBackend) -> Planted {
+    let future_user = "clock-ran-ahead";
+    let future = plant(backend, future_user, days_ago(60));
+    let lock = backend.lock(&future).unwrap();
+    let year_2100 = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+    backend
+        .write(&future, &session_bytes(future_user, year_2100), &lock)
+        .unwrap();
+    set_mtime(&backend.session_path(&future), days_ago(60));
+    Planted {
+        old: plant(backend, "gone-for-two-months", days_ago(60)),
+        fresh: plant(backend, "here-yesterday", days_ago(1)),
+        in_use: plant(backend, "in-a-long-meeting", days_ago(60)),
+        future,
+    }
+}
+
+#[test]
+fn the_dry_run_lists_what_a_sweep_removes_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let p = plant_each_kind(&backend);
+    let in_use = |s: &str| s == p.in_use;
+
+    let mut listed = expired(&backend, the_cutoff(), &in_use).unwrap();
+    listed.sort();
+    let mut want = vec![p.old.clone(), p.future.clone()];
+    want.sort();
+    assert_eq!(listed, want);
+    for stem in [&p.old, &p.fresh, &p.in_use, &p.future] {
+        assert!(exists(&backend, stem), "a dry run removes nothing");
+    }
+
+    let report = sweep(&backend, the_cutoff(), &in_use, &no_hook).unwrap();
+    assert_eq!(
+        (report.removed, report.kept, report.in_use),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    assert!(!exists(&backend, &p.old) && !exists(&backend, &p.future));
+}
+
+#[test]
+fn remove_if_expired_removes_one_expired_session_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let p = plant_each_kind(&backend);
+    let in_use = |s: &str| s == p.in_use;
+    let cutoff = the_cutoff();
+
+    assert!(!remove_if_expired(&backend, &p.fresh, cutoff, &in_use).unwrap());
+    assert!(!remove_if_expired(&backend, &p.in_use, cutoff, &in_use).unwrap());
+    assert!(exists(&backend, &p.fresh) && exists(&backend, &p.in_use));
+
+    assert!(remove_if_expired(&backend, &p.old, cutoff, &in_use).unwrap());
+    assert!(!exists(&backend, &p.old));
+    assert!(
+        remove_if_expired(&backend, &p.future, cutoff, &in_use).unwrap(),
+        "an updatedAt from a clock that ran ahead counts as when its files were written"
+    );
+    assert!(!exists(&backend, &p.future));
+    assert!(
+        !remove_if_expired(&backend, &p.old, cutoff, &in_use).unwrap(),
+        "already gone"
+    );
+}
+
+#[test]
 fn a_session_loaded_during_the_sweep_survives() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend(dir.path());
@@ -207,10 +337,11 @@ fn stale_temp_files_of_crashed_writes_are_removed() {
         Duration::from_secs(2 * 3600),
     );
     let other_stale = temp_file(dir.path(), ".anything.tmp", Duration::from_secs(3 * 3600));
+    // Younger than an hour: a write may still be in progress.
     let in_flight = temp_file(
         dir.path(),
         &format!(".{stem}.4242.8.tmp"),
-        Duration::from_secs(60),
+        Duration::from_secs(50 * 60),
     );
     let not_ours = temp_file(dir.path(), "notes.tmp", Duration::from_secs(5 * 3600));
 
@@ -319,4 +450,46 @@ async fn the_store_sweeps_when_it_opens() {
         "the first sweep runs at open"
     );
     store.close().await.unwrap();
+}
+
+#[test]
+fn a_removal_a_sweep_reports_is_still_done_after_a_power_loss() {
+    // On a disk that loses power (support::power_loss), a removal is kept only once its
+    // directory is synced; the sweep syncs before it returns its report.
+    for seed in 0..16 {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("sessions");
+        fs::create_dir(&dir).unwrap();
+        let disk = SimDisk::new();
+        let backend = FileBackend::open_on(
+            &dir,
+            Arc::new(disk.clone()),
+            ReadLimits::for_sessions_of(1 << 20),
+        )
+        .unwrap();
+        let stem = SessionKey::new("gone-for-two-months", WORKSPACE)
+            .unwrap()
+            .file_stem();
+        let lock = backend.lock(&stem).unwrap();
+        let bytes = session_bytes("gone-for-two-months", days_ago(60));
+        backend.write(&stem, &bytes, &lock).unwrap();
+        drop(lock);
+        let path = backend.session_path(&stem);
+        disk.open_write(&path)
+            .unwrap()
+            .set_modified(days_ago(60))
+            .unwrap();
+        disk.sync_dir(&dir).unwrap();
+
+        let report = sweep(&backend, the_cutoff(), &nothing_in_use, &no_hook).unwrap();
+        assert_eq!(report.removed, 1, "{report:?}");
+        disk.lose_power_at(1, seed);
+        assert!(disk.sync_dir(&dir).is_err(), "the power went");
+        let after = disk.after_power_loss().unwrap();
+        assert!(
+            after.read(&path, 1 << 20).is_err(),
+            "seed {seed}: the removed session came back: {:?}",
+            after.names()
+        );
+    }
 }

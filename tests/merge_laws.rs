@@ -1093,3 +1093,172 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a merge reports, and the rules the laws leave open (any one of them would be a join).
+
+/// `update` applied to `session` with a clock at `millis` (node "a"); its change paths, sorted.
+fn apply_update(session: &mut NarrativeSession, update: &str, millis: u64) -> (Vec<String>, bool) {
+    use mia_narrative_session::merge::apply_patch;
+    use mia_narrative_session::update::parse_update;
+    let mut clock = HybridClock::with_wall_clock("a", move || millis);
+    let patch = parse_update(update)
+        .unwrap()
+        .into_patch(&mut clock)
+        .unwrap();
+    let changes = apply_patch(session, &patch).unwrap();
+    let mut paths = changes.paths;
+    paths.sort();
+    (paths, changes.touched)
+}
+
+#[test]
+fn a_merge_reports_the_path_of_each_value_it_changed_and_nothing_more() {
+    let mut session = base();
+    session.memory.insert("mood".into(), Value::from("calm"));
+    let update = r#"{"universeFocus":"story","memory":{"goal":"ship","mood":null},
+        "storyBeats":[{"id":"b7","description":"the turn"}],
+        "conversationHistory":[{"id":"e1","role":"user","content":"hi","timestamp":"2026-01-01T00:00:01.000Z"}],
+        "activeCharts":[{"id":"c1","title":"Ship","actions":[{"id":"a2","title":"docs"}]}]}"#;
+    let (paths, touched) = apply_update(&mut session, update, 1_800_000_000_000);
+    assert!(touched);
+    assert_eq!(
+        paths,
+        [
+            "activeCharts.c1",
+            "activeCharts.c1.actions.a2",
+            "activeCharts.c1.actions.a2.title",
+            "activeCharts.c1.title",
+            "conversationHistory.e1",
+            "memory.goal",
+            "memory.mood",
+            "storyBeats.b7",
+            "universeFocus",
+        ]
+    );
+
+    // The same values again, with a later clock: the clocks move, no value changes.
+    let (paths, touched) = apply_update(&mut session, update, 1_800_000_001_000);
+    assert!(touched, "newer clocks are a change to save");
+    assert_eq!(paths, Vec::<String>::new());
+
+    let (paths, _) = apply_update(
+        &mut session,
+        r#"{"activeCharts":[{"id":"c1","actions":[{"id":"a2","completed":true}]}]}"#,
+        1_800_000_002_000,
+    );
+    assert_eq!(paths, vec!["activeCharts.c1.actions.a2.completed"]);
+}
+
+#[test]
+fn ids_converge_on_the_smallest_non_empty_one() {
+    let mut a = base();
+    a.id = "s2".into();
+    let mut b = base();
+    b.id = "s1".into();
+    let mut none = base();
+    none.id = String::new();
+    assert_eq!(merge(&a, &b).id, "s1");
+    assert_eq!(merge(&b, &a).id, "s1");
+    assert_eq!(merge(&none, &a).id, "s2");
+}
+
+#[test]
+fn of_two_values_with_the_same_clock_the_larger_json_text_wins() {
+    let clock = Hlc {
+        millis: 10,
+        counter: 0,
+        node: "n1".into(),
+    };
+    let with_goal = |goal: &str| {
+        let mut s = base();
+        s.memory.insert("goal".into(), Value::from(goal));
+        s.versions.insert("memory.goal".into(), clock.clone());
+        s
+    };
+    let (small, large) = (with_goal("alpha"), with_goal("beta"));
+    assert_eq!(merge(&small, &large).memory["goal"], "beta");
+    assert_eq!(merge(&large, &small).memory["goal"], "beta");
+}
+
+#[test]
+fn a_session_text_of_exactly_the_limit_is_taken_and_one_byte_more_is_refused() {
+    use mia_narrative_session::error::ErrorCode;
+    use mia_narrative_session::merge::parse_session_text;
+    let text = text_of(&base());
+    let at_limit: NarrativeSession = parse_session_text(&text, "a", text.len()).unwrap();
+    assert_eq!(at_limit, base());
+    let err = parse_session_text::<ConversationEntry>(&text, "a", text.len() - 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    let err = merge_session_texts(
+        Text::Utf8(text.clone()),
+        Text::Utf8(text.clone()),
+        text.len() - 1,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+}
+
+/// Copies large enough to be parsed on two threads merge as small ones do.
+#[test]
+fn large_copies_merge_to_what_merging_the_sessions_gives() {
+    let entry = |n: usize| ConversationEntry {
+        id: format!("e{n:05}"),
+        role: Role::User,
+        content: format!("entry {n} {}", "words ".repeat(40)),
+        universe: None,
+        timestamp: format!("2026-01-01T00:{:02}:{:02}.000Z", n / 60 % 60, n % 60),
+        trace_id: None,
+        extra: Map::new(),
+    };
+    let with_entries = |range: std::ops::Range<usize>| {
+        let mut s = base();
+        s.conversation_history = range.map(entry).collect();
+        s
+    };
+    let (a, b) = (with_entries(0..1_200), with_entries(600..1_800));
+    let (a_text, b_text) = (text_of(&a), text_of(&b));
+    assert!(
+        a_text.len().min(b_text.len()) > 256 * 1024,
+        "over the two-thread size"
+    );
+    let merged = parsed(&merge_texts(&a_text, &b_text));
+    assert_eq!(merged, merge(&a, &b));
+    assert_eq!(merged.conversation_history.len(), 1_800);
+}
+
+/// A chart first heard of through a partial update gets a clock for every register: the lowest
+/// there is for each default it fills in, so that any real write of them wins wherever it is merged.
+#[test]
+fn a_new_chart_gets_a_clock_for_every_register_and_its_defaults_the_lowest() {
+    let mut s = base();
+    apply_update(
+        &mut s,
+        r#"{"activeCharts":[{"id":"c1","actions":[{"id":"a1","completed":true}]}]}"#,
+        1_800_000_000_000,
+    );
+    let lowest = Hlc {
+        millis: 0,
+        counter: 0,
+        node: String::new(),
+    };
+    let written = Hlc {
+        millis: 1_800_000_000_000,
+        counter: 0,
+        node: "a".into(),
+    };
+    let want: BTreeMap<String, Hlc> = [
+        ("activeCharts.c1.actions.a1.completed", &written),
+        ("activeCharts.c1.actions.a1.completedAt", &lowest),
+        ("activeCharts.c1.actions.a1.order", &lowest),
+        ("activeCharts.c1.actions.a1.title", &lowest),
+        ("activeCharts.c1.currentReality", &lowest),
+        ("activeCharts.c1.desiredOutcome", &lowest),
+        ("activeCharts.c1.status", &lowest),
+        ("activeCharts.c1.title", &lowest),
+    ]
+    .into_iter()
+    .map(|(path, clock)| (path.to_string(), clock.clone()))
+    .collect();
+    assert_eq!(s.versions, want);
+}
