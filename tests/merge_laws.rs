@@ -1262,3 +1262,93 @@ fn a_new_chart_gets_a_clock_for_every_register_and_its_defaults_the_lowest() {
     .collect();
     assert_eq!(s.versions, want);
 }
+
+/// A client that resends entries without their times (a replay after a reconnect) neither moves
+/// nor changes them; a new entry sent without a time takes the update's. Both for a few entries
+/// (looked up one by one) and for many (looked up through an index).
+#[test]
+fn entries_resent_without_a_time_keep_the_time_they_have() {
+    for count in [2usize, 12] {
+        let mut session = base();
+        let listed: Vec<String> = (0..count)
+            .map(|n| {
+                format!(r#"{{"id":"e{n}","role":"user","content":"c{n}","timestamp":"2026-01-01T00:00:{n:02}.000Z"}}"#)
+            })
+            .collect();
+        let update = format!(r#"{{"conversationHistory":[{}]}}"#, listed.join(","));
+        apply_update(&mut session, &update, 1_800_000_000_000);
+        let resent: Vec<String> = (0..count)
+            .rev()
+            .map(|n| format!(r#"{{"id":"e{n}","role":"user","content":"c{n}"}}"#))
+            .chain([r#"{"id":"new","role":"user","content":"new"}"#.to_string()])
+            .collect();
+        let update = format!(r#"{{"conversationHistory":[{}]}}"#, resent.join(","));
+        let (paths, _) = apply_update(&mut session, &update, 1_800_000_001_000);
+        assert_eq!(paths, ["conversationHistory.new"], "{count} resent");
+        let times: BTreeMap<&str, &str> = session
+            .conversation_history
+            .iter()
+            .map(|e| (e.id.as_str(), e.timestamp.as_str()))
+            .collect();
+        for n in 0..count {
+            assert_eq!(
+                times[format!("e{n}").as_str()],
+                format!("2026-01-01T00:00:{n:02}.000Z")
+            );
+        }
+        assert_eq!(times["new"], "2027-01-15T08:00:01.000Z");
+    }
+}
+
+/// An update that sends values the session already holds (a client replaying its state after a
+/// reconnect) writes none of them: settled, they are dropped, so that they cannot beat a real
+/// change made meanwhile elsewhere with their newer clock. A changed value stays a write.
+#[test]
+fn values_resent_unchanged_are_not_writes() {
+    use mia_narrative_session::merge::settle_update;
+    use mia_narrative_session::update::parse_update;
+    let state = r#"{"universeFocus":"story","storyPosition":{"arc":"one","beat":2,"phase":"rise"},
+        "memory":{"goal":"ship","gone":null},"config":{"theme":"dark"},
+        "activeCharts":[{"id":"c1","title":"Ship","actions":[{"id":"a2","title":"docs"}]},
+                        {"id":"c2","title":"Rest"}]}"#;
+    let mut session = base();
+    apply_update(&mut session, state, 1_800_000_000_000);
+    let settle = |update: &str| {
+        let mut clock = HybridClock::with_wall_clock("b", || 1_800_000_005_000);
+        let patch = parse_update(update)
+            .unwrap()
+            .into_patch(&mut clock)
+            .unwrap();
+        settle_update(&session, patch).unwrap()
+    };
+
+    let replay = settle(state);
+    assert_eq!(replay.universe_focus, None);
+    assert!(replay.story_position.is_none());
+    assert!(
+        replay.memory.is_empty() && replay.config.is_empty(),
+        "{replay:?}"
+    );
+    // What is left of each chart: its id, its actions and its times, no register.
+    let registers = |chart: &Map<String, Value>| {
+        let meta = ["id", "actions", "createdAt", "updatedAt"];
+        chart.keys().filter(|k| !meta.contains(&k.as_str())).count()
+    };
+    assert_eq!(registers(&replay.charts[0]), 0, "{:?}", replay.charts[0]);
+    assert_eq!(registers(&replay.charts[1]), 0, "{:?}", replay.charts[1]);
+    let actions = replay.charts[0]["actions"].as_array().unwrap();
+    assert_eq!(actions[0], serde_json::json!({ "id": "a2" }));
+
+    let changed = settle(
+        r#"{"universeFocus":"engineer","memory":{"goal":"rest","gone":null},"config":{"theme":"light"},
+            "activeCharts":[{"id":"c2","title":"Ship"},{"id":"c1","actions":[{"id":"a2","title":"more docs"}]}]}"#,
+    );
+    assert_eq!(changed.universe_focus, Some(UniverseFocus::Engineer));
+    assert_eq!(
+        changed.memory,
+        Map::from_iter([("goal".into(), Value::from("rest"))])
+    );
+    assert_eq!(changed.config["theme"], "light");
+    assert_eq!(changed.charts[0]["title"], "Ship");
+    assert_eq!(changed.charts[1]["actions"][0]["title"], "more docs");
+}

@@ -413,3 +413,77 @@ mod xattr {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(dir: &Path, name: &str, len: usize) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![b'x'; len]).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_read_takes_a_file_of_exactly_its_limit_and_refuses_one_byte_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let at_limit = file_of(dir.path(), "at", 100);
+        assert_eq!(RealDisk.read(&at_limit, 100).unwrap().len(), 100);
+        let over = file_of(dir.path(), "over", 101);
+        let err = RealDisk.read(&over, 100).unwrap_err();
+        assert!(is_too_big(&err) && !is_not_regular(&err), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is 101 bytes, more than the 100 a read may take",
+                over.display()
+            )
+        );
+    }
+
+    /// A file whose size says less than it holds (as one growing during the read would) is read
+    /// up to the limit and refused, never cut short: Linux's /proc files report a size of 0.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_size_said_is_refused_not_cut_short() {
+        let status = Path::new("/proc/self/status");
+        assert_eq!(RealDisk.entry(status).unwrap().len, 0);
+        assert!(RealDisk.read(status, 1 << 20).unwrap().len() > 100);
+        let err = RealDisk.read(status, 100).unwrap_err();
+        assert!(is_too_big(&err), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_is_refused_as_not_a_regular_file_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = file_of(dir.path(), "target", 10);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = RealDisk.read(&link, 100).unwrap_err();
+        assert!(is_not_regular(&err) && !is_too_big(&err), "{err}");
+
+        let err = RealDisk.read(dir.path(), 100).unwrap_err();
+        assert!(is_not_regular(&err) && !is_too_big(&err), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is a directory, not a regular file",
+                dir.path().display()
+            )
+        );
+        let plain = io::Error::other("disk on fire");
+        assert!(!is_too_big(&plain) && !is_not_regular(&plain));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mark_written_through_the_file_is_read_back_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marked");
+        let mut file = RealDisk.create_new(&path).unwrap();
+        assert_eq!(RealDisk.mark(&path), None);
+        file.set_mark("abc123").unwrap();
+        assert_eq!(RealDisk.mark(&path).as_deref(), Some("abc123"));
+    }
+}
