@@ -1352,3 +1352,167 @@ fn values_resent_unchanged_are_not_writes() {
     assert_eq!(changed.charts[0]["title"], "Ship");
     assert_eq!(changed.charts[1]["actions"][0]["title"], "more docs");
 }
+
+/// What a host tells a writer rests on `lost_writes`: the writes a merge took in that the session
+/// does not hold afterwards (each lost to a later write), and no write that landed.
+#[test]
+fn a_write_that_lost_to_a_later_one_is_reported_lost_and_one_that_landed_is_not() {
+    use mia_narrative_session::merge::{apply_patch, lost_writes, settle_update};
+    use mia_narrative_session::update::parse_update;
+    let mut session = base();
+    apply_update(
+        &mut session,
+        r#"{"memory":{"goal":"later"},
+            "activeCharts":[{"id":"c1","title":"Later","actions":[{"id":"a1","title":"later"}]}],
+            "conversationHistory":[{"id":"e1","role":"user","content":"theirs, the longer one","timestamp":"2026-01-01T00:00:01.000Z"}]}"#,
+        1_800_000_010_000,
+    );
+    // Made on a copy that had not seen those writes yet (another instance's), with a clock before
+    // theirs, and merged into the session only now.
+    let mut clock = HybridClock::with_wall_clock("b", || 1_800_000_000_000);
+    let patch = parse_update(
+        r#"{"universeFocus":"story","memory":{"goal":"earlier","fresh":1},
+            "activeCharts":[{"id":"c1","title":"Earlier","actions":[{"id":"a1","title":"earlier"}]}],
+            "conversationHistory":[{"id":"e1","role":"user","content":"mine","timestamp":"2026-01-01T00:00:01.000Z"},
+                                   {"id":"e2","role":"user","content":"new","timestamp":"2026-01-01T00:00:02.000Z"}]}"#,
+    )
+    .unwrap()
+    .into_patch(&mut clock)
+    .unwrap();
+    let settled = settle_update(&base(), patch).unwrap();
+    apply_patch(&mut session, &settled).unwrap();
+    let mut lost = lost_writes(&session, &settled).unwrap();
+    lost.sort();
+    assert_eq!(
+        lost,
+        [
+            "activeCharts.c1.actions.a1.title",
+            "activeCharts.c1.title",
+            "conversationHistory.e1",
+            "memory.goal"
+        ]
+    );
+    assert_eq!(
+        session.conversation_history[0].content,
+        "theirs, the longer one"
+    );
+    assert_eq!(session.memory["fresh"], 1);
+    assert_eq!(session.universe_focus, UniverseFocus::Story);
+}
+
+/// Long lists take the indexed paths of the union (more than a few items at once): each id is
+/// kept once, the copy with the larger text wins, and the list stays in time order.
+#[test]
+fn long_lists_union_by_id_with_the_larger_copy_winning() {
+    let entry = |n: usize, version: u8| ConversationEntry {
+        id: format!("e{n:03}"),
+        role: Role::User,
+        content: format!("v{version} {n}"),
+        universe: None,
+        timestamp: format!("2026-01-01T{:02}:{:02}:00.000Z", n / 60, n % 60),
+        trace_id: None,
+        extra: Map::new(),
+    };
+    let version_in_b = |n: usize| if (200..250).contains(&n) { 2 } else { 1 };
+    let mut a = base();
+    a.conversation_history = (0..300).map(|n| entry(n, 1)).collect();
+    let mut b = base();
+    b.conversation_history = (150..450).map(|n| entry(n, version_in_b(n))).collect();
+    let want: Vec<ConversationEntry> = (0..450).map(|n| entry(n, version_in_b(n))).collect();
+    assert_eq!(merge(&a, &b).conversation_history, want);
+    assert_eq!(merge(&b, &a).conversation_history, want);
+
+    // Into a long history, an update of 20: 10 newer copies of kept entries, 10 new ones.
+    let mut session = a.clone();
+    let update: Vec<String> = (290..310)
+        .map(|n| {
+            let e = entry(n, 2);
+            format!(
+                r#"{{"id":"{}","role":"user","content":"{}","timestamp":"{}"}}"#,
+                e.id, e.content, e.timestamp
+            )
+        })
+        .collect();
+    let (paths, _) = apply_update(
+        &mut session,
+        &format!(r#"{{"conversationHistory":[{}]}}"#, update.join(",")),
+        1_800_000_000_000,
+    );
+    assert_eq!(paths.len(), 20);
+    let want: Vec<ConversationEntry> = (0..310)
+        .map(|n| entry(n, if n >= 290 { 2 } else { 1 }))
+        .collect();
+    assert_eq!(session.conversation_history, want);
+}
+
+#[test]
+fn of_two_copies_of_one_id_in_one_update_the_larger_is_kept() {
+    for (first, second) in [("v1", "v2"), ("v2", "v1")] {
+        let mut session = base();
+        let update = format!(
+            r#"{{"conversationHistory":[
+                {{"id":"d","role":"user","content":"{first}","timestamp":"2026-01-01T00:00:01.000Z"}},
+                {{"id":"d","role":"user","content":"{second}","timestamp":"2026-01-01T00:00:01.000Z"}}]}}"#
+        );
+        apply_update(&mut session, &update, 1_800_000_000_000);
+        let contents: Vec<&str> = session
+            .conversation_history
+            .iter()
+            .map(|e| e.content.as_str())
+            .collect();
+        assert_eq!(contents, ["v2"]);
+    }
+}
+
+/// A history out of time order (a file edited by hand) comes out sorted from a merge that
+/// interleaves many entries with it.
+#[test]
+fn a_history_out_of_order_comes_out_of_a_long_merge_sorted() {
+    let line = |n: usize| {
+        format!(
+            r#"{{"id":"e{n:03}","role":"user","content":"c","timestamp":"2026-01-01T00:{:02}:{:02}.000Z"}}"#,
+            n / 60,
+            n % 60
+        )
+    };
+    let mut session = base();
+    let odd: Vec<String> = (0..40).filter(|n| n % 2 == 1).map(line).collect();
+    apply_update(
+        &mut session,
+        &format!(r#"{{"conversationHistory":[{}]}}"#, odd.join(",")),
+        1_800_000_000_000,
+    );
+    session.conversation_history.swap(0, 19);
+    let even: Vec<String> = (0..40).filter(|n| n % 2 == 0).map(line).collect();
+    apply_update(
+        &mut session,
+        &format!(r#"{{"conversationHistory":[{}]}}"#, even.join(",")),
+        1_800_000_001_000,
+    );
+    let ids: Vec<String> = session
+        .conversation_history
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    let want: Vec<String> = (0..40).map(|n| format!("e{n:03}")).collect();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn of_two_copies_of_a_beat_the_larger_text_wins_whichever_side_it_is_on() {
+    let with_beat = |description: &str| {
+        let mut s = base();
+        s.story_beats = vec![StoryBeat {
+            id: "b1".into(),
+            description: description.into(),
+            kind: "turn".into(),
+            universe_annotations: None,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            extra: Map::new(),
+        }];
+        s
+    };
+    let (small, large) = (with_beat("alpha"), with_beat("beta"));
+    assert_eq!(merge(&small, &large).story_beats[0].description, "beta");
+    assert_eq!(merge(&large, &small).story_beats[0].description, "beta");
+}
