@@ -50,7 +50,7 @@ targets_for() {
     src/store/file.rs) echo lib file_backend file_guards special_files damaged_files cleanup ;;
     src/clock.rs) echo lib clock clock_values clock_skew ;;
     src/merge.rs) echo lib merge_laws ;;
-    src/store/disk.rs) echo lib file_backend faults power_loss special_files ;;
+    src/store/disk.rs) echo lib file_backend faults special_files disk_full cleanup ;;
     src/paths.rs) echo lib file_backend cleanup ;;
     src/cleanup.rs) echo lib cleanup ;;
     *)

@@ -208,3 +208,47 @@ async fn close_on_a_nearly_full_disk_writes_what_fits_and_says_what_it_could_not
     assert!(!recovered);
     assert!(has(&on_disk, 100) && has(&on_disk, 19));
 }
+
+/// The journal's length, if there is one.
+fn journal_len(dir: &Path) -> Option<u64> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".journal"))
+        .map(|e| e.metadata().unwrap().len())
+}
+
+/// An append that runs out of room part-way through a record is cut back: the journal ends on a
+/// record boundary, as it did before, and nothing follows half a record.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_that_runs_out_of_room_leaves_the_journal_as_it_was() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    let dir = disk.dir();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
+    store
+        .merge(USER, WORKSPACE, &entry(0, 1_000), None, DURABLE)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let store = SessionStore::open(quiet_options(&dir)).await.unwrap();
+    store
+        .merge(USER, WORKSPACE, &entry(1, 1_000), None, DURABLE)
+        .await
+        .unwrap();
+    let before = journal_len(&dir).expect("the second merge was appended");
+    // Room for a few pages of a record of about 200 KB.
+    disk.fill_leaving(16_384);
+    let err = store
+        .merge(USER, WORKSPACE, &entry(2, 200_000), None, DURABLE)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io, "{err:?}");
+    assert_eq!(journal_len(&dir), Some(before), "cut back to where it was");
+    disk.make_room();
+    store.close().await.unwrap();
+    let (on_disk, recovered) = stored(&dir).await;
+    assert!(!recovered);
+    assert!(has(&on_disk, 0) && has(&on_disk, 1) && has(&on_disk, 2));
+}
