@@ -1516,3 +1516,71 @@ fn of_two_copies_of_a_beat_the_larger_text_wins_whichever_side_it_is_on() {
     assert_eq!(merge(&small, &large).story_beats[0].description, "beta");
     assert_eq!(merge(&large, &small).story_beats[0].description, "beta");
 }
+
+/// `-0.0` and `0.0` are equal values, so they must rank as one text among tied clocks; else the
+/// result of merging three copies depends on their grouping.
+#[test]
+fn minus_zero_ranks_as_zero_among_tied_clocks() {
+    let clock = Hlc {
+        millis: 10,
+        counter: 0,
+        node: "n1".into(),
+    };
+    let with_x = |x: Value| {
+        let mut s = base();
+        s.memory.insert("x".into(), x);
+        s.versions.insert("memory.x".into(), clock.clone());
+        s
+    };
+    let (minus_zero, minus_one, zero) = (
+        with_x(serde_json::json!(-0.0)),
+        with_x(Value::from(-1)),
+        with_x(serde_json::json!(0.0)),
+    );
+    let left = merge(&merge(&minus_zero, &zero), &minus_one);
+    let right = merge(&minus_zero, &merge(&zero, &minus_one));
+    assert_eq!(left.memory["x"], right.memory["x"]);
+    assert_eq!(left.memory["x"], serde_json::json!(0.0));
+}
+
+/// A session's list index notices a list changed without it (its length differs) and is rebuilt
+/// before the next merge uses it.
+#[test]
+fn the_list_index_is_rebuilt_when_its_list_was_changed_without_it() {
+    use mia_narrative_session::merge::{apply_patch_indexed, SessionIndex};
+    use mia_narrative_session::update::parse_update;
+    let mut session = base();
+    let mut index = SessionIndex::default();
+    let mut merge_in = |session: &mut NarrativeSession, update: &str, millis: u64| {
+        let mut clock = HybridClock::with_wall_clock("a", move || millis);
+        let patch = parse_update(update)
+            .unwrap()
+            .into_patch(&mut clock)
+            .unwrap();
+        apply_patch_indexed(session, &patch, &mut index).unwrap()
+    };
+    let line = |id: &str, content: &str, second: u32| {
+        format!(
+            r#"{{"id":"{id}","role":"user","content":"{content}","timestamp":"2026-01-01T00:00:{second:02}.000Z"}}"#
+        )
+    };
+    let three = [line("e1", "a", 1), line("e2", "a", 2), line("e3", "a", 3)].join(",");
+    merge_in(
+        &mut session,
+        &format!(r#"{{"conversationHistory":[{three}]}}"#),
+        1_800_000_000_000,
+    );
+    session.conversation_history.remove(0);
+    let changes = merge_in(
+        &mut session,
+        &format!(r#"{{"conversationHistory":[{}]}}"#, line("e3", "b", 3)),
+        1_800_000_001_000,
+    );
+    assert_eq!(changes.paths, ["conversationHistory.e3"]);
+    let contents: Vec<(&str, &str)> = session
+        .conversation_history
+        .iter()
+        .map(|e| (e.id.as_str(), e.content.as_str()))
+        .collect();
+    assert_eq!(contents, [("e2", "a"), ("e3", "b")]);
+}
