@@ -470,3 +470,71 @@ fn only_session_files_are_listed_as_stems() {
     fs::write(backend.dir().join("notes.json"), b"{}").unwrap();
     assert_eq!(backend.stems().unwrap(), [stem]);
 }
+
+/// Journals kept open between appends are capped (128), so that a host appending to thousands of
+/// sessions does not run out of file descriptors.
+#[cfg(target_os = "linux")]
+#[test]
+fn journals_kept_open_between_appends_are_capped() {
+    let (dir, backend) = backend();
+    let open_journals_here = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| {
+                target.starts_with(dir.path()) && target.to_string_lossy().ends_with(".journal")
+            })
+            .count()
+    };
+    for n in 0..300 {
+        let stem = SessionKey::new(&format!("user-{n}"), "/w")
+            .unwrap()
+            .file_stem();
+        append(
+            &backend,
+            &stem,
+            b"not a record, as far as the journal's file is concerned",
+        );
+    }
+    let open = open_journals_here();
+    assert!((1..=128).contains(&open), "{open} journals open");
+}
+
+#[test]
+fn a_missing_main_file_is_read_from_the_backup_and_says_so() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "first");
+    write(&backend, &key, "second");
+    fs::remove_file(backend.session_path(&stem)).unwrap();
+    let lock = backend.lock(&stem).unwrap();
+    let outcome = backend.read(&stem, Some(&key), &lock).unwrap();
+    assert!(outcome.recovered, "the main file was gone");
+    assert_eq!(goal_of(&outcome.session.unwrap()), "first");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("sessions");
+    fs::write(&file, b"not a directory").unwrap();
+    let err = FileBackend::open(&file).unwrap_err();
+    assert_eq!(err.code, mia_narrative_session::error::ErrorCode::Io);
+    assert_eq!(
+        err.message,
+        format!("{} exists and is not a directory", file.display())
+    );
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        b"not a directory",
+        "left as it was"
+    );
+}
+
+#[test]
+fn a_journal_may_hold_four_sessions_and_a_mebibyte_before_a_read_refuses_it() {
+    use mia_narrative_session::store::file::ReadLimits;
+    let limits = ReadLimits::for_sessions_of(1000);
+    assert_eq!((limits.snapshot, limits.journal), (1000, 4000 + (1 << 20)));
+}
