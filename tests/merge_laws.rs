@@ -1584,3 +1584,30 @@ fn the_list_index_is_rebuilt_when_its_list_was_changed_without_it() {
         .collect();
     assert_eq!(contents, [("e2", "a"), ("e3", "b")]);
 }
+
+/// Of two copies of one entry in one update, one is kept: the update's write of that entry landed,
+/// and is not reported lost, whichever copy came first.
+#[test]
+fn two_copies_of_one_entry_in_one_update_are_not_reported_lost() {
+    use mia_narrative_session::merge::{apply_patch, lost_writes, settle_update};
+    use mia_narrative_session::update::parse_update;
+    for (first, second) in [("v1", "v2"), ("v2", "v1")] {
+        let mut session = base();
+        let mut clock = HybridClock::with_wall_clock("a", || 1_800_000_000_000);
+        let update = format!(
+            r#"{{"conversationHistory":[
+                {{"id":"d","role":"user","content":"{first}","timestamp":"2026-01-01T00:00:01.000Z"}},
+                {{"id":"d","role":"user","content":"{second}","timestamp":"2026-01-01T00:00:01.000Z"}}]}}"#
+        );
+        let patch = parse_update(&update)
+            .unwrap()
+            .into_patch(&mut clock)
+            .unwrap();
+        let settled = settle_update(&session, patch).unwrap();
+        apply_patch(&mut session, &settled).unwrap();
+        assert_eq!(
+            lost_writes(&session, &settled).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+}
