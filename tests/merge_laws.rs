@@ -1611,3 +1611,25 @@ fn two_copies_of_one_entry_in_one_update_are_not_reported_lost() {
         );
     }
 }
+
+/// Two texts of one entry (the same entry written differently): the merged text keeps the larger,
+/// as strings compare (here the compact one: `"` sorts after a newline).
+#[test]
+fn of_two_texts_of_one_entry_the_larger_is_kept() {
+    let mut session = base();
+    session.conversation_history = vec![ConversationEntry {
+        id: "e1".into(),
+        role: Role::User,
+        content: "hello".into(),
+        universe: None,
+        timestamp: "2026-01-01T00:00:01.000Z".into(),
+        trace_id: None,
+        extra: Map::new(),
+    }];
+    let (compact, spaced) = (text_of(&session), respelled(&session));
+    let spaced_entry = entry_texts(std::str::from_utf8(&spaced).unwrap());
+    let compact_entry = entry_texts(std::str::from_utf8(&compact).unwrap());
+    assert!(compact_entry[0] > spaced_entry[0]);
+    assert_eq!(entry_texts(&merge_texts(&compact, &spaced)), compact_entry);
+    assert_eq!(entry_texts(&merge_texts(&spaced, &compact)), compact_entry);
+}
