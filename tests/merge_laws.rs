@@ -1464,8 +1464,8 @@ fn of_two_copies_of_one_id_in_one_update_the_larger_is_kept() {
     }
 }
 
-/// A history out of time order (a file edited by hand) comes out sorted from a merge that
-/// interleaves many entries with it.
+/// A history out of time order (a file edited by hand; here reversed) comes out sorted from a
+/// merge that interleaves many entries with it.
 #[test]
 fn a_history_out_of_order_comes_out_of_a_long_merge_sorted() {
     let line = |n: usize| {
@@ -1482,7 +1482,7 @@ fn a_history_out_of_order_comes_out_of_a_long_merge_sorted() {
         &format!(r#"{{"conversationHistory":[{}]}}"#, odd.join(",")),
         1_800_000_000_000,
     );
-    session.conversation_history.swap(0, 19);
+    session.conversation_history.reverse();
     let even: Vec<String> = (0..40).filter(|n| n % 2 == 0).map(line).collect();
     apply_update(
         &mut session,
