@@ -103,3 +103,67 @@ async fn the_check_finds_a_lost_acknowledged_write() {
     .await;
     assert!(wrong.iter().any(|w| w.contains("is missing")), "{wrong:?}");
 }
+
+/// A snapshot or journal the disk cannot read (`EIO`) is an error, not damage: the read fails with
+/// `EIO`, the files stay where they are, whole, and once the disk reads again all is there.
+#[test]
+fn files_that_cannot_be_read_fail_the_read_and_stay_in_place() {
+    use mia_narrative_session::error::ErrorCode;
+    use mia_narrative_session::journal;
+    use mia_narrative_session::merge::SessionPatch;
+    use mia_narrative_session::model::NarrativeSession;
+    use mia_narrative_session::paths::SessionKey;
+    use mia_narrative_session::store::file::{FileBackend, ReadLimits};
+    use support::fault_disk::Op;
+
+    let (_root, dir) = fresh_dir();
+    let faults = Faults::default();
+    let backend = FileBackend::open_on(
+        &dir,
+        Arc::new(FaultDisk::new(faults.clone())),
+        ReadLimits::for_sessions_of(1 << 20),
+    )
+    .unwrap();
+    let key = SessionKey::new("alice", "/w").unwrap();
+    let stem = key.file_stem();
+    let session = NarrativeSession::new(
+        key.session_id(),
+        "alice".into(),
+        "/w".into(),
+        "2026-01-01T00:00:00.000Z".into(),
+    );
+    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let lock = backend.lock(&stem).unwrap();
+    let snapshot = serde_json::to_vec(&session).unwrap();
+    backend.write(&stem, &snapshot, &lock).unwrap();
+    let len = backend.append_journal(&stem, &record, &lock).unwrap().len;
+
+    faults.fail_every(&[Op::Read], libc::EIO);
+    let err = backend.read(&stem, Some(&key), &lock).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io, "{err:?}");
+    let err = backend.read_journal(&stem, 0, &lock).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io, "{err:?}");
+    assert_eq!(
+        std::fs::read(backend.session_path(&stem)).unwrap(),
+        snapshot
+    );
+    assert_eq!(
+        backend.journal_size(&stem),
+        Some(len),
+        "left in place, whole"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+
+    faults.heal();
+    assert_eq!(
+        backend.read(&stem, Some(&key), &lock).unwrap().session,
+        Some(session)
+    );
+    let read = backend.read_journal(&stem, 0, &lock).unwrap();
+    assert!(!read.recovered);
+    assert_eq!(read.patches.len(), 1);
+}

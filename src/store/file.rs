@@ -561,11 +561,6 @@ impl FileBackend {
         self.limits.journal
     }
 
-    /// The journal's length, 0 when there is none.
-    pub fn journal_len(&self, stem: &str) -> u64 {
-        self.journal_size(stem).unwrap_or(0)
-    }
-
     /// The journal's length, or None when there is no journal file.
     pub fn journal_size(&self, stem: &str) -> Option<u64> {
         self.journal_stamp(stem).map(|s| s.len)
