@@ -538,3 +538,27 @@ fn a_journal_may_hold_four_sessions_and_a_mebibyte_before_a_read_refuses_it() {
     let limits = ReadLimits::for_sessions_of(1000);
     assert_eq!((limits.snapshot, limits.journal), (1000, 4000 + (1 << 20)));
 }
+
+/// A journal past the read limit is refused before a byte is read, with ETOOLARGE, and left as
+/// it is.
+#[test]
+fn a_journal_past_the_read_limit_is_refused_as_too_large_and_left_alone() {
+    use mia_narrative_session::store::disk::RealDisk;
+    use mia_narrative_session::store::file::ReadLimits;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("sessions");
+    let limits = ReadLimits::for_sessions_of(1000);
+    let backend = FileBackend::open_on(&dir, Arc::new(RealDisk), limits).unwrap();
+    let stem = key().file_stem();
+    let journal = dir.join(format!("{stem}.journal"));
+    let too_long = vec![b'x'; limits.journal as usize + 1];
+    fs::write(&journal, &too_long).unwrap();
+    let lock = backend.lock(&stem).unwrap();
+    let err = backend.read_journal(&stem, 0, &lock).unwrap_err();
+    assert_eq!(
+        err.code,
+        mia_narrative_session::error::ErrorCode::TooLarge,
+        "{err:?}"
+    );
+    assert_eq!(fs::metadata(&journal).unwrap().len(), too_long.len() as u64);
+}
