@@ -562,3 +562,33 @@ fn a_journal_past_the_read_limit_is_refused_as_too_large_and_left_alone() {
     );
     assert_eq!(fs::metadata(&journal).unwrap().len(), too_long.len() as u64);
 }
+
+/// A crash during an append leaves half a record at the journal's end: the next read cuts it off,
+/// so that the next append starts on a record boundary, and says where that is.
+#[test]
+fn a_torn_append_is_cut_off_by_the_next_read() {
+    use mia_narrative_session::journal;
+    use mia_narrative_session::merge::SessionPatch;
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    let session: NarrativeSession = serde_json::from_slice(&session_bytes(&key, "goal")).unwrap();
+    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let whole = append(&backend, &stem, &record);
+    let path = backend.dir().join(format!("{stem}.journal"));
+    {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&record[..record.len() / 2]).unwrap();
+    }
+    let lock = backend.lock(&stem).unwrap();
+    let read = backend.read_journal(&stem, 0, &lock).unwrap();
+    assert!(!read.recovered);
+    assert_eq!(read.patches.len(), 1);
+    assert_eq!(read.end(), whole);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        whole,
+        "the torn half is cut off"
+    );
+}
