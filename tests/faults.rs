@@ -167,3 +167,28 @@ fn files_that_cannot_be_read_fail_the_read_and_stay_in_place() {
     assert!(!read.recovered);
     assert_eq!(read.patches.len(), 1);
 }
+
+/// A delete whose removal fails is an error, not a `true`: the session is still there.
+#[test]
+fn a_delete_that_cannot_remove_the_files_says_so() {
+    use mia_narrative_session::error::ErrorCode;
+    use mia_narrative_session::paths::SessionKey;
+    use mia_narrative_session::store::file::{FileBackend, ReadLimits};
+    use support::fault_disk::Op;
+
+    let (_root, dir) = fresh_dir();
+    let faults = Faults::default();
+    let backend = FileBackend::open_on(
+        &dir,
+        Arc::new(FaultDisk::new(faults.clone())),
+        ReadLimits::for_sessions_of(1 << 20),
+    )
+    .unwrap();
+    let stem = SessionKey::new("alice", "/w").unwrap().file_stem();
+    let lock = backend.lock(&stem).unwrap();
+    backend.write(&stem, b"{}", &lock).unwrap();
+    faults.fail_every(&[Op::Remove], libc::EIO);
+    let err = backend.delete(&stem, lock).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Io, "{err:?}");
+    assert!(backend.session_path(&stem).exists());
+}

@@ -592,3 +592,21 @@ fn a_torn_append_is_cut_off_by_the_next_read() {
         "the torn half is cut off"
     );
 }
+
+/// A session's size, as `list()` shows it, is its snapshot and its journal together.
+#[test]
+fn a_summary_counts_the_snapshot_and_the_journal() {
+    use mia_narrative_session::journal;
+    use mia_narrative_session::merge::SessionPatch;
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "goal");
+    let snapshot = fs::metadata(backend.session_path(&stem)).unwrap().len();
+    let session: NarrativeSession = serde_json::from_slice(&session_bytes(&key, "later")).unwrap();
+    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let journal = append(&backend, &stem, &record);
+    let (summary, bytes) = backend.summary(&stem, true).unwrap();
+    assert_eq!(bytes, snapshot + journal);
+    assert_eq!(summary.user_id, key.user_id);
+}
