@@ -9,7 +9,11 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use support::fault_disk::{FaultDisk, Faults};
+use mia_narrative_session::error::ErrorCode;
+use mia_narrative_session::paths::SessionKey;
+use mia_narrative_session::store::file::{FileBackend, ReadLimits};
+use support::fault_disk::{FaultDisk, Faults, Op};
+use support::records::{entry_record, new_session};
 use support::workload::{check, workload};
 
 /// A fresh data dir, on a RAM disk when the machine has one: every run fsyncs, and the point is
@@ -104,35 +108,28 @@ async fn the_check_finds_a_lost_acknowledged_write() {
     assert!(wrong.iter().any(|w| w.contains("is missing")), "{wrong:?}");
 }
 
-/// A snapshot or journal the disk cannot read (`EIO`) is an error, not damage: the read fails with
-/// `EIO`, the files stay where they are, whole, and once the disk reads again all is there.
-#[test]
-fn files_that_cannot_be_read_fail_the_read_and_stay_in_place() {
-    use mia_narrative_session::error::ErrorCode;
-    use mia_narrative_session::journal;
-    use mia_narrative_session::merge::SessionPatch;
-    use mia_narrative_session::model::NarrativeSession;
-    use mia_narrative_session::paths::SessionKey;
-    use mia_narrative_session::store::file::{FileBackend, ReadLimits};
-    use support::fault_disk::Op;
-
-    let (_root, dir) = fresh_dir();
+/// A file backend on `dir` over a disk that fails when the returned faults say.
+fn backend_with_faults(dir: &std::path::Path) -> (FileBackend, Faults) {
     let faults = Faults::default();
     let backend = FileBackend::open_on(
-        &dir,
+        dir,
         Arc::new(FaultDisk::new(faults.clone())),
         ReadLimits::for_sessions_of(1 << 20),
     )
     .unwrap();
+    (backend, faults)
+}
+
+/// A snapshot or journal the disk cannot read (`EIO`) is an error, not damage: the read fails with
+/// `EIO`, the files stay where they are, whole, and once the disk reads again all is there.
+#[test]
+fn files_that_cannot_be_read_fail_the_read_and_stay_in_place() {
+    let (_root, dir) = fresh_dir();
+    let (backend, faults) = backend_with_faults(&dir);
     let key = SessionKey::new("alice", "/w").unwrap();
     let stem = key.file_stem();
-    let session = NarrativeSession::new(
-        key.session_id(),
-        "alice".into(),
-        "/w".into(),
-        "2026-01-01T00:00:00.000Z".into(),
-    );
-    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let session = new_session(&key);
+    let (_, record) = entry_record(&session, "e1");
     let lock = backend.lock(&stem).unwrap();
     let snapshot = serde_json::to_vec(&session).unwrap();
     backend.write(&stem, &snapshot, &lock).unwrap();
@@ -171,19 +168,8 @@ fn files_that_cannot_be_read_fail_the_read_and_stay_in_place() {
 /// A delete whose removal fails is an error, not a `true`: the session is still there.
 #[test]
 fn a_delete_that_cannot_remove_the_files_says_so() {
-    use mia_narrative_session::error::ErrorCode;
-    use mia_narrative_session::paths::SessionKey;
-    use mia_narrative_session::store::file::{FileBackend, ReadLimits};
-    use support::fault_disk::Op;
-
     let (_root, dir) = fresh_dir();
-    let faults = Faults::default();
-    let backend = FileBackend::open_on(
-        &dir,
-        Arc::new(FaultDisk::new(faults.clone())),
-        ReadLimits::for_sessions_of(1 << 20),
-    )
-    .unwrap();
+    let (backend, faults) = backend_with_faults(&dir);
     let stem = SessionKey::new("alice", "/w").unwrap().file_stem();
     let lock = backend.lock(&stem).unwrap();
     backend.write(&stem, b"{}", &lock).unwrap();

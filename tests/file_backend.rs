@@ -1,6 +1,8 @@
 //! The file backend on a real directory (design.md, section 4): atomic writes, the backup, private
 //! permissions, corrupt files moved aside and never deleted, and the per-session lock.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use mia_narrative_session::model::NarrativeSession;
 use mia_narrative_session::paths::SessionKey;
 use mia_narrative_session::store::file::FileBackend;
+use support::records::{entry_record, new_session};
 
 fn key() -> SessionKey {
     SessionKey::new("alice", "/home/alice/proj").unwrap()
@@ -567,13 +570,10 @@ fn a_journal_past_the_read_limit_is_refused_as_too_large_and_left_alone() {
 /// so that the next append starts on a record boundary, and says where that is.
 #[test]
 fn a_torn_append_is_cut_off_by_the_next_read() {
-    use mia_narrative_session::journal;
-    use mia_narrative_session::merge::SessionPatch;
     let (_root, backend) = backend();
     let key = key();
     let stem = key.file_stem();
-    let session: NarrativeSession = serde_json::from_slice(&session_bytes(&key, "goal")).unwrap();
-    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let (_, record) = entry_record(&new_session(&key), "e1");
     let whole = append(&backend, &stem, &record);
     let path = backend.dir().join(format!("{stem}.journal"));
     {
@@ -596,15 +596,12 @@ fn a_torn_append_is_cut_off_by_the_next_read() {
 /// A session's size, as `list()` shows it, is its snapshot and its journal together.
 #[test]
 fn a_summary_counts_the_snapshot_and_the_journal() {
-    use mia_narrative_session::journal;
-    use mia_narrative_session::merge::SessionPatch;
     let (_root, backend) = backend();
     let key = key();
     let stem = key.file_stem();
     write(&backend, &key, "goal");
     let snapshot = fs::metadata(backend.session_path(&stem)).unwrap().len();
-    let session: NarrativeSession = serde_json::from_slice(&session_bytes(&key, "later")).unwrap();
-    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    let (_, record) = entry_record(&new_session(&key), "e1");
     let journal = append(&backend, &stem, &record);
     let (summary, bytes) = backend.summary(&stem, true).unwrap();
     assert_eq!(bytes, snapshot + journal);
