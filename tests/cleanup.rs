@@ -304,6 +304,35 @@ fn remove_if_expired_removes_one_expired_session_and_nothing_else() {
     );
 }
 
+/// A session from a clock that ran ahead counts as updated when its files were last written, and
+/// that includes its journal: one appended to today is kept, though its snapshot is 60 days old.
+#[test]
+fn a_future_updated_at_counts_as_the_time_its_journal_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let p = plant_each_kind(&backend);
+    let session: NarrativeSession =
+        serde_json::from_slice(&fs::read(backend.session_path(&p.future)).unwrap()).unwrap();
+    let record = journal::encode(&SessionPatch::from_session(&session)).unwrap();
+    {
+        let lock = backend.lock(&p.future).unwrap();
+        backend.append_journal(&p.future, &record, &lock).unwrap();
+    }
+    let cutoff = the_cutoff();
+    assert!(!expired(&backend, cutoff, &nothing_in_use)
+        .unwrap()
+        .contains(&p.future));
+    assert!(!remove_if_expired(&backend, &p.future, cutoff, &nothing_in_use).unwrap());
+    assert!(exists(&backend, &p.future));
+
+    // Once the journal too is old, the session goes.
+    set_mtime(
+        &dir.path().join(format!("{}.journal", p.future)),
+        days_ago(60),
+    );
+    assert!(remove_if_expired(&backend, &p.future, cutoff, &nothing_in_use).unwrap());
+}
+
 #[test]
 fn a_session_loaded_during_the_sweep_survives() {
     let dir = tempfile::tempdir().unwrap();

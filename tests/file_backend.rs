@@ -607,3 +607,80 @@ fn a_summary_counts_the_snapshot_and_the_journal() {
     assert_eq!(bytes, snapshot + journal);
     assert_eq!(summary.user_id, key.user_id);
 }
+
+/// A compaction in the background: the snapshot is prepared without the lock, then installed under
+/// it. The journal keeps only what was appended after the part the snapshot covers, and the stamp
+/// returned is that of the journal left (none when nothing was left).
+#[test]
+fn an_installed_snapshot_keeps_the_journals_uncovered_tail() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "before");
+    let covered = append(&backend, &stem, b"covered.");
+    let prepared = backend
+        .prepare_snapshot(&stem, &session_bytes(&key, "compacted"), true)
+        .unwrap();
+    assert_eq!(prepared.size(), session_bytes(&key, "compacted").len());
+    append(&backend, &stem, b"tail.");
+
+    let lock = backend.lock(&stem).unwrap();
+    let stamp = backend
+        .install_snapshot(&stem, prepared, covered, &lock)
+        .unwrap();
+    let journal = backend.dir().join(format!("{stem}.journal"));
+    assert_eq!(fs::read(&journal).unwrap(), b"tail.");
+    assert_eq!(stamp, backend.journal_stamp(&stem));
+    assert_eq!(stamp.map(|s| s.len), Some(5));
+    let read = backend
+        .read(&stem, Some(&key), &lock)
+        .unwrap()
+        .session
+        .unwrap();
+    assert_eq!(goal_of(&read), "compacted");
+    drop(lock);
+    assert!(names_without_temp_files(backend.dir())
+        .iter()
+        .any(|n| n.ends_with(".json.bak")));
+}
+
+/// A session with no journal at all (another process removed it, or it never had one) takes the
+/// snapshot all the same, and is left with no journal.
+#[test]
+fn a_snapshot_installed_where_no_journal_is_left_leaves_none() {
+    let (_root, backend) = backend();
+    let key = key();
+    let stem = key.file_stem();
+    write(&backend, &key, "before");
+    let prepared = backend
+        .prepare_snapshot(&stem, &session_bytes(&key, "compacted"), true)
+        .unwrap();
+    let lock = backend.lock(&stem).unwrap();
+    assert_eq!(
+        backend.install_snapshot(&stem, prepared, 0, &lock).unwrap(),
+        None
+    );
+    assert_eq!(backend.journal_stamp(&stem), None);
+    let read = backend
+        .read(&stem, Some(&key), &lock)
+        .unwrap()
+        .session
+        .unwrap();
+    assert_eq!(goal_of(&read), "compacted");
+
+    // And the same when the whole journal was covered.
+    let covered = backend
+        .append_journal(&stem, b"covered.", &lock)
+        .unwrap()
+        .len;
+    let prepared = backend
+        .prepare_snapshot(&stem, &session_bytes(&key, "again"), true)
+        .unwrap();
+    assert_eq!(
+        backend
+            .install_snapshot(&stem, prepared, covered, &lock)
+            .unwrap(),
+        None
+    );
+    assert!(!backend.dir().join(format!("{stem}.journal")).exists());
+}

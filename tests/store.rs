@@ -490,6 +490,66 @@ async fn an_update_that_would_pass_the_size_limit_is_refused_with_etoolarge() {
     store.close().await.unwrap();
 }
 
+/// The store's estimate of a session's size decides whether a merge near the limit is made on a
+/// copy. A compaction in the background sets it from the snapshot it wrote: right after one, an
+/// update that would pass the limit is still refused, and the session stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_past_the_size_limit_right_after_a_compaction_is_refused() {
+    const MAX: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = quiet_options(dir.path());
+    options.max_session_bytes = MAX;
+    let store = SessionStore::open(options).await.unwrap();
+    store.load(USER, WORKSPACE).await.unwrap();
+    merge(&store, json!({"memory": {"base": "b".repeat(890_000)}})).await;
+    store.save(USER, WORKSPACE).await.unwrap();
+    let durable = MergeMode {
+        with_session: false,
+        durable: true,
+    };
+    let journal = session_file(dir.path()).with_extension("journal");
+    let len = |path: &Path| fs::metadata(path).map_or(0, |m| m.len());
+    // Durable merges that replace one 150 KB value: the session stays near 1 MB while its
+    // journal grows, until the journal outgrows the snapshot and a compaction is due.
+    let mut last = String::new();
+    for n in 0..20 {
+        last = format!("{n}").repeat(150_000 / format!("{n}").len());
+        let update = json!({"memory": {"churn": last}}).to_string();
+        store
+            .merge(USER, WORKSPACE, &update, None, durable)
+            .await
+            .unwrap();
+        if len(&journal) > len(&session_file(dir.path())) {
+            break;
+        }
+    }
+    let compacted = eventually(Duration::from_secs(10), async || {
+        let snapshot: NarrativeSession =
+            serde_json::from_slice(&fs::read(session_file(dir.path())).unwrap()).unwrap();
+        snapshot.memory.get("churn").and_then(Value::as_str) == Some(last.as_str())
+            && !journal.exists()
+    })
+    .await;
+    assert!(compacted, "the compaction folded in every merge");
+    let size = len(&session_file(dir.path())) as usize;
+    assert!(size < MAX && size + 12_000 > MAX, "{size}");
+
+    let before = current(&store).await;
+    let err = store
+        .merge(
+            USER,
+            WORKSPACE,
+            &json!({"memory": {"extra": "e".repeat(12_000)}}).to_string(),
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    assert_eq!(current(&store).await, before, "nothing changed");
+    store.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn after_close_every_call_fails_with_eclosed_and_dirty_work_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();

@@ -191,13 +191,9 @@ struct SnapshotHead {
 pub struct PreparedSnapshot(PathBuf, usize);
 
 impl PreparedSnapshot {
-    /// The snapshot's size.
-    pub fn len(&self) -> usize {
+    /// The snapshot's size in bytes.
+    pub fn size(&self) -> usize {
         self.1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.1 == 0
     }
 }
 

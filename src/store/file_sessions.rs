@@ -632,7 +632,7 @@ impl SessionStore {
             let _writer = self.inner.writers.acquire().await;
             blocking(move || files.prepare_snapshot(&stem, &text, canonical)).await?
         };
-        let size = prepared.len();
+        let size = prepared.size();
 
         let mut state = no_commit_in_flight(slot, slot.state.lock().await).await;
         let Some(live) = state.as_mut() else {
