@@ -406,21 +406,19 @@ impl SessionStore {
         let mut live = lock(&self.inner.live).clone();
         let mut out = Vec::with_capacity(stored.len());
         for (stem, s, bytes) in stored {
-            let mut summary = SessionSummary::stored(s, bytes);
-            // A loaded session's memory copy is newer than its file.
-            if let Some(slot) = live.remove(&stem) {
-                summary = summary.loaded(false);
-                if let Ok(state) = slot.state.try_lock() {
-                    // (A session held only as its stored text is what the file holds.)
-                    if let Some(l) = state.as_ref() {
-                        if let Some(session) = l.parsed() {
-                            summary = SessionSummary::stored(StoredSummary::of(session), bytes);
-                        }
-                        summary = summary.loaded(l.is_dirty());
-                    }
-                }
-            }
-            out.push(summary);
+            let Some(slot) = live.remove(&stem) else {
+                out.push(SessionSummary::stored(s, bytes));
+                continue;
+            };
+            // A loaded session's memory copy is newer than its file. (One held only as its stored
+            // text is what the file holds; one busy in a call right now is listed from the file.)
+            let state = slot.state.try_lock().ok();
+            let held = state.as_ref().and_then(|state| state.as_ref());
+            let summary = match held.and_then(Live::parsed) {
+                Some(session) => SessionSummary::stored(StoredSummary::of(session), bytes),
+                None => SessionSummary::stored(s, bytes),
+            };
+            out.push(summary.loaded(held.is_some_and(Live::is_dirty)));
         }
         // A session created by a load here and not saved yet has no file: it is listed from memory.
         // (One busy in a call right now is left out; its next save stores it.)
