@@ -486,6 +486,8 @@ describe('NarrativeSessionStore.open options', () => {
     ['a negative cleanupIntervalMs', { cleanupIntervalMs: -1 }],
     ['a negative unloadAfterMs', { unloadAfterMs: -1 }],
     ['a string unloadAfterMs', { unloadAfterMs: '10m' }],
+    ['a negative foldAfterMs', { foldAfterMs: -1 }],
+    ['a string foldAfterMs', { foldAfterMs: '2s' }],
     ['a zero maxSessionBytes', { maxSessionBytes: 0 }],
     ['a negative maxSessionBytes', { maxSessionBytes: -100 }],
     ['an unknown option', { ttlDay: 5 }],

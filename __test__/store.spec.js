@@ -716,6 +716,25 @@ describe('save, delete and list', () => {
   });
 });
 
+describe('small sessions held as text between calls (foldAfterMs)', () => {
+  test('a session held as text after every call loads, merges, lists and restores whole', async () => {
+    const dataDir = newDataDir();
+    const store = await box.open(dataDir, { foldAfterMs: 0 });
+    await store.merge('alice', '/proj', richUpdate());
+    expectRestored((await store.load('alice', '/proj')).session, richUpdate());
+    const { changes } = await store.merge('alice', '/proj', { memory: { lastFile: 'b.ts' }, conversationHistory: [{ id: 'late', role: 'user', content: 'again' }] });
+    expect(changes).toEqual(expect.arrayContaining(['memory.lastFile', 'conversationHistory.late']));
+    const [summary] = await store.list();
+    expect(summary).toMatchObject({ userId: 'alice', loaded: true, dirty: true, entries: richUpdate().conversationHistory.length + 1 });
+    await store.close();
+
+    const reopened = await box.open(dataDir, { foldAfterMs: 0 });
+    const { session } = await reopened.load('alice', '/proj');
+    expect(session.memory.lastFile).toBe('b.ts');
+    expect(session.conversationHistory.map((e) => e.id)).toContain('late');
+  });
+});
+
 describe('mergeSessions', () => {
   /** Two server stores on one dir that both loaded a session, then diverged before either saved. */
   async function divergedCopies() {

@@ -25,8 +25,8 @@ use crate::paths::{default_data_dir, normalize_workspace};
 use crate::store::redis::{RedisConfig, MAX_WAIT_REPLICAS, MAX_WAIT_TIMEOUT};
 use crate::store::{
     BackendChoice, MergeEvent, MergeMode, SessionStore, StoreOptions, DEFAULT_AUTOSAVE_INTERVAL,
-    DEFAULT_CLEANUP_INTERVAL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, DEFAULT_TTL_DAYS,
-    DEFAULT_UNLOAD_AFTER,
+    DEFAULT_CLEANUP_INTERVAL, DEFAULT_FOLD_AFTER, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES,
+    DEFAULT_TTL_DAYS, DEFAULT_UNLOAD_AFTER,
 };
 use crate::text::Text;
 
@@ -954,6 +954,7 @@ struct OpenOptionsJson {
     autosave_interval_ms: Option<f64>,
     cleanup_interval_ms: Option<f64>,
     unload_after_ms: Option<f64>,
+    fold_after_ms: Option<f64>,
     max_session_bytes: Option<f64>,
     list_index: Option<bool>,
 }
@@ -1006,6 +1007,7 @@ fn open_options(text: Option<&str>) -> Outcome<StoreOptions> {
     )?;
     options.unload_after =
         duration_ms("unloadAfterMs", input.unload_after_ms, DEFAULT_UNLOAD_AFTER)?;
+    options.fold_after = duration_ms("foldAfterMs", input.fold_after_ms, DEFAULT_FOLD_AFTER)?;
     options.list_index = input.list_index.unwrap_or(true);
     if let Some(max) = input.max_session_bytes {
         if !(max.is_finite() && max >= 1.0 && max <= (1u64 << 40) as f64) {

@@ -202,6 +202,104 @@ async fn a_new_store_on_the_same_directory_restores_everything_after_close() {
     reopened.close().await.unwrap();
 }
 
+/// A small session is held as its JSON text between calls and parsed again by the next call that
+/// needs it; a large one stays parsed. Both must hold the same thing after the same calls: two
+/// sessions, one padded past the size that is held as text, take the same updates, and after each
+/// their JSON differs only in the padding, their ids and their clocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_session_held_as_text_between_calls_holds_what_a_parsed_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (small, large) = ("small-user", "large-user");
+    let pad = json!({"memory": {"pad": "p".repeat(40_000)}});
+    store
+        .merge(large, WORKSPACE, &pad.to_string(), None, Default::default())
+        .await
+        .unwrap();
+    let updates = [
+        json!({"universeFocus": "story", "memory": {"goal": "ship", "nested": {"n": [1, 2.5, null]}},
+               "config": {"theme": "dark"}, "storyPosition": {"arc": "setup", "beat": 2, "phase": "rising"},
+               "activeCharts": [{"id": "c1", "title": "Launch", "desiredOutcome": "live",
+                                 "currentReality": "draft", "colour": "teal",
+                                 "actions": [{"id": "a1", "title": "write", "order": 2, "effort": "S"}]}],
+               "storyBeats": [{"id": "b1", "description": "first", "type": "commit", "sha": "abc",
+                               "universeAnnotations": {"engineer": "e", "mood": "calm"}}],
+               "conversationHistory": [{"id": "e2", "role": "user", "content": "second",
+                                        "timestamp": "2026-01-01T00:00:02.000Z"}]}),
+        json!({"memory": {"goal": null, "nested": {"n": [3]}},
+               "conversationHistory": [{"id": "e1", "role": "user", "content": "first",
+                                        "timestamp": "2026-01-01T00:00:01.000Z"}]}),
+        json!({"activeCharts": [{"id": "c1", "actions": [{"id": "a1", "completed": true,
+                                                          "completedAt": "2026-01-02T00:00:00.000Z"},
+                                                         {"id": "a0", "title": "plan", "order": 1}]}]}),
+        json!({"universeFocus": "engineer", "config": {"theme": null, "fontSize": 14}}),
+    ];
+    // Without the padding, the ids, and the times and clocks each merge stamps.
+    fn without_stamps(value: &mut Value) {
+        if let Some(object) = value.as_object_mut() {
+            object.remove("createdAt");
+            object.remove("updatedAt");
+        }
+        match value {
+            Value::Object(object) => object.values_mut().for_each(without_stamps),
+            Value::Array(items) => items.iter_mut().for_each(without_stamps),
+            _ => {}
+        }
+    }
+    let comparable = |text: &str| {
+        let mut value: Value = serde_json::from_str(text).unwrap();
+        let object = value.as_object_mut().unwrap();
+        for field in ["id", "userId", "versions"] {
+            object.remove(field);
+        }
+        object["memory"].as_object_mut().unwrap().remove("pad");
+        without_stamps(&mut value);
+        value
+    };
+    for update in &updates {
+        for user in [small, large] {
+            store
+                .merge(
+                    user,
+                    WORKSPACE,
+                    &update.to_string(),
+                    None,
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // A read in between: the text of a session held as text is what the load sends.
+        let small_text = store.load(small, WORKSPACE).await.unwrap().session_json;
+        let large_text = store.load(large, WORKSPACE).await.unwrap().session_json;
+        assert_eq!(
+            comparable(&small_text),
+            comparable(&large_text),
+            "after {update}"
+        );
+    }
+    let last = comparable(&store.load(small, WORKSPACE).await.unwrap().session_json);
+    assert_eq!(last["activeCharts"][0]["colour"], "teal");
+    assert_eq!(last["storyBeats"][0]["universeAnnotations"]["mood"], "calm");
+    assert_eq!(last["memory"], json!({"nested": {"n": [3]}}));
+    assert_eq!(last["config"], json!({"fontSize": 14}));
+
+    // What list() shows of each (neither has been written yet) is what the session holds.
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    for summary in &listed {
+        assert_eq!((summary.charts, summary.beats, summary.entries), (1, 1, 2));
+    }
+    store.close().await.unwrap();
+
+    // And what was written is the same.
+    let reopened = open(dir.path()).await;
+    let small_text = reopened.load(small, WORKSPACE).await.unwrap().session_json;
+    let large_text = reopened.load(large, WORKSPACE).await.unwrap().session_json;
+    assert_eq!(comparable(&small_text), comparable(&large_text));
+    reopened.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn save_writes_only_when_there_is_something_to_write() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,10 +1,11 @@
-//! What a store does on its own: autosave, the TTL sweep, unloading idle sessions, and watching for
-//! changes other processes make (file events, or Redis's notifications).
+//! What a store does on its own: autosave, the TTL sweep, unloading idle sessions (and holding
+//! small idle ones as text), and watching for changes other processes make (file events, or
+//! Redis's notifications).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{free_off_thread, watcher, SessionStore};
+use super::{free_off_thread, watcher, SessionStore, Slot};
 use crate::lock;
 
 /// How long the watcher gathers file events before acting on them.
@@ -58,6 +59,7 @@ impl SessionStore {
                     // Failed sessions stay dirty and are retried on the next tick.
                     let _ = store.flush_dirty().await;
                     store.unload_idle().await;
+                    store.fold_idle().await;
                 }
             });
         }
@@ -92,7 +94,7 @@ impl SessionStore {
                 return true;
             };
             match state.as_ref() {
-                Some(live) if live.is_dirty() || live.last_used.elapsed() < after => true,
+                Some(live) if live.is_dirty() || live.idle_for() < after => true,
                 _ => {
                     unloaded.extend(state.take());
                     false
@@ -100,6 +102,24 @@ impl SessionStore {
             }
         });
         free_off_thread(unloaded).await;
+    }
+
+    /// Holds the small sessions no call has used for `fold_after` as their text (see
+    /// `Live::fold`). A session a call holds right now is left as it is.
+    async fn fold_idle(&self) {
+        let after = self.inner.options.fold_after;
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.live).values().cloned().collect();
+        for (n, slot) in slots.iter().enumerate() {
+            if let Ok(mut state) = slot.state.try_lock() {
+                if let Some(live) = state.as_mut().filter(|l| l.idle_for() >= after) {
+                    live.fold(&slot.key.session_id());
+                }
+            }
+            // Each fold may serialise a session: let other tasks have the worker now and then.
+            if n % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 
     pub(super) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

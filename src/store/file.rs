@@ -166,6 +166,21 @@ impl StoredSummary {
             entries: session.conversation_history.len(),
         }
     }
+
+    /// The summary of a session's JSON text, read without building the whole session.
+    pub fn from_json(bytes: &[u8]) -> Option<StoredSummary> {
+        let head: SnapshotHead = from_json_bytes(bytes).ok()?;
+        Some(StoredSummary {
+            id: head.id,
+            user_id: head.user_id,
+            workspace_id: head.workspace_id,
+            created_at: head.created_at,
+            updated_at: head.updated_at,
+            charts: head.active_charts.len(),
+            beats: head.story_beats.len(),
+            entries: head.conversation_history.len(),
+        })
+    }
 }
 
 /// A snapshot's summary fields, read without building the whole session.
@@ -796,18 +811,7 @@ impl FileBackend {
         };
         let size = (bytes.len() + journal.len()) as u64;
         if journal.is_empty() {
-            let head: SnapshotHead = from_json_bytes(&bytes).ok()?;
-            let summary = StoredSummary {
-                id: head.id,
-                user_id: head.user_id,
-                workspace_id: head.workspace_id,
-                created_at: head.created_at,
-                updated_at: head.updated_at,
-                charts: head.active_charts.len(),
-                beats: head.story_beats.len(),
-                entries: head.conversation_history.len(),
-            };
-            return Some((summary, size));
+            return Some((StoredSummary::from_json(&bytes)?, size));
         }
         let mut session: NarrativeSession = from_json_bytes(&bytes).ok()?;
         for patch in &crate::journal::decode(&journal).patches {

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -54,7 +54,7 @@ use crate::merge::{apply_patch, lost_writes, normalize_owned, settle_update, Ses
 use crate::model::{check_id, peek_updated_at, NarrativeSession};
 use crate::paths::SessionKey;
 use crate::update::parse_update;
-use file::{FileBackend, ReadLimits, StoredSummary};
+use file::{FileBackend, ReadLimits};
 use file_sessions::{idle, load_from_files, read_changes_from_files, DiskView};
 use live::Live;
 
@@ -229,16 +229,18 @@ impl SessionStore {
         let (created, recovered) = self
             .ensure_loaded(&slot.key, &mut state, Want::Text)
             .await?;
-        let live = loaded(&mut state)?;
-        Ok(LoadOutcome {
+        let live = loaded(&mut state, self.inner.options.fold_after)?;
+        let outcome = LoadOutcome {
             session_json: live.text()?,
-            // (Only a session whose id is the one its key gives is ever held unparsed.)
+            // (Only a session whose id is the one its key gives is ever held as text.)
             session_id: live
                 .parsed()
                 .map_or_else(|| slot.key.session_id(), |s| s.id.clone()),
             created,
             recovered,
-        })
+        };
+        live.rest(&outcome.session_id);
+        Ok(outcome)
     }
 
     /// Merges a client's update (JSON text of any subset of a session's fields) into the session.
@@ -266,7 +268,7 @@ impl SessionStore {
         let mut state = slot.state.lock().await;
         self.ensure_loaded(&slot.key, &mut state, Want::Session)
             .await?;
-        let live = loaded(&mut state)?;
+        let live = loaded(&mut state, self.inner.options.fold_after)?;
         // The update as the join it amounts to: what is applied here is what the journal replays.
         let mut patch = settle_update(
             live.session()?,
@@ -319,7 +321,7 @@ impl SessionStore {
             _ if options.durable && live.is_dirty() => self.persist(&slot.key, live, false).await,
             _ => Ok(None),
         };
-        let live = loaded(&mut state)?;
+        let live = held(&mut state)?;
         // Checked after the save: what it took in from other writers may have won.
         let lost = lost_writes(live.session()?, &patch)?;
         let mut paths = changes.paths;
@@ -328,6 +330,7 @@ impl SessionStore {
             (Ok(_), true) => Some(to_json(live.session()?)?),
             _ => None,
         };
+        live.rest(&slot.key.session_id());
         drop(state);
         // The change is in the live session whether or not it could be written: listeners hear
         // of it either way, and a failed durable merge says it was applied.
@@ -414,10 +417,7 @@ impl SessionStore {
             // text is what the file holds; one busy in a call right now is listed from the file.)
             let state = slot.state.try_lock().ok();
             let held = state.as_ref().and_then(|state| state.as_ref());
-            let summary = match held.and_then(Live::parsed) {
-                Some(session) => SessionSummary::stored(StoredSummary::of(session), bytes),
-                None => SessionSummary::stored(s, bytes),
-            };
+            let summary = SessionSummary::stored(held.and_then(Live::summary).unwrap_or(s), bytes);
             out.push(summary.loaded(held.is_some_and(Live::is_dirty)));
         }
         // A session created by a load here and not saved yet has no file: it is listed from memory.
@@ -426,12 +426,12 @@ impl SessionStore {
             let Ok(state) = slot.state.try_lock() else {
                 continue;
             };
-            if let Some(session) = state
+            if let Some(summary) = state
                 .as_ref()
                 .filter(|l| l.is_dirty())
-                .and_then(Live::parsed)
+                .and_then(Live::summary)
             {
-                out.push(SessionSummary::stored(StoredSummary::of(session), 0).loaded(true));
+                out.push(SessionSummary::stored(summary, 0).loaded(true));
             }
         }
         out.sort_by(|a, b| (&a.user_id, &a.workspace_id).cmp(&(&b.user_id, &b.workspace_id)));
@@ -818,12 +818,17 @@ fn parse_marked(text: &str, key: &SessionKey) -> Result<NarrativeSession> {
 }
 
 /// The loaded session of a load or merge, marked as used now.
-fn loaded(state: &mut Option<Live>) -> Result<&mut Live> {
-    let live = state
-        .as_mut()
-        .ok_or_else(|| StoreError::internal("session vanished while loading"))?;
-    live.last_used = Instant::now();
+fn loaded(state: &mut Option<Live>, fold_after: Duration) -> Result<&mut Live> {
+    let live = held(state)?;
+    live.mark_used(fold_after);
     Ok(live)
+}
+
+/// The loaded session, again within the call that loaded it.
+fn held(state: &mut Option<Live>) -> Result<&mut Live> {
+    state
+        .as_mut()
+        .ok_or_else(|| StoreError::internal("session vanished while loading"))
 }
 
 /// Frees sessions on tokio's blocking pool: a 10 MB session takes ~15 ms to free, which no tokio

@@ -25,6 +25,10 @@ pub enum BackendChoice {
     Redis(redis::RedisConfig),
 }
 
+/// How long a small session goes without calls before it is held as text (see
+/// [`StoreOptions::fold_after`]).
+pub const DEFAULT_FOLD_AFTER: Duration = Duration::from_secs(2);
+
 /// The default prefix of the Redis backend's keys.
 pub const DEFAULT_KEY_PREFIX: &str = "mia:ns:";
 
@@ -43,6 +47,11 @@ pub struct StoreOptions {
     /// How long a session no call uses stays in memory once everything is written (checked at each
     /// autosave tick). Zero keeps sessions until close.
     pub unload_after: Duration,
+    /// How long a small session (its JSON at most 16 KiB) goes without calls before it is held
+    /// as its text alone, about a third of the memory it takes parsed; the next call parses it
+    /// again. The first call on a session after such a pause holds it as text when it ends. Zero:
+    /// after every call.
+    pub fold_after: Duration,
     pub max_session_bytes: usize,
     /// The wall clock the store's hybrid clock reads: the system's, or one a test sets.
     pub wall_clock: WallClock,
@@ -61,6 +70,7 @@ impl StoreOptions {
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             unload_after: DEFAULT_UNLOAD_AFTER,
+            fold_after: DEFAULT_FOLD_AFTER,
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
             wall_clock: WallClock::system(),
             list_index: true,

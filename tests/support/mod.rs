@@ -16,11 +16,14 @@ pub mod records;
 pub mod redis_proxy;
 pub mod workload;
 
-/// Options with autosave and cleanup off, so that only what a test does touches the files.
+/// Options with autosave and cleanup off, so that only what a test does touches the files. Small
+/// sessions are held as text after every call (`fold_after` zero), so that every test also
+/// checks that a session parsed again from its text is the one it was.
 pub fn quiet_options(dir: &Path) -> StoreOptions {
     let mut options = StoreOptions::new(dir);
     options.autosave_interval = Duration::ZERO;
     options.cleanup_interval = Duration::ZERO;
+    options.fold_after = Duration::ZERO;
     options
 }
 
