@@ -12,6 +12,9 @@ const { spawn } = require('node:child_process')
 const { measure, idleNoise, sleep } = require('./lib/measure')
 const { StallProbe } = require('./lib/stall-probe')
 const { sendTextMessage } = require('../lib/fragments')
+
+/** The handler's default `slowReaderTimeoutMs`. */
+const SLOW_READER_TIMEOUT_MS = 30000
 const gen = require('./generate')
 const { CONTENDERS, openSystem } = require('./contenders')
 const manySessions = require('./many-sessions')
@@ -195,11 +198,12 @@ function w1() {
       timestamp: new Date().toISOString(),
     })
 
-  // As the handler sends it (lib/fragments.js): in fragments, one per turn of the loop, when large.
+  // As the handler sends it (lib/fragments.js): in fragments, one per turn of the loop, when large,
+  // each waited for as long as the handler waits by default for a client to take it.
   const sendFramed = (sessionJson, created, recovered) => {
     const head = `{"type":"session-event","channel":"session","payload":{"event":"restored","created":${!!created},"recovered":${!!recovered},"session":`
     const tail = `},"timestamp":"${new Date().toISOString()}"}`
-    return sendTextMessage(socket, head, sessionJson, tail)
+    return sendTextMessage(socket, head, sessionJson, tail, SLOW_READER_TIMEOUT_MS)
   }
 
   return {
