@@ -23,6 +23,9 @@ pub fn options(dir: &Path, disk: Arc<dyn Disk>) -> StoreOptions {
     options.autosave_interval = Duration::ZERO;
     options.cleanup_interval = Duration::ZERO;
     options.unload_after = Duration::ZERO;
+    // Small sessions held as text after every call: the crashes also fall between a session
+    // parsed again from its text and its next write.
+    options.fold_after = Duration::ZERO;
     options.disk = disk;
     options
 }
