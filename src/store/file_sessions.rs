@@ -450,21 +450,6 @@ impl SessionStore {
         };
         // Never closed, so always Ok; held until the write is done.
         let _sync = self.inner.syncs.acquire().await;
-        let (files, stem, key, known) = (
-            backend.clone(),
-            slot.key.file_stem(),
-            slot.key.clone(),
-            live.disk,
-        );
-        let looked = blocking_here(move || {
-            let lock = files.lock(&stem)?;
-            let change = read_disk_changes(&files, &stem, &key, known, &lock)?;
-            Ok((lock, matches!(change, DiskChange::Unchanged)))
-        })
-        .await;
-        let Ok((lock, true)) = looked else {
-            return Err(state);
-        };
         let upto = live.commits.added;
         let write = if live.needs_snapshot {
             let (Ok(text), Ok(session)) = (live.text(), live.session()) else {
@@ -475,16 +460,34 @@ impl SessionStore {
         } else {
             Released::Append(live.pending.clone())
         };
+        // Nothing else writes the session's files from here on (saves, refreshes and compactions
+        // wait for the commit in flight); merges only add to `pending`.
         live.commits.in_flight = true;
+        let (files, stem, key, known) = (
+            backend.clone(),
+            slot.key.file_stem(),
+            slot.key.clone(),
+            live.disk,
+        );
         drop(state);
-        let (files, key) = (backend.clone(), slot.key.clone());
-        let written = blocking(move || match write {
-            Released::Append(records) => files
-                .append_journal(&key.file_stem(), &records, &lock)
-                .map(|journal| Wrote::Journal(journal, records.len())),
-            Released::Snapshot(text, id, records) => {
-                write_snapshot(&files, &key, &id, text.as_bytes(), &lock)
-                    .map(|view| Wrote::Snapshot(view, records, text.len()))
+        // One trip to the blocking pool: the session's lock, a look at its files, and the write.
+        // Files that changed (or could not be looked at) are left to the usual way, below.
+        let written = blocking(move || {
+            let looked = files.lock(&stem).and_then(|lock| {
+                let change = read_disk_changes(&files, &stem, &key, known, &lock)?;
+                Ok((lock, matches!(change, DiskChange::Unchanged)))
+            });
+            let Ok((lock, true)) = looked else {
+                return Ok(None);
+            };
+            match write {
+                Released::Append(records) => files
+                    .append_journal(&stem, &records, &lock)
+                    .map(|journal| Some(Wrote::Journal(journal, records.len()))),
+                Released::Snapshot(text, id, records) => {
+                    write_snapshot(&files, &key, &id, text.as_bytes(), &lock)
+                        .map(|view| Some(Wrote::Snapshot(view, records, text.len())))
+                }
             }
         })
         .await;
@@ -492,13 +495,17 @@ impl SessionStore {
         if let Some(live) = state.as_mut() {
             live.commits.in_flight = false;
             match written {
-                Ok(Wrote::Journal(journal, records)) => {
+                Ok(None) => {
+                    slot.committed.notify_waiters();
+                    return Err(state);
+                }
+                Ok(Some(Wrote::Journal(journal, records))) => {
                     live.pending.drain(..records);
                     live.disk.set_journal(Some(journal));
                     live.commits.durable = upto;
                     self.compact_if_due(&slot.key, live);
                 }
-                Ok(Wrote::Snapshot(view, records, size)) => {
+                Ok(Some(Wrote::Snapshot(view, records, size))) => {
                     live.pending.drain(..records);
                     live.disk = view;
                     live.needs_snapshot = false;
